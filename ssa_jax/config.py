@@ -1,0 +1,93 @@
+"""The base configuration every file in `configs/` starts from.
+
+Each value that reads an ambiguity of the papers (DESIGN.md) is a field here, so a user can switch to
+the other reading with `--config.<path>=<value>`; every run writes the config it ran with.
+
+Layout (all fields always present, so that overrides are type-checked by ml_collections):
+  config.name, config.seed
+  config.data      which corpus, where, which classes, how bad files are handled
+  config.features  front end (DESIGN §2)
+  config.model     architecture (DESIGN §3)
+  config.train     optimisation, batches, folds, model selection (DESIGN §4-5)
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+EMOTIONS = ("neu", "hap", "ang", "sad")
+ATTITUDES = ("friendly", "distant", "dominant", "seductive")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The paper's SSA-CRNN-r at full size on the built-in corpus."""
+  c = ml_collections.ConfigDict()
+  c.name = "ssa_crnn_r"
+  c.seed = 0
+
+  # --- data (DESIGN §7) ---
+  c.data = ml_collections.ConfigDict()
+  c.data.corpus = "synthetic"  # synthetic | iemocap | atthack | manifest
+  c.data.root = ""  # corpus root (iemocap / atthack) or the manifest CSV's path
+  c.data.cache_dir = "~/.cache/ssa_jax"  # generated corpus and feature caches (hash-keyed)
+  c.data.classes = EMOTIONS  # class names, in logit order
+  c.data.scripted = False  # IEMOCAP: add scripted dialogs to the improvised ones
+  c.data.merge_exc = False  # IEMOCAP: count `exc` as `hap`
+  c.data.attitudes = ATTITUDES  # Att-HACK: names of a1..a4, in that order
+  c.data.strict = False  # a bad file is an error instead of a reported skip
+  # The built-in generated corpus (ssa_jax/corpora/synthetic.py).
+  c.data.synthetic = ml_collections.ConfigDict()
+  c.data.synthetic.num_speakers = 8
+  c.data.synthetic.num_phrases = 12
+  c.data.synthetic.repetitions = 2
+  c.data.synthetic.seed = 0
+
+  # --- features (DESIGN §2) ---
+  c.features = ml_collections.ConfigDict()
+  c.features.sample_rate = 16000
+  c.features.win_length = 400  # 25 ms Hamming window
+  c.features.hop_length = 160  # 10 ms hop
+  c.features.n_fft = 512
+  c.features.n_mels = 40
+  c.features.fmin = 0.0
+  c.features.fmax = 8000.0
+  c.features.log_floor = 1e-6  # log(mel_power + floor); never power_to_db's top_db clip
+  c.features.delta_width = 5  # regression delta with N=2
+  c.features.segment_frames = 300  # 3 s segments
+  c.features.min_segment_frames = 100  # a trailing partial segment shorter than this is dropped
+  c.features.backend = "jax"  # jax (batched) | librosa (per-file reference)
+  c.features.norm_fallback = "self"  # unseen speaker at prediction: self | global
+
+  # --- model (DESIGN §3) ---
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "ssa_crnn"  # acrnn | ssa_crnn
+  c.model.conv_features = (128, 256, 256, 256, 256, 256)
+  c.model.kernel_size = (5, 3)  # (time, freq)
+  c.model.pool_size = (2, 2)  # after conv1; the ACRNN code uses (2, 4)
+  c.model.dense_units = 768
+  c.model.lstm_units = 128  # per direction
+  c.model.embed_dim = 128
+  c.model.num_classes = len(EMOTIONS)
+  c.model.num_speakers = 0  # 0: taken from the training data
+  c.model.leaky_slope = 0.01
+  c.model.bn_momentum = 0.99
+  c.model.mask_padding = True
+  c.model.dtype = "float32"  # compute dtype of convs and matmuls: float32 | bfloat16
+
+  # --- training (DESIGN §4-5) ---
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 40  # global; emotion-balanced (batch_size / num_classes per class)
+  c.train.eval_batch_size = 40
+  c.train.learning_rate = 1e-4
+  c.train.b1 = 0.9
+  c.train.b2 = 0.999
+  c.train.eps = 1e-8
+  c.train.constraint = "l1_sphere"  # l1_sphere | rescale | none (Eq. 8)
+  c.train.epochs = 100
+  c.train.patience = 20  # epochs without a better validation UAR before stopping; 0: never
+  c.train.split = "random"  # random (IEMOCAP) | linguistic (Att-HACK) | loso
+  c.train.num_folds = 10
+  c.train.valid_fraction = 0.2  # random split
+  c.train.pooling = "max"  # segment posteriors -> utterance: max | mean
+  c.train.log_every = 10  # steps between progress-bar updates
+  return c

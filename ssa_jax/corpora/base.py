@@ -1,0 +1,60 @@
+"""What every corpus loader returns: a listing of utterances, and what it skipped and why.
+
+A loader never drops a file silently: anything it sees and does not use goes to `skipped` with a
+reason (or raises `CorpusError` with `strict=True`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+
+class CorpusError(ValueError):
+  """A corpus root, label file or manifest that cannot be used; the message names the path."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+  utt_id: str  # unique within the corpus
+  path: str  # absolute path of the audio file
+  speaker: str
+  label: str  # one of the configured class names
+  phrase: str = ""  # linguistic content id (Att-HACK phrase, synthetic phrase); "" if unknown
+
+
+@dataclasses.dataclass
+class Listing:
+  corpus: str
+  root: str
+  classes: tuple[str, ...]
+  utterances: list[Utterance]
+  skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (path, reason)
+
+  def counts(self) -> dict[str, dict[str, int]]:
+    """speaker -> class -> number of utterances."""
+    table: dict[str, dict[str, int]] = collections.defaultdict(lambda: {c: 0 for c in self.classes})
+    for u in self.utterances:
+      table[u.speaker][u.label] += 1
+    return dict(sorted(table.items()))
+
+  def report(self) -> str:
+    """A speakers x classes count table, then the skipped files with their reasons."""
+    counts = self.counts()
+    w = max([len("speaker")] + [len(s) for s in counts])
+    cw = max([6] + [len(c) for c in self.classes])
+    lines = [f"{self.corpus} corpus at {self.root}: {len(self.utterances)} utterances, "
+             f"{len(counts)} speakers, {len(self.skipped)} skipped"]
+    lines.append("speaker".ljust(w) + "".join(c.rjust(cw + 1) for c in self.classes) + "total".rjust(cw + 1))
+    totals = {c: 0 for c in self.classes}
+    for spk, row in counts.items():
+      lines.append(spk.ljust(w) + "".join(str(row[c]).rjust(cw + 1) for c in self.classes)
+                   + str(sum(row.values())).rjust(cw + 1))
+      for c in self.classes:
+        totals[c] += row[c]
+    lines.append("total".ljust(w) + "".join(str(totals[c]).rjust(cw + 1) for c in self.classes)
+                 + str(sum(totals.values())).rjust(cw + 1))
+    if self.skipped:
+      lines.append(f"skipped {len(self.skipped)}:")
+      lines.extend(f"  {p}: {r}" for p, r in self.skipped)
+    return "\n".join(lines)
