@@ -1,0 +1,128 @@
+"""Train / validation splits over utterances for the 10-fold protocols of the paper (DESIGN §5).
+
+Three modes (`config.train.split`):
+  random      IEMOCAP (seed §3.2): a random 80/20 split of the whole set per fold, seeded by
+              (seed, fold), stratified by speaker x class so that class proportions match on both
+              sides and every (speaker, class) cell with data keeps at least one training utterance
+              (so every speaker is seen in training: the split is speaker dependent).
+  linguistic  Att-HACK (seed §3.2): the distinct phrases are shuffled once (seeded by `seed`, the
+              same for every fold) into `num_folds` groups; fold k validates on groups k and
+              k+1 (mod num_folds), so no phrase is on both sides.
+  loso        leave one speaker out (beyond the paper, speaker independent): fold k validates on
+              the k-th speaker (speakers in index order); `num_folds` is not used, the folds are
+              0 .. number of speakers - 1.
+
+All splits are over utterances (a segment goes where its utterance goes), returned as sorted int64
+index arrays into the dataset's per-utterance arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+MODES = ("random", "linguistic", "loso")
+
+
+def _field(data: Any, name: str) -> Any:
+  if isinstance(data, Mapping):
+    return data.get(name)
+  return getattr(data, name, None)
+
+
+def _check_fold(fold: int, num_folds: int, what: str) -> None:
+  if not isinstance(fold, (int, np.integer)) or isinstance(fold, bool):
+    raise ValueError(f"fold must be an integer, got {fold!r}")
+  if not 0 <= fold < num_folds:
+    raise ValueError(f"fold {fold} is out of range: {what} has folds 0..{num_folds - 1}")
+
+
+def _random_split(labels: np.ndarray, speakers: np.ndarray, fold: int, valid_fraction: float,
+                  seed: int) -> np.ndarray:
+  """Boolean validation mask: stratified by speaker x class, largest-remainder quotas."""
+  if not 0.0 < valid_fraction < 1.0:
+    raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
+  rng = np.random.default_rng([seed, fold])
+  cells = sorted(set(zip(speakers.tolist(), labels.tolist())))
+  members = [np.flatnonzero((speakers == s) & (labels == c)) for s, c in cells]
+  sizes = np.array([len(m) for m in members])
+  quota = valid_fraction * sizes
+  take = np.floor(quota).astype(np.int64)
+  # Hand the remaining validation utterances to the cells with the largest remainders (random
+  # tie-break), so that the total is round(valid_fraction * U) as closely as the caps allow.
+  remaining = int(round(valid_fraction * sizes.sum())) - int(take.sum())
+  order = np.lexsort((rng.random(len(cells)), -(quota - take)))
+  for i in order[:max(remaining, 0)]:
+    take[i] += 1
+  take = np.minimum(take, sizes - 1)  # at least one training utterance per (speaker, class) cell
+  valid = np.zeros(len(labels), bool)
+  for idx, k in zip(members, take):
+    valid[rng.permutation(idx)[:k]] = True
+  return valid
+
+
+def _linguistic_split(phrases: np.ndarray, fold: int, num_folds: int, seed: int) -> np.ndarray:
+  distinct = np.array(sorted(set(phrases.tolist())))
+  if len(distinct) < num_folds:
+    raise ValueError(f"linguistic split needs at least {num_folds} distinct phrases "
+                     f"(one group per fold), found {len(distinct)}")
+  groups = np.array_split(np.random.default_rng(seed).permutation(distinct), num_folds)
+  held_out = np.concatenate([groups[fold], groups[(fold + 1) % num_folds]])
+  return np.isin(phrases, held_out)
+
+
+def fold_split(dataset: Any, fold: int, mode: str, num_folds: int = 10,
+               valid_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Utterance indices (train, valid) of one fold.
+
+  Args:
+    dataset: a `data.Dataset` or anything with per-utterance `labels (U,)`, `speakers (U,)` and,
+      for the linguistic mode, `phrases (U,)` (attributes or mapping keys).
+    fold: 0-based fold number.
+    mode: "random" | "linguistic" | "loso" (see the module docstring).
+    num_folds: number of folds (random and linguistic).
+    valid_fraction: share of validation utterances (random).
+    seed: the run's seed; the random mode seeds with (seed, fold), the phrase grouping with seed.
+
+  Returns:
+    (train_idx, valid_idx): sorted int64 arrays, disjoint, together all of 0..U-1.
+
+  Raises:
+    ValueError: unknown mode, fold out of range, or data the mode cannot split.
+  """
+  if mode not in MODES:
+    raise ValueError(f"unknown split mode {mode!r}; choose one of {', '.join(MODES)}")
+  labels = np.asarray(_field(dataset, "labels"))
+  speakers = np.asarray(_field(dataset, "speakers"))
+  if labels.ndim != 1 or speakers.shape != labels.shape:
+    raise ValueError(f"labels and speakers must be 1-D arrays of the same length, got shapes "
+                     f"{labels.shape} and {speakers.shape}")
+  if len(labels) == 0:
+    raise ValueError("cannot split an empty dataset (no utterances)")
+
+  if mode == "random":
+    _check_fold(fold, num_folds, f"the random split with num_folds={num_folds}")
+    valid = _random_split(labels, speakers, int(fold), valid_fraction, seed)
+  elif mode == "linguistic":
+    _check_fold(fold, num_folds, f"the linguistic split with num_folds={num_folds}")
+    phrases = _field(dataset, "phrases")
+    if phrases is None or len(phrases) != len(labels):
+      raise ValueError("the linguistic split needs a phrase for every utterance")
+    phrases = np.asarray(phrases, dtype=str)
+    if np.any(phrases == ""):
+      raise ValueError(f"the linguistic split needs a phrase for every utterance; "
+                       f"{int(np.sum(phrases == ''))} of {len(phrases)} have none")
+    valid = _linguistic_split(phrases, int(fold), num_folds, seed)
+  else:  # loso
+    speaker_ids = np.unique(speakers)
+    _check_fold(fold, len(speaker_ids), f"leave-one-speaker-out with {len(speaker_ids)} speakers")
+    valid = speakers == speaker_ids[fold]
+
+  idx = np.arange(len(labels), dtype=np.int64)
+  train_idx, valid_idx = idx[~valid], idx[valid]
+  if len(train_idx) == 0 or len(valid_idx) == 0:
+    raise ValueError(f"fold {fold} of the {mode} split leaves an empty "
+                     f"{'training' if len(train_idx) == 0 else 'validation'} set "
+                     f"({len(labels)} utterances)")
+  return train_idx, valid_idx

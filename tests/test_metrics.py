@@ -1,0 +1,59 @@
+"""Metrics against scikit-learn and direct numpy computations."""
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from sklearn import metrics as skm
+
+from ssa_jax import metrics
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 60), k=st.integers(2, 6), seed=st.integers(0, 10_000))
+def test_uar_wa_match_sklearn(n, k, seed):
+  rng = np.random.default_rng(seed)
+  # Truth may miss classes (drawn from a subset); predictions use all classes.
+  y_true = rng.integers(0, rng.integers(1, k + 1), n)
+  y_pred = rng.integers(0, k, n)
+  cm = metrics.confusion_matrix(y_true, y_pred, k)
+  np.testing.assert_array_equal(cm, skm.confusion_matrix(y_true, y_pred, labels=np.arange(k)))
+  with warnings.catch_warnings():  # sklearn warns when y_pred has classes absent from y_true
+    warnings.simplefilter("ignore")
+    expected_uar = skm.balanced_accuracy_score(y_true, y_pred)
+  assert metrics.uar(cm) == pytest.approx(expected_uar, abs=1e-12)
+  assert metrics.wa(cm) == pytest.approx(skm.accuracy_score(y_true, y_pred), abs=1e-12)
+
+
+def test_uar_excludes_absent_classes_and_empty_is_nan():
+  cm = np.array([[3, 1, 0], [0, 0, 0], [1, 1, 2]])
+  assert metrics.uar(cm) == pytest.approx((3 / 4 + 2 / 4) / 2)
+  assert np.isnan(metrics.uar(np.zeros((3, 3))))
+  assert np.isnan(metrics.wa(np.zeros((3, 3))))
+
+
+@settings(max_examples=15, deadline=None)
+@given(u=st.integers(1, 8), k=st.integers(2, 5), seed=st.integers(0, 10_000))
+def test_pooling_matches_direct_numpy(u, k, seed):
+  rng = np.random.default_rng(seed)
+  seg_utt = np.concatenate([np.arange(u), rng.integers(0, u, 10)])
+  rng.shuffle(seg_utt)
+  logits = rng.normal(size=(len(seg_utt), k))
+  probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  got_max = metrics.pool_posteriors(probs, seg_utt, u, "max")
+  got_mean = metrics.pool_posteriors(probs, seg_utt, u, "mean")
+  for i in range(u):
+    np.testing.assert_allclose(got_max[i], probs[seg_utt == i].max(axis=0))
+    np.testing.assert_allclose(got_mean[i], probs[seg_utt == i].mean(axis=0))
+
+
+def test_bad_inputs_are_clear_errors():
+  with pytest.raises(ValueError, match="outside 0..2"):
+    metrics.confusion_matrix([0, 3], [0, 1], 3)
+  with pytest.raises(ValueError, match="differ in length"):
+    metrics.confusion_matrix([0, 1], [0], 3)
+  with pytest.raises(ValueError, match="no segment"):
+    metrics.pool_posteriors(np.ones((2, 2)) / 2, np.array([0, 0]), 2)
+  with pytest.raises(ValueError, match="unknown pooling"):
+    metrics.pool_posteriors(np.ones((2, 2)) / 2, np.array([0, 1]), 2, "median")
