@@ -1,0 +1,76 @@
+"""Self attention (seed Eq. 1-2) and Self Speaker Attention (seed Eq. 3-7, DESIGN §3 reading).
+
+Both run in float32 whatever the model's compute dtype, and give padded frames exactly zero
+weight (`mask (B, T')` False). A fully padded example gets all-zero weights and a zero context.
+"""
+
+from __future__ import annotations
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
+  """Softmax over the last axis with masked entries exactly 0 (all-masked rows: all 0)."""
+  scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+  return jnp.where(mask, jax.nn.softmax(scores, axis=-1), 0.0)
+
+
+class SelfAttention(nn.Module):
+  """Eq. 1-2: alpha = softmax_t(h W_att), c = sum_t alpha_t h_t.
+
+  Inputs h (B, T', d), mask (B, T') bool. Returns (c (B, d), alpha (B, T')).
+  """
+
+  @nn.compact
+  def __call__(self, h: jax.Array, mask: jax.Array):
+    b, t, d = h.shape
+    chex.assert_shape(mask, (b, t))
+    h = h.astype(jnp.float32)
+    w_att = self.param("w_att", nn.initializers.normal(1.0 / math.sqrt(d)), (d,))
+    alpha = masked_softmax(h @ w_att, mask)
+    c = jnp.einsum("bt,btd->bd", alpha, h)
+    return c, alpha
+
+
+class SelfSpeakerAttention(nn.Module):
+  """Eq. 3-7 (DESIGN §3): attention of the emotion branch over itself and the speaker branch.
+
+    q      = sum_t mask_t W^q_t h_em,t            W^q in R^{T'}      -> (B, d)
+    a_em   = h_em W^k_em                          W^k_em in R^d      -> (B, T')
+    a_sp   = (h_sp W^k_sp) q / sqrt(T')           W^k_sp in R^{dxd}  -> (B, T')
+    alpha  = softmax([a_em, a_sp]) jointly over the 2T' entries, padded frames masked in both
+    c      = [sum_t alpha_t h_em,t W^v_em ; sum_t alpha_{T'+t} h_sp,t W^v_sp]  -> (B, 2d)
+
+  Inputs h_em, h_sp (B, T', d), mask (B, T') bool. Returns (c (B, 2d), alpha_em (B, T'),
+  alpha_sp (B, T')); alpha_em and alpha_sp together sum to 1. `W^q` ties the module to T'.
+  """
+
+  @nn.compact
+  def __call__(self, h_em: jax.Array, h_sp: jax.Array, mask: jax.Array):
+    b, t, d = h_em.shape
+    chex.assert_shape([h_sp, mask], [(b, t, d), (b, t)])
+    h_em = h_em.astype(jnp.float32)
+    h_sp = h_sp.astype(jnp.float32)
+    vec_init = nn.initializers.normal(1.0 / math.sqrt(d))
+    w_q = self.param("w_q", nn.initializers.normal(1.0 / math.sqrt(t)), (t,))
+    w_k_em = self.param("w_k_em", vec_init, (d,))
+    mat_init = nn.initializers.lecun_normal()
+    w_k_sp = self.param("w_k_sp", mat_init, (d, d))
+    w_v_em = self.param("w_v_em", mat_init, (d, d))
+    w_v_sp = self.param("w_v_sp", mat_init, (d, d))
+
+    q = jnp.einsum("t,btd->bd", w_q, h_em * mask[:, :, None])
+    a_em = h_em @ w_k_em
+    keys = h_sp @ w_k_sp
+    a_sp = jnp.einsum("btd,bd->bt", keys, q) / math.sqrt(t)
+    alpha = masked_softmax(jnp.concatenate([a_em, a_sp], axis=1),
+                           jnp.concatenate([mask, mask], axis=1))
+    alpha_em, alpha_sp = alpha[:, :t], alpha[:, t:]
+    c = jnp.concatenate([jnp.einsum("bt,btd->bd", alpha_em, h_em @ w_v_em),
+                         jnp.einsum("bt,btd->bd", alpha_sp, h_sp @ w_v_sp)], axis=1)
+    return c, alpha_em, alpha_sp

@@ -1,0 +1,208 @@
+"""Property tests of the flax models (ssa_jax/models): shapes, attention, masking, jit/vmap."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ssa_jax.config import base_config
+from ssa_jax.models import ACRNN, SSACRNN, build_model
+
+SETTINGS = settings(max_examples=3, deadline=None, derandomize=True)
+
+
+def tiny_cfg(name: str, **overrides) -> ml_collections.ConfigDict:
+  c = base_config().model
+  c.name = name
+  c.conv_features = (3, 4)
+  c.dense_units = 8
+  c.lstm_units = 5
+  c.embed_dim = 6
+  c.num_speakers = 3 if name == "ssa_crnn" else 0
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def make_batch(seed: int, b: int, t: int, m: int, c: int, lengths):
+  x = jax.random.normal(jax.random.key(seed), (b, t, m, c), jnp.float32)
+  mask = jnp.arange(t)[None, :] < jnp.asarray(lengths)[:, None]
+  return x, mask
+
+
+def attention_weights(aux):
+  if "alpha" in aux:
+    return aux["alpha"]
+  return jnp.concatenate([aux["alpha_em"], aux["alpha_sp"]], axis=1)
+
+
+def check_outputs(model_cfg, logits, aux, b, tp):
+  k, e = model_cfg.num_classes, model_cfg.embed_dim
+  chex.assert_shape([logits, aux["emotion_logits"], aux["z_em"], aux["mask"]],
+                    [(b, k), (b, k), (b, e), (b, tp)])
+  chex.assert_trees_all_equal(logits, aux["emotion_logits"])
+  if model_cfg.name == "acrnn":
+    assert set(aux) == {"emotion_logits", "z_em", "mask", "alpha"}
+    chex.assert_shape(aux["alpha"], (b, tp))
+    self_alphas = [aux["alpha"]]
+  else:
+    assert set(aux) == {"emotion_logits", "z_em", "mask", "speaker_logits", "z_sp",
+                        "alpha_sp_self", "alpha_em", "alpha_sp"}
+    chex.assert_shape([aux["speaker_logits"], aux["z_sp"], aux["alpha_sp_self"],
+                       aux["alpha_em"], aux["alpha_sp"]],
+                      [(b, model_cfg.num_speakers), (b, e), (b, tp), (b, tp), (b, tp)])
+    self_alphas = [aux["alpha_sp_self"]]
+  pmask = np.asarray(aux["mask"])
+  for alpha in self_alphas + [attention_weights(aux)]:
+    alpha = np.asarray(alpha)
+    full_mask = np.tile(pmask, (1, alpha.shape[1] // tp))
+    assert (alpha >= 0).all()
+    np.testing.assert_allclose(alpha.sum(axis=1), 1.0, rtol=1e-5)
+    assert (alpha[~full_mask] == 0).all(), "masked frames must get exactly zero attention"
+  chex.assert_tree_all_finite((logits, aux))
+
+
+@SETTINGS
+@given(name=st.sampled_from(["acrnn", "ssa_crnn"]), b=st.integers(1, 3),
+       half_t=st.integers(2, 6), m=st.sampled_from([4, 6, 8]), c=st.sampled_from([1, 3]),
+       conv=st.integers(2, 4), hidden=st.integers(2, 6), data=st.data())
+def test_shapes_attention_and_masked_values(name, b, half_t, m, c, conv, hidden, data):
+  t = 2 * half_t
+  lengths = data.draw(st.lists(st.integers(1, half_t), min_size=b, max_size=b))
+  lengths = [2 * n for n in lengths]
+  cfg = tiny_cfg(name, conv_features=(conv, conv + 1, conv), lstm_units=hidden,
+                 dense_units=hidden + 2, embed_dim=hidden + 1)
+  model = build_model(cfg)
+  x, mask = make_batch(b, b, t, m, c, lengths)
+  variables = model.init(jax.random.key(1), x, mask)
+  apply = jax.jit(model.apply)
+  logits, aux = apply(variables, x, mask)
+  check_outputs(cfg, logits, aux, b, t // 2)
+  np.testing.assert_array_equal(aux["mask"], np.asarray(mask)[:, ::2])
+  # Whatever the padded frames hold, no output changes.
+  x2 = jnp.where(mask[:, :, None, None], x, 100.0 * jax.random.normal(jax.random.key(7), x.shape))
+  logits2, aux2 = apply(variables, x2, mask)
+  chex.assert_trees_all_close((logits2, aux2), (logits, aux), atol=1e-6, rtol=1e-6)
+
+
+@SETTINGS
+@given(b=st.integers(1, 3), half_t=st.integers(2, 5), extra=st.integers(1, 3), data=st.data())
+def test_acrnn_appended_padding_changes_nothing(b, half_t, extra, data):
+  t, m = 2 * half_t, 6
+  lengths = [2 * n for n in data.draw(st.lists(st.integers(1, half_t), min_size=b, max_size=b))]
+  cfg = tiny_cfg("acrnn")
+  model = build_model(cfg)
+  x, mask = make_batch(3, b, t, m, 2, lengths)
+  variables = model.init(jax.random.key(0), x, mask)
+  logits, aux = model.apply(variables, x, mask)
+  pad = 2 * extra
+  x_long = jnp.concatenate([x, jax.random.normal(jax.random.key(9), (b, pad, m, 2))], axis=1)
+  mask_long = jnp.concatenate([mask, jnp.zeros((b, pad), bool)], axis=1)
+  logits_l, aux_l = model.apply(variables, x_long, mask_long)
+  chex.assert_trees_all_close(logits_l, logits, atol=1e-6, rtol=1e-6)
+  chex.assert_trees_all_close(aux_l["z_em"], aux["z_em"], atol=1e-6, rtol=1e-6)
+  chex.assert_trees_all_close(aux_l["alpha"][:, : t // 2], aux["alpha"], atol=1e-6, rtol=1e-6)
+  assert (np.asarray(aux_l["alpha"][:, t // 2:]) == 0).all()
+
+
+@pytest.mark.parametrize("name", ["acrnn", "ssa_crnn"])
+def test_jit_vmap_and_single_trace(name):
+  chex.clear_trace_counter()
+  cfg = tiny_cfg(name)
+  model = build_model(cfg)
+  x, mask = make_batch(0, 2, 8, 4, 3, [8, 4])
+  variables = model.init(jax.random.key(0), x, mask)
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def forward(variables, x, mask):
+    return model.apply(variables, x, mask)
+
+  for seed in range(3):
+    xs, _ = make_batch(seed, 2, 8, 4, 3, [8, 4])
+    forward(variables, xs, mask)
+  eager = model.apply(variables, x, mask)
+  chex.assert_trees_all_close(forward(variables, x, mask), eager, atol=1e-5, rtol=1e-5)
+
+  # vmap over an extra leading axis equals a loop over it.
+  xv = jnp.stack([x, 2.0 * x, -x])
+  maskv = jnp.stack([mask, mask, jnp.ones_like(mask)])
+  vmapped = jax.jit(jax.vmap(model.apply, in_axes=(None, 0, 0)))(variables, xv, maskv)
+  for i in range(3):
+    looped = model.apply(variables, xv[i], maskv[i])
+    chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], vmapped), looped,
+                                atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["acrnn", "ssa_crnn"])
+def test_train_mode_updates_batch_stats_from_real_frames_only(name):
+  cfg = tiny_cfg(name)
+  model = build_model(cfg)
+  x, mask = make_batch(0, 3, 8, 4, 3, [8, 4, 2])
+  variables = model.init(jax.random.key(0), x, mask)
+  assert set(variables) == {"params", "batch_stats"}
+  (logits, aux), updates = model.apply(variables, x, mask, train=True, mutable=["batch_stats"])
+  check_outputs(cfg, logits, aux, 3, 4)
+  old, new = variables["batch_stats"], updates["batch_stats"]
+  chex.assert_trees_all_equal_shapes(old, new)
+  for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new)):
+    assert not np.allclose(a, b), "a training step must move the running statistics"
+  x2 = jnp.where(mask[:, :, None, None], x, 50.0)
+  _, updates2 = model.apply(variables, x2, mask, train=True, mutable=["batch_stats"])
+  chex.assert_trees_all_close(updates2, updates, atol=1e-6, rtol=1e-6)
+  # Eval mode uses the running statistics: the batch composition does not matter.
+  eval_all, _ = model.apply(variables, x, mask)
+  eval_one, _ = model.apply(variables, x[:1], mask[:1])
+  chex.assert_trees_all_close(eval_one, eval_all[:1], atol=1e-5, rtol=1e-5)
+
+
+def test_classifier_is_top_level_dense():
+  cfg = tiny_cfg("ssa_crnn")
+  model = build_model(cfg)
+  x, mask = make_batch(0, 2, 4, 4, 3, [4, 2])
+  params = model.init(jax.random.key(0), x, mask)["params"]
+  chex.assert_shape(params["classifier"]["kernel"], (cfg.embed_dim, cfg.num_classes))
+  chex.assert_shape(params["speaker_classifier"]["kernel"], (cfg.embed_dim, cfg.num_speakers))
+  assert isinstance(model, SSACRNN) and isinstance(build_model(tiny_cfg("acrnn")), ACRNN)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_outputs():
+  cfg32, cfg16 = tiny_cfg("ssa_crnn"), tiny_cfg("ssa_crnn", dtype="bfloat16")
+  x, mask = make_batch(0, 2, 8, 4, 3, [8, 6])
+  variables = build_model(cfg32).init(jax.random.key(0), x, mask)
+  variables16 = build_model(cfg16).init(jax.random.key(0), x, mask)
+  assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(variables16))
+  chex.assert_trees_all_equal(variables16, variables)
+  logits32, _ = build_model(cfg32).apply(variables, x, mask)
+  logits16, aux16 = build_model(cfg16).apply(variables, x, mask)
+  assert logits16.dtype == jnp.float32 and aux16["alpha_em"].dtype == jnp.float32
+  np.testing.assert_allclose(logits16, logits32, atol=0.05, rtol=0.05)
+
+
+def test_mask_padding_off_and_default_mask():
+  cfg = tiny_cfg("acrnn", mask_padding=False)
+  model = build_model(cfg)
+  x, _ = make_batch(0, 2, 8, 4, 3, [8, 8])
+  variables = model.init(jax.random.key(0), x)
+  logits, aux = model.apply(variables, x)
+  check_outputs(cfg, logits, aux, 2, 4)
+
+
+def test_bad_configs_and_inputs_raise_clear_errors():
+  with pytest.raises(ValueError, match="num_speakers"):
+    build_model(tiny_cfg("ssa_crnn", num_speakers=0))
+  with pytest.raises(ValueError, match="unknown model.name"):
+    build_model(tiny_cfg("transformer"))
+  with pytest.raises(ValueError, match="model.dtype"):
+    build_model(tiny_cfg("acrnn", dtype="float16"))
+  model = build_model(tiny_cfg("acrnn"))
+  x, mask = make_batch(0, 2, 8, 4, 3, [8, 8])
+  with pytest.raises(ValueError, match="mask must have shape"):
+    model.init(jax.random.key(0), x, mask[:, :4])
+  with pytest.raises(ValueError, match="batch, frames, mels, channels"):
+    model.init(jax.random.key(0), x[..., 0], mask)
