@@ -1,0 +1,495 @@
+"""3-D log-Mel features (static, Δ, ΔΔ), 3 s segments and per-speaker normalisation (DESIGN §2).
+
+Two implementations of the same front end:
+
+* `log_mel_3d(wave, sample_rate, cfg) -> (F, M, 3)`: the per-file librosa reference.
+* `log_mel_3d_batch(waves (B, S), lengths (B,), cfg) -> ((B, F, M, 3), (B, F))`: a jitted JAX
+  version for many zero-padded utterances at once; `extract(waves, cfg)` drives it over a list of
+  utterances with a few length buckets (a handful of compilations, not one per length).
+
+Both compute, for a wave at `cfg.sample_rate` (16 kHz):
+
+* framing with `center=False`: frame t covers samples `[t·hop, t·hop + win)`, so a wave of S ≥ win
+  samples has `F = 1 + (S - win) // hop` frames (`num_frames`; 100 ms = 1600 samples -> 8 frames,
+  3 s -> 298 frames) and no frame reads past the real samples;
+* a periodic Hamming window of `win_length` (25 ms) samples, zero-padded to `n_fft` (512), the power
+  spectrum, librosa's (Slaney) mel filterbank (`n_mels` = 40 bands, fmin..fmax), then
+  `log(mel + log_floor)` (natural log, a fixed floor, no `top_db` clip);
+* Δ = the regression delta with N = (delta_width - 1) / 2 = 2 over time,
+  `Δ_t = Σ_n n (x_{t+n} - x_{t-n}) / (2 Σ_n n²)`, frames beyond the utterance's first/last real
+  frame replaced by that frame (librosa `delta(mode='nearest')` = python_speech_features `delta`);
+  ΔΔ = the same delta of Δ; both over the whole utterance, before segmenting;
+* channels stacked last: `(F, M, 3)` = (static, Δ, ΔΔ), float32.
+
+librosa's `stft(center=False)` frames `n_fft` samples with the window centred in them; the reference
+therefore pads the wave with `(n_fft - win) / 2` zeros on each side first, which gives exactly the
+frames above (the padding falls under the window's zeros) and the same frame count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import librosa
+import ml_collections
+import numpy as np
+import soxr
+
+from ssa_jax.config import base_config
+
+# ----------------------------------------------------------------------------------------------
+# Parameters
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontEnd:
+  """The hashable subset of `config.features` the front end depends on (a jit static argument)."""
+  sample_rate: int
+  win_length: int
+  hop_length: int
+  n_fft: int
+  n_mels: int
+  fmin: float
+  fmax: float
+  log_floor: float
+  delta_width: int
+
+  @classmethod
+  def from_config(cls, cfg: ml_collections.ConfigDict | None) -> "FrontEnd":
+    cfg = base_config().features if cfg is None else cfg
+    fe = cls(sample_rate=int(cfg.sample_rate), win_length=int(cfg.win_length),
+             hop_length=int(cfg.hop_length), n_fft=int(cfg.n_fft), n_mels=int(cfg.n_mels),
+             fmin=float(cfg.fmin), fmax=float(cfg.fmax), log_floor=float(cfg.log_floor),
+             delta_width=int(cfg.delta_width))
+    if not 0 < fe.hop_length <= fe.win_length <= fe.n_fft:
+      raise ValueError(f"features config: need 0 < hop_length <= win_length <= n_fft, got "
+                       f"{fe.hop_length}, {fe.win_length}, {fe.n_fft}")
+    if fe.delta_width < 3 or fe.delta_width % 2 == 0:
+      raise ValueError(f"features config: delta_width must be odd and >= 3, got {fe.delta_width}")
+    if fe.log_floor <= 0:
+      raise ValueError(f"features config: log_floor must be > 0, got {fe.log_floor}")
+    return fe
+
+  @property
+  def delta_n(self) -> int:
+    return (self.delta_width - 1) // 2
+
+
+def _front_end(cfg: Any) -> FrontEnd:
+  return cfg if isinstance(cfg, FrontEnd) else FrontEnd.from_config(cfg)
+
+
+def num_frames(num_samples: int, cfg: ml_collections.ConfigDict | FrontEnd | None = None) -> int:
+  """Frames of a wave of `num_samples` samples (at cfg.sample_rate), `center=False` framing.
+
+  `F = 1 + (num_samples - win_length) // hop_length` if `num_samples >= win_length`, else 0.
+  With 25 ms / 10 ms at 16 kHz: 1600 samples (100 ms) -> 8 frames, 48000 (3 s) -> 298.
+  """
+  fe = _front_end(cfg)
+  if num_samples < fe.win_length:
+    return 0
+  return 1 + (int(num_samples) - fe.win_length) // fe.hop_length
+
+
+@functools.lru_cache(maxsize=8)
+def _constants(fe: FrontEnd) -> tuple[np.ndarray, np.ndarray]:
+  """(window (win,), mel filterbank (n_fft//2+1, M)) as float32 numpy arrays."""
+  window = librosa.filters.get_window("hamming", fe.win_length, fftbins=True).astype(np.float32)
+  mel = librosa.filters.mel(sr=fe.sample_rate, n_fft=fe.n_fft, n_mels=fe.n_mels, fmin=fe.fmin,
+                            fmax=fe.fmax, dtype=np.float32)
+  return window, np.ascontiguousarray(mel.T)
+
+
+# ----------------------------------------------------------------------------------------------
+# librosa reference
+# ----------------------------------------------------------------------------------------------
+
+
+def log_mel_3d(wave: np.ndarray, sample_rate: int = 16000,
+               cfg: ml_collections.ConfigDict | None = None) -> np.ndarray:
+  """The per-file librosa reference: mono `(S,)` wave -> `(F, n_mels, 3)` float32.
+
+  Args:
+    wave: mono samples at `sample_rate`; resampled with soxr to `cfg.sample_rate` if different.
+    sample_rate: rate of `wave` in Hz.
+    cfg: `config.features` (default `base_config().features`).
+
+  Returns:
+    `(F, M, 3)` float32 with F = `num_frames(len(resampled wave))`; channels (static, Δ, ΔΔ).
+
+  Raises:
+    ValueError: not 1-D, or fewer samples than one window.
+  """
+  fe = _front_end(cfg)
+  wave = np.asarray(wave, dtype=np.float32)
+  if wave.ndim != 1:
+    raise ValueError(f"log_mel_3d: expected a mono 1-D wave, got shape {wave.shape}")
+  if sample_rate != fe.sample_rate:
+    wave = soxr.resample(wave, sample_rate, fe.sample_rate, quality="HQ").astype(np.float32)
+  frames = num_frames(wave.size, fe)
+  if frames == 0:
+    raise ValueError(f"log_mel_3d: {wave.size} samples at {fe.sample_rate} Hz is shorter than one "
+                     f"window ({fe.win_length} samples)")
+  lpad = (fe.n_fft - fe.win_length) // 2  # = librosa's pad_center of the window inside n_fft
+  y = np.pad(wave, (lpad, fe.n_fft - fe.win_length - lpad))
+  mel = librosa.feature.melspectrogram(
+      y=y, sr=fe.sample_rate, n_fft=fe.n_fft, hop_length=fe.hop_length, win_length=fe.win_length,
+      window="hamming", center=False, power=2.0, n_mels=fe.n_mels, fmin=fe.fmin, fmax=fe.fmax)
+  static = np.log(mel + np.float32(fe.log_floor))  # (M, F)
+  d1 = librosa.feature.delta(static, width=fe.delta_width, mode="nearest", axis=-1)
+  d2 = librosa.feature.delta(d1, width=fe.delta_width, mode="nearest", axis=-1)
+  out = np.stack([static, d1, d2], axis=-1).transpose(1, 0, 2).astype(np.float32)
+  chex.assert_shape(out, (frames, fe.n_mels, 3))
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Batched JAX implementation
+# ----------------------------------------------------------------------------------------------
+
+
+def _delta(x: jax.Array, last: jax.Array, n_max: int) -> jax.Array:
+  """Regression delta over axis 1 of `x (B, F, M)`, clamped to frames [0, last_b] per row.
+
+  Frames after `last` (padding) are never read for frames <= last; their outputs are garbage
+  that the caller masks. A shifted copy plus `where` replaces a gather.
+  """
+  frames = x.shape[1]
+  x_last = jnp.take_along_axis(x, last[:, None, None], axis=1)  # (B, 1, M)
+  xp = jnp.pad(x, ((0, 0), (n_max, n_max), (0, 0)), mode="edge")
+  t = jnp.arange(frames)
+  out = jnp.zeros_like(x)
+  for n in range(1, n_max + 1):
+    ahead = xp[:, n_max + n:n_max + n + frames]  # x[min(t+n, F-1)]
+    ahead = jnp.where((t[None, :] + n <= last[:, None])[..., None], ahead, x_last)
+    behind = xp[:, n_max - n:n_max - n + frames]  # x[max(t-n, 0)]
+    out = out + n * (ahead - behind)
+  return out / (2.0 * sum(n * n for n in range(1, n_max + 1)))
+
+
+def _power_spectrum(blocks: jax.Array, fe: FrontEnd, frames: int, dft: str) -> jax.Array:
+  """`blocks (B, frames-1+J, hop)` -> power spectrum `(B, frames, n_fft//2+1)`.
+
+  Frame t is blocks t, t+1, ..., t+J-1 (the last one cut to the window's end): framing by reshape
+  and contiguous slices, no gather.
+  """
+  window, _ = _constants(fe)
+  hop, win = fe.hop_length, fe.win_length
+  n_blocks = -(-win // hop)
+  pieces = [(j, min(hop, win - j * hop)) for j in range(n_blocks)]
+  if dft == "rfft":
+    frames_x = jnp.concatenate([blocks[:, j:j + frames, :size] for j, size in pieces], axis=-1)
+    spec = jnp.fft.rfft(frames_x * window, n=fe.n_fft, axis=-1)
+    return jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
+  if dft == "matmul":
+    bins = fe.n_fft // 2 + 1
+    phase = 2.0 * np.pi * np.outer(np.arange(win), np.arange(bins)) / fe.n_fft
+    basis = np.concatenate([np.cos(phase), -np.sin(phase)], axis=1) * window[:, None]
+    basis = jnp.asarray(basis.astype(np.float32))  # (win, 2·bins), window folded in
+    acc = None
+    for j, size in pieces:
+      term = blocks[:, j:j + frames, :size] @ basis[j * hop:j * hop + size]
+      acc = term if acc is None else acc + term
+    return acc[..., :bins] ** 2 + acc[..., bins:] ** 2
+  raise ValueError(f"dft must be 'rfft' or 'matmul', got {dft!r}")
+
+
+@functools.partial(jax.jit, static_argnames=("fe", "dft"))
+def _log_mel_3d_batch(waves: jax.Array, lengths: jax.Array, fe: FrontEnd,
+                      dft: str) -> tuple[jax.Array, jax.Array]:
+  batch, samples = waves.shape
+  frames = num_frames(samples, fe)
+  hop = fe.hop_length
+  n_blocks = -(-fe.win_length // hop)
+  total = (frames - 1 + n_blocks) * hop
+  waves = waves.astype(jnp.float32)
+  waves = waves[:, :total] if total <= samples else jnp.pad(waves, ((0, 0), (0, total - samples)))
+  blocks = waves.reshape(batch, frames - 1 + n_blocks, hop)
+  power = _power_spectrum(blocks, fe, frames, dft)
+  _, mel_fb = _constants(fe)
+  static = jnp.log(power @ jnp.asarray(mel_fb) + jnp.float32(fe.log_floor))  # (B, F, M)
+  lengths = lengths.astype(jnp.int32)
+  real = jnp.where(lengths >= fe.win_length, 1 + (lengths - fe.win_length) // hop, 0)
+  real = jnp.minimum(real, frames)
+  last = jnp.clip(real - 1, 0, frames - 1)
+  d1 = _delta(static, last, fe.delta_n)
+  d2 = _delta(d1, last, fe.delta_n)
+  mask = jnp.arange(frames)[None, :] < real[:, None]
+  feats = jnp.where(mask[..., None, None], jnp.stack([static, d1, d2], axis=-1), 0.0)
+  return feats, mask
+
+
+def log_mel_3d_batch(waves: jax.Array | np.ndarray, lengths: jax.Array | np.ndarray,
+                     cfg: ml_collections.ConfigDict | FrontEnd | None = None,
+                     dft: str = "rfft") -> tuple[jax.Array, jax.Array]:
+  """Batched, jitted front end for zero-padded waves already at `cfg.sample_rate`.
+
+  Args:
+    waves: `(B, S)` float32, row b's real samples are `waves[b, :lengths[b]]`.
+    lengths: `(B,)` int, real samples per row (0 <= lengths <= S).
+    cfg: `config.features` (default `base_config().features`).
+    dft: "rfft" (`jnp.fft.rfft`, the faster on CPU) or "matmul" (windowed DFT as a real matmul).
+
+  Returns:
+    feats: `(B, F, M, 3)` float32 with F = `num_frames(S)`; row b's first `num_frames(lengths[b])`
+      frames equal `log_mel_3d(waves[b, :lengths[b]])` (the deltas clamp at the row's real last
+      frame), the rest are 0.
+    mask: `(B, F)` bool, True on real frames.
+  """
+  fe = _front_end(cfg)
+  chex.assert_rank(waves, 2)
+  chex.assert_shape(lengths, (waves.shape[0],))
+  if num_frames(waves.shape[1], fe) == 0:
+    raise ValueError(f"log_mel_3d_batch: {waves.shape[1]} samples per row is shorter than one "
+                     f"window ({fe.win_length} samples)")
+  return _log_mel_3d_batch(jnp.asarray(waves), jnp.asarray(lengths), fe, dft)
+
+
+def bucket_frames(frames: int, growth: float = 1.25, smallest: int = 100, quantum: int = 25) -> int:
+  """The padded frame count used for an utterance of `frames` frames (>= frames).
+
+  Buckets are `smallest · growth^k` rounded up to a multiple of `quantum`: at most ~25 % padding,
+  and about ten sizes between 1 s and 10 s (so about ten compilations at most).
+  """
+  bucket = smallest
+  k = 0
+  while bucket < frames:
+    k += 1
+    bucket = int(quantum * math.ceil(smallest * growth ** k / quantum))
+  return bucket
+
+
+def extract(waves: Sequence[np.ndarray], cfg: ml_collections.ConfigDict | None = None,
+            batch_size: int = 64, progress: bool = False, dft: str = "rfft") -> list[np.ndarray]:
+  """Features of many utterances with the batched JAX path, returned in the input order.
+
+  Utterances are sorted by length and batched; each batch is zero-padded to a length bucket
+  (`bucket_frames`) and the batch dimension to a fixed size, so jit compiles once per bucket.
+
+  Args:
+    waves: mono float32 waves already at `cfg.sample_rate` (e.g. from `audio.load_audio`).
+    cfg: `config.features`.
+    batch_size: utterances per call of `log_mel_3d_batch`.
+    progress: show a tqdm progress bar (seconds of audio).
+
+  Returns:
+    One `(F_i, M, 3)` float32 array per wave, F_i = `num_frames(len(waves[i]))`.
+
+  Raises:
+    ValueError: a wave is not 1-D or shorter than one window (the message gives its index).
+  """
+  fe = _front_end(cfg)
+  lengths = np.zeros(len(waves), dtype=np.int64)
+  for i, w in enumerate(waves):
+    if np.ndim(w) != 1:
+      raise ValueError(f"extract: wave {i} is not 1-D (shape {np.shape(w)})")
+    if len(w) < fe.win_length:
+      raise ValueError(f"extract: wave {i} has {len(w)} samples, fewer than one window "
+                       f"({fe.win_length})")
+    lengths[i] = len(w)
+  out: list[np.ndarray | None] = [None] * len(waves)
+  if not waves:
+    return []
+  order = np.argsort(lengths, kind="stable")
+  rows = min(batch_size, len(waves))
+  bar = None
+  if progress:
+    import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm.tqdm(total=float(lengths.sum()) / fe.sample_rate, unit="s audio", desc="features")
+  for start in range(0, len(order), rows):
+    idx = order[start:start + rows]
+    frames = bucket_frames(num_frames(int(lengths[idx].max()), fe))
+    samples = (frames - 1) * fe.hop_length + fe.win_length
+    batch = np.zeros((rows, samples), dtype=np.float32)
+    for r, i in enumerate(idx):
+      batch[r, :lengths[i]] = waves[i]
+    batch_lengths = np.zeros(rows, dtype=np.int32)
+    batch_lengths[:len(idx)] = lengths[idx]
+    feats, _ = jax.device_get(log_mel_3d_batch(batch, batch_lengths, fe, dft=dft))
+    for r, i in enumerate(idx):
+      out[i] = np.array(feats[r, :num_frames(int(lengths[i]), fe)])
+    if bar is not None:
+      bar.update(float(lengths[idx].sum()) / fe.sample_rate)
+  if bar is not None:
+    bar.close()
+  return out  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------------
+# Segmentation
+# ----------------------------------------------------------------------------------------------
+
+
+def segment(features: np.ndarray, segment_frames: int = 300,
+            min_frames: int = 100) -> tuple[np.ndarray, np.ndarray]:
+  """Cuts `(F, M, C)` features into consecutive, non-overlapping segments of `segment_frames`.
+
+  Segment k holds frames `[k·T, (k+1)·T)`. The trailing partial segment (F mod T > 0 frames) is
+  zero-padded to T; it is dropped if it has fewer than `min_frames` real frames, unless it is the
+  only segment (F < T: an utterance shorter than T frames is always one padded segment). So the
+  dropped tail, if any, has fewer than `min_frames` frames and the kept segments hold the first
+  `n_full·T + kept tail` frames in order.
+
+  Returns:
+    segments: `(n, T, M, C)` same dtype as `features`, padded frames 0.
+    mask: `(n, T)` bool, True on real frames.
+
+  Raises:
+    ValueError: `features` is not 3-D or has no frames.
+  """
+  features = np.asarray(features)
+  if features.ndim != 3:
+    raise ValueError(f"segment: expected features (F, M, C), got shape {features.shape}")
+  total = features.shape[0]
+  if total == 0:
+    raise ValueError("segment: features have no frames")
+  if segment_frames <= 0:
+    raise ValueError(f"segment: segment_frames must be > 0, got {segment_frames}")
+  n_full, tail = divmod(total, segment_frames)
+  keep_tail = tail > 0 and (tail >= min_frames or n_full == 0)
+  n = n_full + int(keep_tail)
+  kept = n_full * segment_frames + (tail if keep_tail else 0)
+  padded = np.zeros((n * segment_frames,) + features.shape[1:], dtype=features.dtype)
+  padded[:kept] = features[:kept]
+  mask = np.zeros(n * segment_frames, dtype=bool)
+  mask[:kept] = True
+  return (padded.reshape((n, segment_frames) + features.shape[1:]),
+          mask.reshape(n, segment_frames))
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-speaker normalisation
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeakerStats:
+  """Per-speaker and global mean/std over real frames, per mel band and channel.
+
+  speakers: the fitted speaker ids (ints or strings), in the order of `mean`/`std`.
+  mean, std: `(S, M, C)` float32 (std already floored); global_mean, global_std: `(M, C)` over all
+  fitted frames; frames: `(S,)` int64, real frames each speaker's statistics came from.
+  """
+  speakers: tuple
+  mean: np.ndarray
+  std: np.ndarray
+  global_mean: np.ndarray
+  global_std: np.ndarray
+  frames: np.ndarray
+
+  def index(self) -> dict:
+    return {s: i for i, s in enumerate(self.speakers)}
+
+  def to_arrays(self) -> dict[str, np.ndarray]:
+    """Plain numpy arrays (no object dtype): `np.savez(path, **stats.to_arrays())` needs no pickle."""
+    speakers = np.asarray(self.speakers)
+    if speakers.dtype == object:
+      raise ValueError("SpeakerStats.to_arrays: speaker ids must all be ints or all be strings")
+    return {"speakers": speakers, "mean": self.mean, "std": self.std,
+            "global_mean": self.global_mean, "global_std": self.global_std, "frames": self.frames}
+
+  @classmethod
+  def from_arrays(cls, arrays: Any) -> "SpeakerStats":
+    """Inverse of `to_arrays` (accepts a dict or an `np.load` result)."""
+    return cls(speakers=tuple(np.asarray(arrays["speakers"]).tolist()),
+               mean=np.asarray(arrays["mean"], np.float32), std=np.asarray(arrays["std"], np.float32),
+               global_mean=np.asarray(arrays["global_mean"], np.float32),
+               global_std=np.asarray(arrays["global_std"], np.float32),
+               frames=np.asarray(arrays["frames"], np.int64))
+
+
+def _moments(x: np.ndarray, min_std: float) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and floored population std over axis 0 of `x (n, M, C)`, in float64 -> float32."""
+  x = x.astype(np.float64)
+  mean = x.mean(axis=0)
+  std = np.sqrt(np.mean((x - mean) ** 2, axis=0))
+  return mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32)
+
+
+def _key(s: Any) -> Any:
+  return s.item() if isinstance(s, np.generic) else s
+
+
+def _check(segments: np.ndarray, mask: np.ndarray, speakers: np.ndarray) -> None:
+  if segments.ndim != 4:
+    raise ValueError(f"expected segments (N, T, M, C), got shape {segments.shape}")
+  if mask.shape != segments.shape[:2] or mask.dtype != bool:
+    raise ValueError(f"mask must be bool {segments.shape[:2]}, got {mask.dtype} {mask.shape}")
+  if speakers.shape != segments.shape[:1]:
+    raise ValueError(f"speakers must have shape {segments.shape[:1]}, got {speakers.shape}")
+
+
+def fit_speaker_stats(segments: np.ndarray, mask: np.ndarray, speakers: Sequence | np.ndarray,
+                      min_std: float = 1e-3) -> SpeakerStats:
+  """Statistics from the real frames of the given segments only (pass the training segments).
+
+  Args:
+    segments: `(N, T, M, C)` raw features; mask: `(N, T)` bool real frames;
+    speakers: `(N,)` speaker id of each segment (ints or strings).
+    min_std: floor on every std (a constant band, e.g. the log floor, has std 0).
+
+  Raises:
+    ValueError: bad shapes, or no real frame at all.
+  """
+  segments, mask, speakers = np.asarray(segments), np.asarray(mask), np.asarray(speakers)
+  _check(segments, mask, speakers)
+  if not mask.any():
+    raise ValueError("fit_speaker_stats: no real frames to fit on")
+  ids = tuple(_key(s) for s in np.unique(speakers))
+  means, stds, counts = [], [], []
+  for s in ids:
+    real = segments[speakers == s][mask[speakers == s]]  # (n_frames, M, C)
+    if real.shape[0] == 0:
+      raise ValueError(f"fit_speaker_stats: speaker {s!r} has no real frames")
+    m, d = _moments(real, min_std)
+    means.append(m)
+    stds.append(d)
+    counts.append(real.shape[0])
+  g_mean, g_std = _moments(segments[mask], min_std)
+  return SpeakerStats(speakers=ids, mean=np.stack(means), std=np.stack(stds), global_mean=g_mean,
+                      global_std=g_std, frames=np.asarray(counts, np.int64))
+
+
+def normalize(segments: np.ndarray, mask: np.ndarray, speakers: Sequence | np.ndarray,
+              stats: SpeakerStats, fallback: str = "global", min_std: float = 1e-3) -> np.ndarray:
+  """`(x - mean_spk) / std_spk` per mel band and channel; padded frames set to 0; float32.
+
+  Args:
+    segments: `(N, T, M, C)`; mask: `(N, T)` bool; speakers: `(N,)` speaker ids.
+    stats: from `fit_speaker_stats` on the training segments.
+    fallback: for a speaker not in `stats`: "global" uses the global statistics, "self" the
+      speaker's own statistics over the real frames of the segments passed here.
+
+  Returns:
+    `(N, T, M, C)` float32.
+  """
+  if fallback not in ("global", "self"):
+    raise ValueError(f"normalize: fallback must be 'global' or 'self', got {fallback!r}")
+  segments, mask, speakers = np.asarray(segments), np.asarray(mask), np.asarray(speakers)
+  _check(segments, mask, speakers)
+  index = stats.index()
+  out = np.zeros(segments.shape, dtype=np.float32)
+  for s in np.unique(speakers):
+    rows = speakers == s
+    key = _key(s)
+    if key in index:
+      mean, std = stats.mean[index[key]], stats.std[index[key]]
+    elif fallback == "global":
+      mean, std = stats.global_mean, stats.global_std
+    else:
+      real = segments[rows][mask[rows]]
+      if real.shape[0] == 0:
+        mean, std = stats.global_mean, stats.global_std
+      else:
+        mean, std = _moments(real, min_std)
+    out[rows] = (segments[rows].astype(np.float32) - mean) / std
+  out[~mask] = 0.0
+  return out
