@@ -1,0 +1,60 @@
+"""Builds (or reuses) the feature cache of a corpus and prints what it holds.
+
+  python -m bin.prepare                                          # built-in corpus, configs/quickstart.py
+  python -m bin.prepare --config configs/ssa_crnn_r.py \\
+      --config.data.corpus=iemocap --config.data.root=/data/IEMOCAP_full_release
+  python -m bin.prepare --config.data.corpus=atthack --config.data.root=/data/Att-HACK
+  python -m bin.prepare --config.data.corpus=manifest --config.data.root=my_corpus.csv
+
+Prints the speakers x classes table, the skipped files with their reasons, the number of segments
+and where the cache is. A broken corpus or config is one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from absl import app
+from absl import logging
+from ml_collections import config_flags
+
+_DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
+_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Python config file (get_config()).")
+
+
+def _stamp(path: Path) -> int | None:
+  try:
+    return path.stat().st_mtime_ns
+  except OSError:
+    return None
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)  # JAX's INFO lines about absent TPU/GPU backends are noise here
+  # Imported here so that `--help` and flag errors do not wait for JAX.
+  from ssa_jax import data  # pylint: disable=g-import-not-at-top
+  from ssa_jax.corpora import list_corpus  # pylint: disable=g-import-not-at-top
+
+  config = _CONFIG.value
+  try:
+    listing = list_corpus(config.data, progress=True)
+    location = data.cache_location(config, listing)
+    before = _stamp(location / "meta.json")
+    dataset = data.prepare(config, progress=True, listing=listing)
+    reused = before is not None and before == _stamp(location / "meta.json")
+  except (ValueError, OSError) as e:  # CorpusError, AudioError, bad config values, unreadable paths
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 1
+  n, t, m, c = dataset.segments.shape
+  print(dataset.listing.report())
+  print(f"{n} segments of {t} frames x {m} mel bands x {c} channels "
+        f"({int(dataset.mask.sum())} real frames) from {dataset.num_utterances} utterances")
+  print(f"feature cache: {location} ({'reused' if reused else 'built'})")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
