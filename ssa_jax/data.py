@@ -38,7 +38,7 @@ import numpy as np
 import tqdm
 
 from ssa_jax import audio, features
-from ssa_jax.corpora import list_corpus
+from ssa_jax.corpora import IGNORED, list_corpus
 from ssa_jax.corpora.base import CorpusError, Listing, Utterance
 
 FORMAT_VERSION = 1  # bump when the cache layout or the feature code changes what is stored
@@ -294,6 +294,9 @@ def prepare(config: Any, progress: bool = True, *, listing: Listing | None = Non
       path, reason = skipped[0]
       raise CorpusError(f"{path}: {reason} (data.strict=True makes every skip an error)")
 
+  # Per-file problems first (the loader's, then audio), the loader's "ignored N ..." summaries last.
+  ignored = [s for s in listing.skipped if s[1].startswith(IGNORED)]
+  problems = [s for s in listing.skipped if not s[1].startswith(IGNORED)] + [tuple(s) for s in skipped]
   classes = tuple(listing.classes)
   speaker_names = tuple(sorted({u.speaker for u in kept}))
   spk_index = {s: i for i, s in enumerate(speaker_names)}
@@ -305,4 +308,4 @@ def prepare(config: Any, progress: bool = True, *, listing: Listing | None = Non
       speakers=np.array([spk_index[u.speaker] for u in kept], np.int32),
       phrases=tuple(u.phrase for u in kept), classes=classes, speaker_names=speaker_names,
       listing=Listing(corpus=listing.corpus, root=listing.root, classes=classes, utterances=kept,
-                      skipped=list(listing.skipped) + [tuple(s) for s in skipped]))
+                      skipped=problems + ignored))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 import soundfile as sf
@@ -316,3 +318,13 @@ def test_list_corpus_dispatch(tmp_path):
   csv_path = make_manifest(tmp_path, ["../audio/a.wav,spk1,neu,p1"])
   assert list_corpus(data_cfg(corpus="manifest", root=str(csv_path))).corpus == "manifest"
   assert list_corpus(data_cfg(corpus="atthack", root=str(make_atthack(tmp_path / "ah")))).corpus == "atthack"
+
+
+@hypothesis.settings(max_examples=30, deadline=None)
+@hypothesis.given(speaker=st.text(st.characters(whitelist_categories=("Lu", "Ll", "Nd")), min_size=1, max_size=6),
+                  attitude=st.integers(1, 4), phrase=st.integers(1, 100), rep=st.integers(1, 5))
+def test_atthack_parse_name_roundtrip(speaker, attitude, phrase, rep):
+  name = f"{speaker}_a{attitude}_s{phrase:03d}_v{rep:02d}.wav"
+  assert atthack.parse_name(name) == (speaker, attitude, f"s{phrase:03d}", rep)
+  assert atthack.parse_name(name.replace(f"_a{attitude}_", f"_a{attitude + 4}_")) is None
+  assert atthack.parse_name(f"{speaker}_x_{name}") is None

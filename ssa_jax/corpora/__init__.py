@@ -23,6 +23,7 @@ from ssa_jax.corpora.base import CorpusError, Listing, Utterance
 
 __all__ = ["CORPORA", "CorpusError", "Listing", "Utterance", "list_corpus"]
 
+IGNORED = "ignored "  # reason prefix of the summary entries for files left out on purpose (never errors)
 # corpus name -> module (in this package) with a `load(data_cfg) -> Listing` function.
 CORPORA = ("synthetic", "iemocap", "atthack", "manifest")
 
@@ -66,7 +67,7 @@ class SkipLog:
     self.ignored[what] += n
 
   def entries(self, root: str | os.PathLike) -> list[tuple[str, str]]:
-    return self.skipped + [(str(root), f"ignored {n} {what}") for what, n in sorted(self.ignored.items())]
+    return self.skipped + [(str(root), f"{IGNORED}{n} {what}") for what, n in sorted(self.ignored.items())]
 
 
 def is_resource_fork(name: str) -> bool:
