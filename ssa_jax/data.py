@@ -223,6 +223,8 @@ def _write_cache(location: Path, key: str, arrays: dict[str, np.ndarray], meta: 
   marker = location / "meta.json"
   if marker.exists():
     marker.unlink()  # no longer complete while the arrays are rewritten
+  for leftover in location.glob(".*.tmp"):  # temporary files of a killed run
+    leftover.unlink(missing_ok=True)
   for name, arr in arrays.items():
     _atomic_write(location / f"{name}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
   meta = dict(meta, version=FORMAT_VERSION, key=key,
