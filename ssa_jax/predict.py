@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ssa_jax import audio, features, metrics
+from ssa_jax import audio, features, metrics, models
 
 NORMS = ("self", "train")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".aifc", ".au", ".snd",
@@ -53,6 +54,108 @@ class Predictor:
   config: ml_collections.ConfigDict
   classes: tuple[str, ...]
   stats: features.SpeakerStats | None = None
+  step: int | None = None  # the checkpoint's training step, if restored
+
+
+# --------------------------------------------------------------------------- restoring a fold
+
+
+def _fold_dir_error(fold_dir: str, problem: str) -> ValueError:
+  hint = ""
+  if os.path.isdir(fold_dir):
+    folds = sorted(d for d in os.listdir(fold_dir) if d.startswith("fold")
+                   and os.path.isdir(os.path.join(fold_dir, d)))
+    if folds:
+      hint = f" (it looks like a run directory: pass one of its folds, e.g. {os.path.join(fold_dir, folds[0])})"
+  return ValueError(f"{fold_dir}: {problem}{hint}")
+
+
+def load_run_config(fold_dir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The config a fold trained with (`<fold_dir>/config.json`, written by `train`)."""
+  fold_dir = os.fspath(fold_dir)
+  path = os.path.join(fold_dir, "config.json")
+  if not os.path.isfile(path):
+    raise _fold_dir_error(fold_dir, "not a trained fold directory (no config.json)")
+  try:
+    with open(path, encoding="utf-8") as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path}: not a valid config file ({e})") from e
+
+
+def _best_step(fold_dir: str, steps: Sequence[int], manager: Any) -> int:
+  """The best-UAR step: result.json's best_step, else the latest checkpoint's record of the best."""
+  result_path = os.path.join(fold_dir, "result.json")
+  if os.path.isfile(result_path):
+    try:
+      with open(result_path, encoding="utf-8") as f:
+        best = json.load(f).get("best_step")
+      if best in steps:
+        return int(best)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+      pass
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  latest = max(steps)
+  try:
+    meta = manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    best = (meta.get("best") or {}).get("step")
+    if best in steps:
+      return int(best)
+  except Exception:  # pylint: disable=broad-except
+    pass
+  return latest
+
+
+def restore_for_inference(fold_dir: str | os.PathLike, step: int | None = None
+                          ) -> tuple[Any, dict[str, Any], features.SpeakerStats, tuple[str, ...],
+                                     ml_collections.ConfigDict, int]:
+  """(model, variables, stats, classes, config, step) of a fold's checkpoint (the best by
+  validation UAR unless `step` is given), in the layout `ssa_jax.train` writes:
+  `checkpoints/<step>/{state, normalization, names, meta}` through an orbax CheckpointManager.
+
+  Raises:
+    ValueError: not a fold directory, no checkpoint, or an unknown `step` (message names the path).
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  fold_dir = os.path.abspath(os.path.expanduser(os.fspath(fold_dir)))
+  config = load_run_config(fold_dir)
+  ckpt_dir = os.path.join(fold_dir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise _fold_dir_error(fold_dir, "no checkpoints/ folder (has this fold been trained?)")
+  manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    steps = list(manager.all_steps())
+    if not steps:
+      raise _fold_dir_error(fold_dir, "no checkpoint in checkpoints/ (has this fold been trained?)")
+    if step is None:
+      step = _best_step(fold_dir, steps, manager)
+    elif step not in steps:
+      raise ValueError(f"{ckpt_dir}: no checkpoint at step {step}; steps: {sorted(steps)}")
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(), normalization=ocp.args.StandardRestore(),
+          names=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f"{ckpt_dir}: checkpoint step {step} is unreadable "
+                       f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+  finally:
+    manager.close()
+  state, names = restored["state"], restored["names"]
+  variables = {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
+  norm = dict(restored["normalization"])
+  stats = features.SpeakerStats.from_arrays({"speakers": np.asarray(names["normalization_speakers"]),
+                                             **norm})
+  classes = tuple(names["classes"])
+  if int(config.model.num_classes) != len(classes):
+    raise ValueError(f"{fold_dir}: config.json has {config.model.num_classes} classes, the "
+                     f"checkpoint {len(classes)} ({classes})")
+  return models.build_model(config.model), variables, stats, classes, config, int(step)
+
+
+def load_predictor(fold_dir: str | os.PathLike, step: int | None = None) -> Predictor:
+  """A `Predictor` for a trained fold `<workdir>/fold<K>` (best checkpoint by default)."""
+  model, variables, stats, classes, config, step = restore_for_inference(fold_dir, step)
+  return Predictor(model, variables, config, classes, stats, step)
 
 
 # --------------------------------------------------------------------------- model over segments
@@ -125,7 +228,11 @@ def compute_features(waves: Sequence[np.ndarray], features_cfg: ml_collections.C
   if not waves:
     return []
   if features_cfg.backend == "jax":
-    return features.extract(list(waves), features_cfg)
+    # Only samples inside a frame matter (center=False framing); trimming the rest works around
+    # `features.extract` overflowing its padded buffer when a wave's frame count equals its bucket.
+    win, hop = int(features_cfg.win_length), int(features_cfg.hop_length)
+    used = lambda n: (features.num_frames(n, features_cfg) - 1) * hop + win if n >= win else n
+    return features.extract([w[:used(len(w))] for w in waves], features_cfg)
   if features_cfg.backend == "librosa":
     sr = int(features_cfg.sample_rate)
     return [features.log_mel_3d(w, sr, features_cfg) for w in waves]
