@@ -273,6 +273,8 @@ def extract(waves: Sequence[np.ndarray], cfg: ml_collections.ConfigDict | None =
 
   Utterances are sorted by length and batched; each batch is zero-padded to a length bucket
   (`bucket_frames`) and the batch dimension to a fixed size, so jit compiles once per bucket.
+  With several local devices (e.g. `--xla_force_host_platform_device_count=2` on a 2-core CPU)
+  each batch is sharded over them along the batch axis.
 
   Args:
     waves: mono float32 waves already at `cfg.sample_rate` (e.g. from `audio.load_audio`).
@@ -300,6 +302,12 @@ def extract(waves: Sequence[np.ndarray], cfg: ml_collections.ConfigDict | None =
     return []
   order = np.argsort(lengths, kind="stable")
   rows = min(batch_size, len(waves))
+  devices = jax.local_devices()
+  sharding = None
+  if len(devices) > 1:  # each row is independent: split the batch over the devices
+    rows = -(-rows // len(devices)) * len(devices)
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("data",)),
+                                          jax.sharding.PartitionSpec("data"))
   bar = None
   if progress:
     import tqdm  # pylint: disable=g-import-not-at-top
@@ -309,10 +317,15 @@ def extract(waves: Sequence[np.ndarray], cfg: ml_collections.ConfigDict | None =
     frames = bucket_frames(num_frames(int(lengths[idx].max()), fe))
     samples = (frames - 1) * fe.hop_length + fe.win_length
     batch = np.zeros((rows, samples), dtype=np.float32)
-    for r, i in enumerate(idx):
-      batch[r, :lengths[i]] = waves[i]
     batch_lengths = np.zeros(rows, dtype=np.int32)
-    batch_lengths[:len(idx)] = lengths[idx]
+    for r, i in enumerate(idx):
+      # Samples after the last frame's end are read by no frame: copy only the used ones (a wave
+      # can be up to hop-1 samples longer than its last frame, and its frames fill the bucket).
+      used = (num_frames(int(lengths[i]), fe) - 1) * fe.hop_length + fe.win_length
+      batch[r, :used] = waves[i][:used]
+      batch_lengths[r] = used
+    if sharding is not None:
+      batch, batch_lengths = jax.device_put((batch, batch_lengths), sharding)
     feats, _ = jax.device_get(log_mel_3d_batch(batch, batch_lengths, fe, dft=dft))
     for r, i in enumerate(idx):
       out[i] = np.array(feats[r, :num_frames(int(lengths[i]), fe)])

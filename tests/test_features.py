@@ -176,6 +176,15 @@ def test_extract_input_order_and_few_compilations():
     features.extract([waves[0], np.ones(100, np.float32)], CFG)
 
 
+def test_extract_wave_whose_frames_fill_its_bucket():
+  # 100 frames = the smallest bucket exactly, plus 159 trailing samples that no frame reads.
+  wave = speech_like((99 * 160 + 400 + 159) / 16000, seed=9)
+  (out,) = features.extract([wave], CFG)
+  ref = features.log_mel_3d(wave, 16000, CFG)
+  assert out.shape == ref.shape == (100, 40, 3)
+  assert (rel_error(out, ref) <= 1e-4).all()
+
+
 def test_bucket_frames_is_monotone_and_bounded():
   previous = 0
   sizes = set()
