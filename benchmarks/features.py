@@ -1,0 +1,91 @@
+"""Feature throughput: the per-file librosa reference vs the batched JAX front end.
+
+  python benchmarks/features.py [--rounds 5] [--devices 1] [--dft rfft|matmul|both]
+
+Prints seconds of audio processed per wall-clock second for
+* librosa: `features.log_mel_3d` one 3 s utterance at a time (after one warm-up call);
+* jax: `features.log_mel_3d_batch` on 64 x 3 s per batch (compiled and warmed up first,
+  `block_until_ready()` before reading the clock); with `--devices N > 1` the process gets N CPU
+  devices (XLA_FLAGS, set before JAX starts) and the batch is sharded over them.
+The two are timed in alternating rounds in the same process (the machine may be shared, so each
+round's conditions are alike for both); the table reports the median and the best round (contention only slows a round down) and the
+ratios to librosa.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--seconds", type=float, default=3.0)
+  parser.add_argument("--librosa-files", type=int, default=16, help="files per librosa round")
+  parser.add_argument("--devices", type=int, default=1, help="CPU devices to shard the batch over")
+  parser.add_argument("--dft", default="both", choices=["rfft", "matmul", "both"])
+  args = parser.parse_args()
+  if args.devices > 1:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={args.devices}")
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+
+  from ssa_jax import features  # pylint: disable=g-import-not-at-top
+  from ssa_jax.config import base_config  # pylint: disable=g-import-not-at-top
+
+  cfg = base_config().features
+  rate = cfg.sample_rate
+  samples = int(args.seconds * rate)
+  rng = np.random.default_rng(0)
+  t = np.arange(samples) / rate
+  f0 = 140 * (1 + 0.05 * np.sin(2 * np.pi * 5 * t))
+  tone = sum(np.sin(k * 2 * np.pi * np.cumsum(f0) / rate) / k for k in range(1, 20))
+  waves = (0.1 * tone[None] * rng.uniform(0.5, 1.5, (args.batch, 1))
+           + 0.01 * rng.standard_normal((args.batch, samples))).astype(np.float32)
+  lengths = np.full(args.batch, samples, np.int32)
+
+  devices = jax.devices()[:args.devices]
+  sharding = NamedSharding(Mesh(np.array(devices), ("data",)), PartitionSpec("data"))
+  waves_dev = jax.device_put(waves, sharding)
+  lengths_dev = jax.device_put(lengths, sharding)
+  dfts = ["rfft", "matmul"] if args.dft == "both" else [args.dft]
+
+  features.log_mel_3d(waves[0], rate, cfg)  # warm-up (librosa caches, filterbank)
+  for dft in dfts:  # compile + warm-up
+    jax.block_until_ready(features.log_mel_3d_batch(waves_dev, lengths_dev, cfg, dft=dft))
+
+  audio_librosa = args.librosa_files * args.seconds
+  audio_batch = args.batch * args.seconds
+  speed: dict[str, list[float]] = {"librosa": []} | {f"jax {d}": [] for d in dfts}
+  for r in range(args.rounds):
+    start = time.perf_counter()
+    for i in range(args.librosa_files):
+      features.log_mel_3d(waves[(r + i) % args.batch], rate, cfg)
+    speed["librosa"].append(audio_librosa / (time.perf_counter() - start))
+    for dft in dfts:
+      start = time.perf_counter()
+      jax.block_until_ready(features.log_mel_3d_batch(waves_dev, lengths_dev, cfg, dft=dft))
+      speed[f"jax {dft}"].append(audio_batch / (time.perf_counter() - start))
+
+  base_med = statistics.median(speed["librosa"])
+  base_best = max(speed["librosa"])
+  print(f"device: {jax.devices()[0].platform} x {len(devices)} (of {jax.device_count()}), "
+        f"cpus: {os.cpu_count()}, rounds: {args.rounds}, batch {args.batch} x {args.seconds} s")
+  print(f"{'path':<13}{'median s/s':>12}{'best s/s':>10}{'best ms/audio s':>17}"
+        f"{'ratio (median)':>16}{'ratio (best)':>14}")
+  for name, values in speed.items():
+    med, best = statistics.median(values), max(values)
+    print(f"{name:<13}{med:>12.0f}{best:>10.0f}{1000 / best:>17.4f}"
+          f"{med / base_med:>15.2f}x{best / base_best:>13.2f}x")
+
+if __name__ == "__main__":
+  main()
