@@ -26,7 +26,7 @@ def test_prepare_builds_then_reuses_the_synthetic_cache(tmp_path):
   first = run_prepare(*args)
   assert first.returncode == 0, first.stderr
   out = first.stdout
-  assert "synthetic corpus at" in out and "16 utterances, 2 speakers, 0 skipped" in out
+  assert "synthetic corpus at" in out and "16 utterances, 2 speakers, 0 bad files skipped" in out
   lines = out.splitlines()
   header = next(i for i, s in enumerate(lines) if s.split()[:1] == ["speaker"])
   assert lines[header].split() == ["speaker", "neu", "hap", "ang", "sad", "total"]
@@ -52,7 +52,7 @@ def test_prepare_reports_skipped_files_of_a_manifest(tmp_path):
   res = run_prepare("--config.data.corpus=manifest", f"--config.data.root={tmp_path / 'list.csv'}",
                     f"--config.data.cache_dir={tmp_path / 'cache'}", "--config.features.backend=librosa")
   assert res.returncode == 0, res.stderr
-  assert "1 utterances, 1 speakers, 2 skipped" in res.stdout
+  assert "1 utterances, 1 speakers, 2 bad files skipped" in res.stdout
   assert f"{tmp_path / 'list.csv'}:4: audio file {tmp_path / 'none.wav'} does not exist" in res.stdout
   assert f"{tmp_path / 'broken.wav'}: " in res.stdout
   assert "1 segments of 300 frames" in res.stdout

@@ -19,11 +19,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ssa_jax.corpora.base import CorpusError, Listing, Utterance
+from ssa_jax.corpora.base import IGNORED, CorpusError, Listing, Utterance
 
 __all__ = ["CORPORA", "CorpusError", "Listing", "Utterance", "list_corpus"]
 
-IGNORED = "ignored "  # reason prefix of the summary entries for files left out on purpose (never errors)
 # corpus name -> module (in this package) with a `load(data_cfg) -> Listing` function.
 CORPORA = ("synthetic", "iemocap", "atthack", "manifest")
 

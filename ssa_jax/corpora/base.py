@@ -10,6 +10,9 @@ import collections
 import dataclasses
 
 
+IGNORED = "ignored "  # reason prefix of summary entries for files left out on purpose (never errors)
+
+
 class CorpusError(ValueError):
   """A corpus root, label file or manifest that cannot be used; the message names the path."""
 
@@ -31,6 +34,11 @@ class Listing:
   utterances: list[Utterance]
   skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (path, reason)
 
+  @property
+  def problems(self) -> list[tuple[str, str]]:
+    """Files skipped because something is wrong with them (not the `ignored N ...` summaries)."""
+    return [s for s in self.skipped if not s[1].startswith(IGNORED)]
+
   def counts(self) -> dict[str, dict[str, int]]:
     """speaker -> class -> number of utterances."""
     table: dict[str, dict[str, int]] = collections.defaultdict(lambda: {c: 0 for c in self.classes})
@@ -44,7 +52,7 @@ class Listing:
     w = max([len("speaker")] + [len(s) for s in counts])
     cw = max([6] + [len(c) for c in self.classes])
     lines = [f"{self.corpus} corpus at {self.root}: {len(self.utterances)} utterances, "
-             f"{len(counts)} speakers, {len(self.skipped)} skipped"]
+             f"{len(counts)} speakers, {len(self.problems)} bad files skipped"]
     lines.append("speaker".ljust(w) + "".join(c.rjust(cw + 1) for c in self.classes) + "total".rjust(cw + 1))
     totals = {c: 0 for c in self.classes}
     for spk, row in counts.items():
@@ -55,6 +63,6 @@ class Listing:
     lines.append("total".ljust(w) + "".join(str(totals[c]).rjust(cw + 1) for c in self.classes)
                  + str(sum(totals.values())).rjust(cw + 1))
     if self.skipped:
-      lines.append(f"skipped {len(self.skipped)}:")
+      lines.append(f"skipped or ignored ({len(self.problems)} bad files):")
       lines.extend(f"  {p}: {r}" for p, r in self.skipped)
     return "\n".join(lines)
