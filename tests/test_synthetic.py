@@ -176,8 +176,10 @@ def test_incomplete_folder_is_regenerated(tmp_path):
   os.remove(os.path.join(listing.root, "listing.json"))
   with open(first, "wb") as f:
     f.write(good[:100])
-  with open(os.path.join(listing.root, ".stale.wav.tmp123"), "wb") as f:
+  stale = os.path.join(listing.root, ".stale.wav.tmp123")
+  with open(stale, "wb") as f:
     f.write(b"x")
+  os.utime(stale, (0, 0))  # old: no live generation owns it
   again = synthetic.generate(_cfg(), str(tmp_path), EMOTIONS)
   assert again == listing
   with open(first, "rb") as f:

@@ -17,9 +17,9 @@ Signal model (16 kHz, everything vectorised except a loop over 10 ms filter bloc
   * rhythm: syllables = onset consonant (plosive closure+burst+aspiration, fricative noise band,
     or sonorant) + vowel nucleus with raised-cosine attack/decay, stressed syllables louder,
     pauses between words; leading/trailing silence; a -65 dBFS noise floor (never digitally silent).
-  * level: the utterance is scaled so that the RMS of its voiced part is the speaker's level times
-    the emotion's loudness gain (so the loudness cue survives); only if the peak would exceed 0.98
-    is it scaled down (rare).
+  * level: the utterance is scaled so that the RMS of its voiced part is the speaker's level
+    (0.03 × ±2 dB, about -30 dBFS) times the emotion's loudness gain (so the loudness cue
+    survives); only if the peak would exceed 0.98 is it scaled down (none in the default corpus).
 
 Phrases: phrase `p` is 3-6 words of 1-3 syllables (onset consonant, vowel, stress, relative
 duration, phrase accents, pause after each word), drawn from `(seed, p)` and shared by all
@@ -41,13 +41,13 @@ default way of speaking); each dimension drives the synthesis as follows:
 | dim | name | effect of `v` |
 | --- | --- | --- |
 | 0 | pitch | F0 shifted by `4.5·v` semitones |
-| 1 | range | accent/declination/final-fall excursions × `2^(1.2·v)` (base accent 3 st) |
+| 1 | range | excursions × `2^(1.2·v)`: accents (the speaker's 2-4 st), declination (3 st), final fall (2 st) |
 | 2 | tempo | syllable nuclei durations × `2^(-0.5·v)`, consonants × `2^(-0.25·v)` |
 | 3 | loudness | voiced RMS level `+6·v` dB |
-| 4 | effort | open quotient `0.60 - 0.18·v` (pressed < 0.6 < lax), speed quotient `2.5·2^(0.5·v)`, tilt pole `0.55 - 0.35·v` (more high-frequency energy when pressed), B1 narrower |
-| 5 | breath | aspiration noise `-28 + 10·v` dB relative to the voiced source, B1 wider |
+| 4 | effort | open quotient `OQ_s - 0.18·v` (speaker's OQ_s 0.55-0.68; pressed when lower), speed quotient `2.5·2^(0.5·v)`, tilt low-pass pole `0.55 - 0.35·(v + tilt_s)` (more high-frequency energy when pressed), B1 × `(1 - 0.2·v + 0.3·breath)` |
+| 5 | breath | aspiration noise (flow-modulated, through the formants) `-18 + 10·v + breath_s` dB re the voiced source RMS |
 | 6 | irregular | jitter `0.8·2^(1.3·v)` % of F0, tremor `0.25·2^(v)` st, shimmer `1.5·2^(v)` dB |
-| 7 | pauses | pauses between words × `2^(1.0·v)` |
+| 7 | pauses | pauses between words (0.06-0.18 s × the speaker's rate factor) × `2^(1.0·v)` |
 
 Each class index `e` has a canonical prototype `P[e]` (for the default classes neu, hap, ang, sad):
 
@@ -136,6 +136,7 @@ CONSONANT_NAMES = tuple(CONSONANTS)
 
 _BLOCK = 160  # formant filter coefficients are updated every 10 ms
 _MIN_DUR, _MAX_DUR = 1.1, 5.9  # target range of utterance durations (s)
+_STALE_S = 600.0  # a temporary file older than this belongs to no running generation
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -195,18 +196,20 @@ def speaker_params(seed: int, speaker: int) -> dict[str, Any]:
   """Voice of a speaker: F0, vocal-tract scale, voice quality, rate, level."""
   g = _rng(seed, 2, speaker)
   female = speaker % 2 == 0
+  formant_jitter = g.uniform(0.96, 1.04, size=5)
+  formant_jitter.setflags(write=False)  # cached: shared between calls
   return {
       "female": female,
       "f0": float(g.uniform(175, 250) if female else g.uniform(90, 135)),
       "vtl": float(g.uniform(1.10, 1.22) if female else g.uniform(0.90, 1.02)),
-      "formant_jitter": g.uniform(0.96, 1.04, size=5),
+      "formant_jitter": formant_jitter,
       "oq": float(g.uniform(0.55, 0.68)),
       "tilt": float(g.uniform(-0.1, 0.1)),
       "breath_db": float(g.uniform(-4, 4)),
       "rate": float(g.uniform(0.88, 1.12)),
       "syl_dur": 0.17,
       "accent_st": float(g.uniform(2.0, 4.0)),
-      "level": float(0.05 * 10 ** (g.uniform(-2, 2) / 20)),
+      "level": float(0.03 * 10 ** (g.uniform(-2, 2) / 20)),
   }
 
 
@@ -351,7 +354,9 @@ def synthesize(speaker: int, phrase: int, emotion: int, repetition: int, syn_cfg
   n_blocks = int(np.ceil(total * sr / _BLOCK))
   n = n_blocks * _BLOCK
   time_s = np.arange(n) / sr
-  to_i = lambda x: int(round(x * sr))
+
+  def to_i(x: float) -> int:
+    return int(round(x * sr))
 
   # --- pitch contour (semitones re the speaker's F0) ---
   range_mult = 2 ** (1.2 * rng_)
@@ -400,9 +405,9 @@ def synthesize(speaker: int, phrase: int, emotion: int, repetition: int, syn_cfg
   p = float(np.clip(0.55 - 0.35 * (effort + spk["tilt"]), 0.0, 0.93))
   dflow = scipy.signal.lfilter([1 - p], [1, -p], dflow)
   noise = g.standard_normal(n)
-  asp_db = -28 + 10 * breath + spk["breath_db"]
+  asp_db = -18 + 10 * breath + spk["breath_db"]
   src_rms = np.sqrt(np.mean(dflow ** 2)) + 1e-9
-  aspiration = noise * src_rms * 10 ** (asp_db / 20) * (0.4 + 0.6 * flow) * 3.0
+  aspiration = noise * src_rms * 10 ** (asp_db / 20) * (0.4 + 0.6 * flow)
   src = v_env_s * (dflow + aspiration) + _ramp_env(n, asp, to_i(0.005)) * noise * src_rms * 0.3
 
   # --- formant trajectories (per 10 ms block) ---
@@ -421,10 +426,11 @@ def synthesize(speaker: int, phrase: int, emotion: int, repetition: int, syn_cfg
   y = _formant_cascade(src, freqs, bws, sr)
 
   # --- consonant noise (not through the formants) ---
-  y_rms = np.sqrt(np.mean(y[v_env > 0.5] ** 2)) if np.any(v_env > 0.5) else 1.0
+  y_rms = np.sqrt(np.mean(y[v_env > 0.5] ** 2))  # every syllable has a vowel: never empty
+  fric_noise = g.standard_normal(n)
   for cons, segs in bands.items():
     env = _ramp_env(n, segs, to_i(0.004))
-    y += scipy.signal.sosfilt(_noise_sos(*CONSONANTS[cons][2], sr), noise[::-1].copy()) * env * y_rms * 2.0
+    y += scipy.signal.sosfilt(_noise_sos(*CONSONANTS[cons][2], sr), fric_noise) * env * y_rms * 2.0
 
   # --- level ---
   target_rms = spk["level"] * 10 ** (6.0 * loud / 20)
@@ -508,12 +514,13 @@ def generate(syn_cfg: Any, cache_dir: str, classes: Sequence[str], progress: boo
     return cached
 
   os.makedirs(folder, exist_ok=True)
-  for name in os.listdir(folder):  # leftovers of an interrupted run
-    if ".tmp" in name:
-      try:
-        os.remove(os.path.join(folder, name))
-      except OSError:
-        pass
+  for name in os.listdir(folder):  # temporary files of an interrupted run (not of a live one)
+    path = os.path.join(folder, name)
+    try:
+      if name.startswith(".") and ".tmp" in name and time.time() - os.path.getmtime(path) > _STALE_S:
+        os.remove(path)
+    except OSError:
+      pass
   jobs, records = [], []
   for s in range(vals["num_speakers"]):
     for e, label in enumerate(classes):
