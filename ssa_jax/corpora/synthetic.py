@@ -65,8 +65,10 @@ Speaker `s` expresses class `e` with
 permutation of the classes (the speakers take distinct permutations, in an order shuffled from the
 seed, so for up to K! speakers no two share one: one speaker's anger is another's joy) and `δ[s, e]`
 is an idiosyncratic offset (N(0, 0.3²) per dimension), redrawn until the speaker's K strategies are
-at least `MIN_SEPARATION` apart (Euclidean). The shared half keeps the task partly
-speaker-independent; the personal half makes speaker identity genuinely useful. Every utterance
+at least `MIN_SEPARATION` = 1.4 apart (Euclidean; SHARED_WEIGHT = 0.5, PERSONAL_WEIGHT = 0.8). The
+shared part keeps the task partly speaker-independent; the personal part makes speaker identity
+genuinely useful (a linear classifier on log-Mel statistics: UAR ~0.69 without the speaker, ~0.97
+with per-speaker weights, on the default corpus). Every utterance
 adds N(0, 0.12²) per dimension (within-emotion variability, well below the separation), plus its
 own random jitter, noise, etc.
 
@@ -82,7 +84,7 @@ import itertools
 import json
 import os
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.signal
@@ -111,6 +113,7 @@ PROTOTYPES = np.array([
     [1.0, -0.4, 0.8, -0.3, -0.3, 0.6, 1.0, 0.2],  # 4 fear-like
     [-0.5, -1.0, -0.5, -0.3, -0.2, 0.3, -0.6, 0.6],  # 5 bored-like
 ])
+PROTOTYPES.setflags(write=False)
 
 # Vowel formants (Hz) of an adult male voice (Peterson & Barney / Hillenbrand averages), F4-F5 fixed.
 VOWELS = {
@@ -120,6 +123,7 @@ VOWELS = {
 VOWEL_NAMES = tuple(VOWELS)
 F4, F5 = 3500.0, 4500.0
 BANDWIDTHS = np.array([70.0, 100.0, 140.0, 200.0, 260.0])
+BANDWIDTHS.setflags(write=False)
 # Onset consonants: kind, formant locus (F1-F3), noise band (Hz) or None.
 CONSONANTS = {
     "": ("none", None, None),
