@@ -156,6 +156,10 @@ def log_mel_3d(wave: np.ndarray, sample_rate: int = 16000,
 # ----------------------------------------------------------------------------------------------
 
 
+# Full float32 matmuls also on GPU/TPU (whose default f32 matmul precision is TF32/bf16 passes).
+_EXACT = jax.lax.Precision.HIGHEST
+
+
 def _delta(x: jax.Array, last: jax.Array, n_max: int) -> jax.Array:
   """Regression delta over axis 1 of `x (B, F, M)`, clamped to frames [0, last_b] per row.
 
@@ -196,7 +200,8 @@ def _power_spectrum(blocks: jax.Array, fe: FrontEnd, frames: int, dft: str) -> j
     basis = jnp.asarray(basis.astype(np.float32))  # (win, 2·bins), window folded in
     acc = None
     for j, size in pieces:
-      term = blocks[:, j:j + frames, :size] @ basis[j * hop:j * hop + size]
+      term = jnp.matmul(blocks[:, j:j + frames, :size], basis[j * hop:j * hop + size],
+                        precision=_EXACT)
       acc = term if acc is None else acc + term
     return acc[..., :bins] ** 2 + acc[..., bins:] ** 2
   raise ValueError(f"dft must be 'rfft' or 'matmul', got {dft!r}")
@@ -215,7 +220,8 @@ def _log_mel_3d_batch(waves: jax.Array, lengths: jax.Array, fe: FrontEnd,
   blocks = waves.reshape(batch, frames - 1 + n_blocks, hop)
   power = _power_spectrum(blocks, fe, frames, dft)
   _, mel_fb = _constants(fe)
-  static = jnp.log(power @ jnp.asarray(mel_fb) + jnp.float32(fe.log_floor))  # (B, F, M)
+  mel = jnp.matmul(power, jnp.asarray(mel_fb), precision=_EXACT)
+  static = jnp.log(mel + jnp.float32(fe.log_floor))  # (B, F, M)
   lengths = lengths.astype(jnp.int32)
   real = jnp.where(lengths >= fe.win_length, 1 + (lengths - fe.win_length) // hop, 0)
   real = jnp.minimum(real, frames)
