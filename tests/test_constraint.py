@@ -1,0 +1,142 @@
+"""Tests of the Eq. 8 constraint (ssa_jax/constraint.py) against references written from the
+definition: brute force over sign patterns with scipy root finding for the nearest point."""
+
+from __future__ import annotations
+
+import itertools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+from hypothesis import given, settings, strategies as st
+
+from ssa_jax.constraint import classifier_radius, project_classifier
+
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
+project = jax.jit(project_classifier, static_argnums=2)
+
+
+def draw_problem(seed: int, n: int, k: int, batch: int, zeros: bool):
+  rng = np.random.default_rng(seed)
+  kernel = rng.normal(size=(n, k)) * rng.choice([0.01, 1.0, 30.0])
+  if zeros:
+    kernel[rng.random((n, k)) < 0.3] = 0.0
+  inputs = rng.normal(size=(batch, n)) + rng.normal()
+  return kernel.astype(np.float32), inputs.astype(np.float32)
+
+
+def reference_radius(inputs: np.ndarray, num_classes: int) -> float:
+  """N / (K * ||sum_i x_i||_1), in float64."""
+  x = inputs.astype(np.float64)
+  return x.shape[0] / (num_classes * np.abs(x.sum(axis=0)).sum())
+
+
+def reference_nearest_on_sphere(w: np.ndarray, r: float) -> tuple[np.ndarray, float]:
+  """argmin_v ||w - v||_2 subject to ||v||_1 = r, by brute force over the 2^n faces.
+
+  On the face of sign pattern s ({v : s_i v_i >= 0, sum_i s_i v_i = r}) the KKT conditions give
+  v_i = s_i max(s_i w_i - theta, 0) with theta such that sum_i max(s_i w_i - theta, 0) = r,
+  found here with brentq; the answer is the face point closest to w.
+  """
+  w = w.astype(np.float64)
+  best, best_dist = None, np.inf
+  for signs in itertools.product([-1.0, 1.0], repeat=w.size):
+    s = np.asarray(signs)
+    u = s * w
+    g = lambda theta: np.maximum(u - theta, 0.0).sum() - r
+    theta = scipy.optimize.brentq(g, u.min() - r - 1.0, u.max(), xtol=1e-14, rtol=1e-14)
+    v = s * np.maximum(u - theta, 0.0)
+    dist = np.linalg.norm(w - v)
+    if dist < best_dist:
+      best, best_dist = v, dist
+  return best, best_dist
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 8), k=st.integers(1, 5),
+       batch=st.integers(1, 6), zeros=st.booleans(), mode=st.sampled_from(["l1_sphere", "rescale"]))
+def test_every_column_lands_on_the_sphere(seed, n, k, batch, zeros, mode):
+  kernel, inputs = draw_problem(seed, n, k, batch, zeros)
+  r = reference_radius(inputs, k)
+  np.testing.assert_allclose(classifier_radius(jnp.asarray(inputs), k), r, rtol=1e-5)
+  out = np.asarray(project(jnp.asarray(kernel), jnp.asarray(inputs), mode))
+  chex.assert_shape(out, kernel.shape)
+  assert out.dtype == kernel.dtype
+  np.testing.assert_allclose(np.abs(out).sum(axis=0), r, rtol=1e-5)
+  if mode == "rescale":  # parallel to the input column, same orientation
+    norms = np.abs(kernel).sum(axis=0)
+    nonzero = norms > 0
+    np.testing.assert_allclose(out[:, nonzero] * norms[nonzero], kernel[:, nonzero] * r,
+                               rtol=1e-5, atol=1e-6 * r * norms.max())
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 4), k=st.integers(1, 3),
+       zeros=st.booleans())
+def test_l1_sphere_is_the_nearest_point(seed, n, k, zeros):
+  kernel, inputs = draw_problem(seed, n, k, 4, zeros)
+  r = reference_radius(inputs, k)
+  out = np.asarray(project(jnp.asarray(kernel), jnp.asarray(inputs), "l1_sphere"), np.float64)
+  for j in range(k):
+    ref, ref_dist = reference_nearest_on_sphere(kernel[:, j], r)
+    dist = np.linalg.norm(kernel[:, j] - out[:, j])
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-4, atol=1e-5 * r)
+    if not zeros:  # generic column: the nearest point is unique
+      np.testing.assert_allclose(out[:, j], ref, rtol=1e-4, atol=1e-5 * r)
+
+
+def test_inside_ball_with_zero_entry_reaches_the_sphere():
+  # r = 4. optax's projection_l1_sphere would return (2.5, 0): off the sphere.
+  # The nearest points are (2.5, +-1.5).
+  kernel = jnp.array([[1.0], [0.0]])
+  inputs = jnp.array([[0.25, 0.0], [0.25, 0.0]])  # r = N / (K ||sum x||_1) = 2 / (1 * 0.5) = 4
+
+  out = np.asarray(project_classifier(kernel, inputs, "l1_sphere"))
+  np.testing.assert_allclose(np.abs(out[:, 0]), [2.5, 1.5], rtol=1e-6)
+  _, ref_dist = reference_nearest_on_sphere(np.array([1.0, 0.0]), 4.0)
+  np.testing.assert_allclose(np.linalg.norm(out[:, 0] - [1.0, 0.0]), ref_dist, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["l1_sphere", "rescale"])
+def test_column_already_on_sphere_is_unchanged(mode):
+  rng = np.random.default_rng(0)
+  inputs = rng.normal(size=(5, 6)).astype(np.float32)
+  r = reference_radius(inputs, 3)
+  kernel = rng.normal(size=(6, 3))
+  kernel = (kernel / np.abs(kernel).sum(axis=0) * r).astype(np.float32)
+  out = project(jnp.asarray(kernel), jnp.asarray(inputs), mode)
+  np.testing.assert_allclose(out, kernel, rtol=1e-5, atol=1e-7)
+
+
+def test_none_is_identity_and_edge_cases():
+  rng = np.random.default_rng(1)
+  kernel = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
+  inputs = jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)
+  chex.assert_trees_all_equal(project(kernel, inputs, "none"), kernel)
+  # sum_i x_i = 0: the radius is infinite and the kernel is left unchanged.
+  whole = jnp.round(4.0 * inputs)  # small integers: the sum below is exactly 0
+  balanced = jnp.concatenate([whole, -whole])
+  assert np.isinf(classifier_radius(balanced, 3))
+  for mode in ("l1_sphere", "rescale"):
+    chex.assert_trees_all_equal(project(kernel, balanced, mode), kernel)
+  # A zero column becomes the uniform point (r/n, ..., r/n) in both modes.
+  zero_col = kernel.at[:, 1].set(0.0)
+  r = reference_radius(np.asarray(inputs), 3)
+  for mode in ("l1_sphere", "rescale"):
+    out = np.asarray(project(zero_col, inputs, mode))
+    np.testing.assert_allclose(out[:, 1], np.full(4, r / 4), rtol=1e-5)
+
+
+def test_no_gradient_through_inputs_and_bad_arguments():
+  kernel = jnp.ones((3, 2))
+  inputs = jnp.arange(12.0).reshape(4, 3)
+  for mode in ("l1_sphere", "rescale"):
+    grad = jax.grad(lambda x: jnp.sum(project_classifier(kernel, x, mode) ** 2))(inputs)
+    chex.assert_trees_all_equal(grad, jnp.zeros_like(inputs))
+  with pytest.raises(ValueError, match="train.constraint"):
+    project_classifier(kernel, inputs, "l2")
+  with pytest.raises(ValueError, match=r"kernel \(n, K\) and inputs \(N, n\)"):
+    project_classifier(kernel, inputs[:, :2], "rescale")
