@@ -1,0 +1,101 @@
+"""Trains and evaluates one fold: `ssa_jax.train.train_and_evaluate` behind a thin CLI.
+
+  python -m bin.train --config configs/quickstart.py --fold 3            # SSA-CRNN-r, minutes on CPU
+  python -m bin.train --config configs/quickstart.py:acrnn --fold 3      # ACRNN
+  python -m bin.train --config configs/ssa_crnn_r.py --fold 0 \\
+      --config.data.corpus=iemocap --config.data.root=/data/IEMOCAP_full_release
+
+Writes `<workdir>/fold<K>/` (config.json, metrics.jsonl, result.json, checkpoints/); `--workdir`
+defaults to `runs/<config.name>`. Rerunning the same command resumes from the latest checkpoint.
+Compiled XLA programs are cached under `<config.data.cache_dir>/xla`, so a rerun starts faster.
+A bad fold, config key or value, or a missing corpus is one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "ssa_crnn_r.py")
+try:
+  _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
+                                            "Python config file (get_config()), optionally :arg.")
+except (AttributeError, KeyError, TypeError, ValueError) as _e:
+  # ml_collections applies `--config.a.b=v` overrides here, at definition: a field that does not
+  # exist, or a value of the wrong type, would otherwise end the program with a long traceback.
+  _overrides = " ".join(a for a in sys.argv[1:] if a.startswith("--config."))
+  print(f"error: bad config override among [{_overrides}]: {type(_e).__name__} {_e}",
+        file=sys.stderr)
+  sys.exit(1)
+_FOLD = flags.DEFINE_integer("fold", 0, "Fold to train (0-based; 0-9 for 10-fold splits).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<config.name>).")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing with one-line errors (config keys and values are checked here too)."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    lines = [l for l in str(e).splitlines() if l.strip()]
+    if any(l.startswith("Traceback") for l in lines):  # a config file that raised: its last line
+      lines = lines[:1] + lines[-1:]
+    msg = " ".join(" ".join(lines).split())
+    print(f"error: bad command line ({type(e).__name__}): {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _summary(result: dict, fold_dir: str) -> str:
+  classes = result["classes"]
+  w = max(5, *(len(c) for c in classes))
+  lines = [
+      f"fold {result['fold']} ({result['corpus']} corpus, {result['split']} split): "
+      f"best epoch {result['best_epoch']} of {result['epochs_run']}: "
+      f"UAR {result['uar']:.4f}  WA {result['wa']:.4f}  segment UAR {result['segment_uar']:.4f}",
+      "confusion (rows: truth, columns: prediction):",
+      " " * (w + 2) + "".join(c.rjust(w + 1) for c in classes),
+  ]
+  lines += [f"  {c.ljust(w)}" + "".join(str(n).rjust(w + 1) for n in row)
+            for c, row in zip(classes, result["confusion"])]
+  t = result["timing"]
+  lines.append(f"training time {t['train_elapsed_s']:.1f} s, this run {t['this_run_s']:.1f} s; "
+               f"wrote {fold_dir}/{{config.json, metrics.jsonl, result.json, checkpoints/}}")
+  return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)  # JAX's INFO lines about absent TPU/GPU backends are noise
+  try:
+    config = _CONFIG.value
+    config.name  # pylint: disable=pointless-statement  # a failed load raises on first access
+  except OSError as e:  # the config file is missing or failed to load
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 1
+  workdir = _WORKDIR.value or os.path.join("runs", str(config.name))
+  # Imported here so that `--help` and flag errors do not wait for JAX.
+  import jax  # pylint: disable=g-import-not-at-top
+  from ssa_jax import train  # pylint: disable=g-import-not-at-top
+  cache = os.path.join(os.path.expanduser(str(config.data.cache_dir)), "xla")
+  jax.config.update("jax_compilation_cache_dir", cache)
+  try:
+    result = train.train_and_evaluate(config, workdir, _FOLD.value)
+  except (ValueError, OSError, train.NonFiniteLossError) as e:  # CorpusError, AudioError, config
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print(f"\ninterrupted; rerun the same command to resume from the last checkpoint in "
+          f"{workdir}", file=sys.stderr)
+    return 130
+  print(_summary(result, os.path.join(workdir, f"fold{_FOLD.value}")))
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,118 @@
+"""Per-fold orbax checkpoints: the latest (to resume) and the best by validation UAR.
+
+Layout of `<workdir>/fold<K>/checkpoints/<step>/` (orbax items, nothing pickled):
+  state          {step, params, batch_stats, opt_state, rng, bad_step}   (orbax StandardSave)
+  meta           JSON: data position {epoch, batch}, best-so-far {epoch, step, uar, wa,
+                 segment_uar, confusion}, bad_epochs, train_loss, elapsed
+  normalization  the training speaker statistics `features.SpeakerStats.to_arrays()` without the
+                 speaker ids (arrays: mean, std (S, M, C), global_mean, global_std (M, C), frames)
+  names          JSON: classes, speakers (all of the corpus, the speaker-classifier order),
+                 normalization_speakers (the row order of `normalization`)
+
+  manager = checkpoint_manager(directory)
+  save(manager, step, state_dict, meta, stats, names, uar=..., epoch=...)
+  state_dict, meta = restore_latest(manager, target_state_dict)   # or None
+  best = load_best(fold_dir)   # {"variables", "config", "classes", "stats", "step", "meta"}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+from ssa_jax import features
+
+
+def checkpoint_manager(directory: str, read_only: bool = False) -> ocp.CheckpointManager:
+  """Keeps the latest step and the best by validation UAR (the earliest epoch on ties).
+
+  Saves are synchronous, so a step that returns has committed its checkpoint.
+  """
+  policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+      ocp.checkpoint_managers.LatestN(n=1),
+      ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: (m["uar"], -m["epoch"]), n=1),
+  ])
+  options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=not read_only,
+                                         read_only=read_only, enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: dict[str, Any], meta: dict[str, Any],
+         stats: features.SpeakerStats, names: dict[str, Any], *, uar: float, epoch: int) -> None:
+  norm = {k: v for k, v in stats.to_arrays().items() if k != "speakers"}
+  names = {**names, "normalization_speakers": [str(s) for s in stats.speakers]}
+  manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
+      normalization=ocp.args.StandardSave(norm), names=ocp.args.JsonSave(names)),
+      metrics={"uar": float(uar), "epoch": int(epoch)})
+
+
+def restore_latest(manager: ocp.CheckpointManager, target: dict[str, Any] | None
+                   ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+  """(state dict, meta) of the newest readable checkpoint, or None if there is none.
+
+  Args:
+    target: a state dict of the right structure, shapes, dtypes and shardings.
+
+  An unreadable checkpoint is skipped with a warning and the one before it (the best) is tried.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  for i, step in enumerate(steps):
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+      return dict(restored["state"]), dict(restored["meta"])
+    except Exception as e:  # pylint: disable=broad-except  # any unreadable file: try the next
+      nxt = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "starting afresh"
+      msg = (f"checkpoint step {step} in {manager.directory} is unreadable "
+             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); {nxt}")
+      logging.warning(msg)
+      print(f"warning: {msg}", flush=True)
+  return None
+
+
+def load_best(fold_dir: str) -> dict[str, Any]:
+  """The best-UAR checkpoint of a finished (or running) fold, for evaluation and prediction.
+
+  Returns:
+    {"variables": {"params", "batch_stats"} (numpy), "config": ConfigDict (config.json),
+     "classes": tuple, "speakers": tuple, "stats": features.SpeakerStats, "step": int,
+     "meta": the best checkpoint's meta}
+
+  Raises:
+    FileNotFoundError: no config.json or no checkpoint in `fold_dir`.
+  """
+  config_path = os.path.join(fold_dir, "config.json")
+  ckpt_dir = os.path.join(fold_dir, "checkpoints")
+  if not os.path.exists(config_path) or not os.path.isdir(ckpt_dir):
+    raise FileNotFoundError(f"{fold_dir}: not a training run folder (needs config.json and "
+                            f"checkpoints/)")
+  with open(config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  manager = checkpoint_manager(ckpt_dir, read_only=True)
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"{ckpt_dir}: no checkpoint")
+  latest_meta = manager.restore(max(steps), args=ocp.args.Composite(
+      meta=ocp.args.JsonRestore()))["meta"]
+  best = (latest_meta.get("best") or {}).get("step")
+  step = best if best in steps else max(steps)
+  r = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore(),
+      normalization=ocp.args.StandardRestore(), names=ocp.args.JsonRestore()))
+  manager.close()
+  names = dict(r["names"])
+  norm = {k: np.asarray(v) for k, v in dict(r["normalization"]).items()}
+  stats = features.SpeakerStats.from_arrays(
+      {**norm, "speakers": np.asarray(names["normalization_speakers"])})
+  state = r["state"]
+  return {"variables": {"params": state["params"], "batch_stats": state["batch_stats"]},
+          "config": config, "classes": tuple(names["classes"]),
+          "speakers": tuple(names["speakers"]), "stats": stats, "step": int(step),
+          "meta": dict(r["meta"])}

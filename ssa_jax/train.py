@@ -1,0 +1,430 @@
+"""Training and evaluation of one fold (DESIGN §4-6, §8).
+
+  state = create_train_state(model, tx, rng, x, mask)
+  step = make_train_step(model, tx, constraint, mesh)     # jitted once; state donated
+  state, metrics = step(state, batch)
+  result = train_and_evaluate(config, workdir, fold)      # the content of result.json
+
+`train_step` is pure: forward in training mode (batch statistics updated), loss = CE_em (+ CE_sp for
+SSA-CRNN), optax NAdam update, then the Eq. 8 projection of `params["classifier"]["kernel"]` with
+the step's own classifier inputs `aux["z_em"]` (no gradient). A non-finite loss or gradient is
+recorded on the device in `state.bad_step` (the first such step, -1 if none), which the loop reads
+at log steps and epoch ends only, so metrics never stall the device.
+
+Files written by `train_and_evaluate` under `<workdir>/fold<K>/` (process 0 only, atomically):
+  config.json     the config the run used (num_speakers / num_classes filled in from the data)
+  metrics.jsonl   one line per evaluation (epoch, step, train loss, valid UAR / WA / segment UAR,
+                  elapsed seconds)
+  result.json     best epoch (by utterance UAR) and its UAR, WA, segment UAR, confusion matrix,
+                  class names, counts, corpus, split, fold, config; wall-clock values under "timing"
+  checkpoints/    orbax CheckpointManager, the latest and the best-UAR steps: train state, data
+                  position, best-so-far, speaker normalisation statistics, class / speaker names
+Rerunning the same command resumes from the latest checkpoint and ends with the same result.
+Epochs are counted from 1 in the files (epoch e = e epochs completed).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import tempfile
+import time
+from typing import Any, Callable, Mapping
+
+import chex
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import struct
+from tqdm import tqdm
+
+from ssa_jax import constraint as constraint_lib
+from ssa_jax import checkpointing, features, input_pipeline, metrics, models, parallel, splits
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss or gradient became NaN or infinite; the message names the step."""
+
+
+@struct.dataclass
+class TrainState:
+  """Everything a training step reads and writes; a plain pytree (checkpointed as a dict)."""
+  step: jax.Array  # int32 (), number of updates applied
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array  # uint32 (2,) base key; each step folds in its step number
+  bad_step: jax.Array  # int32 (), first step with a non-finite loss or gradient, -1 if none
+
+  def to_dict(self) -> dict[str, Any]:
+    return {f: getattr(self, f) for f in
+            ("step", "params", "batch_stats", "opt_state", "rng", "bad_step")}
+
+
+def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """NAdam (Adam with Nesterov momentum, Dozat 2016), seed §3.2."""
+  return optax.nadam(float(train_cfg.learning_rate), b1=float(train_cfg.b1),
+                     b2=float(train_cfg.b2), eps=float(train_cfg.eps))
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                       x: jax.Array, mask: jax.Array) -> TrainState:
+  """Initialises parameters from example inputs x (B, T, M, C), mask (B, T)."""
+  init_rng, rng = jax.random.split(rng)
+  variables = flax.core.unfreeze(model.init({"params": init_rng}, x, mask, train=False))
+  params = variables["params"]
+  return TrainState(step=jnp.int32(0), params=params,
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                    rng=rng, bad_step=jnp.int32(-1))
+
+
+def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.Module,
+               tx: optax.GradientTransformation,
+               constraint: str) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One NAdam update + Eq. 8 projection on a global batch {x (B,T,M,C), mask, label, speaker}."""
+  chex.assert_rank(batch["x"], 4)
+  chex.assert_equal_shape_prefix([batch["x"], batch["mask"]], 2)
+  step_rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    (logits, aux), updates = model.apply(
+        {"params": params, "batch_stats": state.batch_stats}, batch["x"], batch["mask"],
+        train=True, mutable=["batch_stats"], rngs={"dropout": step_rng})
+    ce_em = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    out = {"loss_em": ce_em, "accuracy_em": _accuracy(logits, batch["label"])}
+    loss = ce_em
+    if "speaker_logits" in aux:  # SSA-CRNN: the speaker branch is trained jointly
+      ce_sp = optax.softmax_cross_entropy_with_integer_labels(
+          aux["speaker_logits"], batch["speaker"]).mean()
+      out.update(loss_sp=ce_sp, accuracy_sp=_accuracy(aux["speaker_logits"], batch["speaker"]))
+      loss = loss + ce_sp
+    return loss, (aux["z_em"], updates.get("batch_stats", {}), out)
+
+  (loss, (z_em, batch_stats, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  grad_norm = optax.tree.norm(grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  # Eq. 8: each column of the classifier kernel onto the L1 sphere of radius N / (K ||sum z||_1).
+  kernel = constraint_lib.project_classifier(
+      params["classifier"]["kernel"], jax.lax.stop_gradient(z_em), constraint)
+  params = {**params, "classifier": {**params["classifier"], "kernel": kernel}}
+
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  bad_step = jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state, bad_step=bad_step)
+  return new_state, {"loss": loss, "grad_norm": grad_norm, **out}
+
+
+def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
+              model: nn.Module) -> jax.Array:
+  """(B, K) softmax emotion posteriors of a batch, evaluation mode (running BN statistics)."""
+  logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                          batch["x"], batch["mask"], train=False)
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constraint: str,
+                    mesh: jax.sharding.Mesh, max_traces: int | None = None) -> Callable:
+  """The jitted train step.
+
+  jit signature: (state: TrainState  P() replicated, donated;
+                  batch: {x, mask, label, speaker}  P("data"))
+              -> (state: P(), metrics: {str: scalar}  P()).
+  `max_traces` wraps the step in `chex.assert_max_traces` (tests).
+  """
+  def step(state, batch):
+    return train_step(state, batch, model=model, tx=tx, constraint=constraint)
+  if max_traces is not None:
+    step = chex.assert_max_traces(step, n=max_traces)
+  repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+  return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
+
+
+def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
+  """jit signature: (state P(), batch P("data")) -> posteriors (B, K) P("data")."""
+  repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+  return jax.jit(functools.partial(eval_step, model=model), in_shardings=(repl, data),
+                 out_shardings=data)
+
+
+def evaluate(eval_fn: Callable, state: TrainState, arrays: Mapping[str, np.ndarray],
+             seg_utt: np.ndarray, utt_labels: np.ndarray, num_classes: int, pooling: str,
+             batch_size: int, mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """Utterance UAR / WA / confusion (pooled posteriors) and segment UAR on a validation set.
+
+  Args:
+    arrays: validation segments {x, mask, label, speaker}; seg_utt (N,) indexes `utt_labels` (U,).
+  """
+  outputs = [(eval_fn(state, parallel.global_batch(local, mesh)), real)
+             for local, real in input_pipeline.eval_batches(
+                 arrays, batch_size, jax.process_index(), jax.process_count())]
+  probs = np.concatenate([parallel.to_host(p)[:real] for p, real in outputs])
+  seg_cm = metrics.confusion_matrix(arrays["label"], probs.argmax(-1), num_classes)
+  pooled = metrics.pool_posteriors(probs, seg_utt, len(utt_labels), pooling)
+  cm = metrics.confusion_matrix(utt_labels, pooled.argmax(-1), num_classes)
+  return {"uar": metrics.uar(cm), "wa": metrics.wa(cm), "segment_uar": metrics.uar(seg_cm),
+          "confusion": cm.tolist()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: str, text: str) -> None:
+  """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _write_json(path: str, obj: Any) -> None:
+  _atomic_write(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+  if isinstance(o, np.generic):
+    return o.item()
+  if isinstance(o, (np.ndarray, tuple)):
+    return list(o)
+  raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _read_jsonl(path: str) -> list[dict[str, Any]]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------------
+# One fold
+# ----------------------------------------------------------------------------------------------
+
+
+def _segment_arrays(x: np.ndarray, mask: np.ndarray, dataset: Any, seg_idx: np.ndarray
+                    ) -> dict[str, np.ndarray]:
+  utt = dataset.seg_utt[seg_idx]
+  return {"x": x, "mask": np.asarray(dataset.mask[seg_idx], bool),
+          "label": np.asarray(dataset.labels[utt], np.int32),
+          "speaker": np.asarray(dataset.speakers[utt], np.int32)}
+
+
+def _counts(labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, int]:
+  return {c: int(n) for c, n in zip(classes, np.bincount(labels, minlength=len(classes)))}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: int,
+                       dataset: Any = None) -> dict[str, Any]:
+  """Trains fold `fold`, selecting the epoch with the best validation UAR; returns result.json.
+
+  Args:
+    config: the full config (`ssa_jax.config.base_config()` layout).
+    workdir: run directory; this fold writes `<workdir>/fold<K>/`.
+    fold: 0-based fold number.
+    dataset: a prepared `data.Dataset` (tests); by default `data.prepare(config)`.
+
+  Raises:
+    ValueError: bad fold / config / data (message says what); NonFiniteLossError.
+  """
+  # --- setup ---
+  t_start = time.time()
+  config = copy.deepcopy(config)
+  is_main = jax.process_index() == 0
+  tcfg = config.train
+  fold_dir = os.path.join(os.path.abspath(os.path.expanduser(workdir)), f"fold{fold}")
+  if tcfg.split != "loso" and not 0 <= fold < int(tcfg.num_folds):  # loso: checked on the data
+    raise ValueError(f"fold {fold} is out of range: the {tcfg.split} split has folds "
+                     f"0..{int(tcfg.num_folds) - 1}")
+  if tcfg.split not in splits.MODES:
+    raise ValueError(f"train.split must be one of {splits.MODES}, got {tcfg.split!r}")
+  if tcfg.pooling not in metrics.POOLING:
+    raise ValueError(f"train.pooling must be one of {metrics.POOLING}, got {tcfg.pooling!r}")
+  if tcfg.constraint not in constraint_lib.MODES:
+    raise ValueError(f"train.constraint must be one of {constraint_lib.MODES}, "
+                     f"got {tcfg.constraint!r}")
+
+  # --- mesh ---
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(int(tcfg.batch_size), mesh, "train.batch_size")
+  parallel.check_batch_size(int(tcfg.eval_batch_size), mesh, "train.eval_batch_size")
+
+  # --- data ---
+  if dataset is None:
+    from ssa_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+    dataset = data_lib.prepare(config)
+  classes = tuple(dataset.classes)
+  num_classes = len(classes)
+  input_pipeline.per_class_size(int(tcfg.batch_size), num_classes)
+  train_utt, valid_utt = splits.fold_split(dataset, fold, tcfg.split, int(tcfg.num_folds),
+                                           float(tcfg.valid_fraction), int(config.seed))
+  seg_utt = np.asarray(dataset.seg_utt)
+  train_seg = np.flatnonzero(np.isin(seg_utt, train_utt))
+  valid_seg = np.flatnonzero(np.isin(seg_utt, valid_utt))
+  speaker_names = np.asarray(dataset.speaker_names)
+  seg_speaker = speaker_names[np.asarray(dataset.speakers)[seg_utt]]
+  # Per-speaker statistics from the TRAINING segments only; both sides normalised with them.
+  stats = features.fit_speaker_stats(dataset.segments[train_seg], dataset.mask[train_seg],
+                                     seg_speaker[train_seg])
+  norm = lambda idx: features.normalize(dataset.segments[idx], dataset.mask[idx],  # noqa: E731
+                                        seg_speaker[idx], stats, config.features.norm_fallback)
+  train_arrays = _segment_arrays(norm(train_seg), dataset.mask, dataset, train_seg)
+  valid_arrays = _segment_arrays(norm(valid_seg), dataset.mask, dataset, valid_seg)
+  valid_seg_utt = np.searchsorted(valid_utt, seg_utt[valid_seg])  # local utterance index
+  valid_labels = np.asarray(dataset.labels)[valid_utt]
+  config.model.num_classes = num_classes
+  if int(config.model.num_speakers) <= 0:
+    config.model.num_speakers = len(speaker_names)
+  num_batches = input_pipeline.batches_per_epoch(train_arrays["label"], num_classes,
+                                                 int(tcfg.batch_size))
+  counts = {
+      "train_utterances": _counts(np.asarray(dataset.labels)[train_utt], classes),
+      "valid_utterances": _counts(valid_labels, classes),
+      "train_segments": _counts(train_arrays["label"], classes),
+      "valid_segments": _counts(valid_arrays["label"], classes),
+  }
+  logging.info("fold %d (%s split): %d train / %d valid utterances, %d / %d segments, "
+               "%d batches per epoch", fold, tcfg.split, len(train_utt), len(valid_utt),
+               len(train_seg), len(valid_seg), num_batches)
+
+  # --- model and optimizer ---
+  model = models.build_model(config.model)
+  tx = make_optimizer(tcfg)
+  rng = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), fold)
+  example = {k: jnp.asarray(train_arrays[k][:int(tcfg.batch_size)]) for k in ("x", "mask")}
+  init_fn = jax.jit(functools.partial(create_train_state, model, tx),
+                    out_shardings=parallel.replicated(mesh))
+  train_fn = make_train_step(model, tx, tcfg.constraint, mesh)
+  eval_fn = make_eval_step(model, mesh)
+
+  # --- restore ---
+  if is_main:
+    os.makedirs(fold_dir, exist_ok=True)
+    _write_json(os.path.join(fold_dir, "config.json"), config.to_dict())
+  manager = checkpointing.checkpoint_manager(os.path.join(fold_dir, "checkpoints"))
+  meta = {"epoch": 0, "batch": 0, "best": None, "bad_epochs": 0, "elapsed": 0.0,
+          "train_loss": None}
+  # The restore target is abstract (shapes, dtypes, shardings): no initialisation on resume.
+  abstract = jax.eval_shape(init_fn, rng, example["x"], example["mask"])
+  abstract = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
+      abstract)
+  restored = checkpointing.restore_latest(manager, abstract.to_dict())
+  if restored is None:
+    state = init_fn(rng, example["x"], example["mask"])
+  else:
+    state_dict, meta = restored
+    state = TrainState(**state_dict)
+    logging.info("resumed fold %d from step %d (epoch %d, batch %d)", fold, int(state.step),
+                 meta["epoch"], meta["batch"])
+  metrics_path = os.path.join(fold_dir, "metrics.jsonl")
+  history = [r for r in _read_jsonl(metrics_path) if r["epoch"] <= meta["epoch"]]
+  if is_main:  # drop lines of evaluations newer than the checkpoint (an interrupted epoch)
+    _atomic_write(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+
+  # --- loop ---
+  def stopped() -> str | None:
+    if meta["epoch"] >= int(tcfg.epochs):
+      return "epochs"
+    if int(tcfg.patience) > 0 and meta["bad_epochs"] >= int(tcfg.patience):
+      return "patience"
+    return None
+
+  def check_finite(where: str) -> None:
+    bad = int(state.bad_step)
+    if bad >= 0:
+      raise NonFiniteLossError(
+          f"non-finite loss or gradient at step {bad} (epoch {meta['epoch'] + 1}; {where}); "
+          f"stopped, the last good checkpoint in {manager.directory} is kept "
+          f"(step {manager.latest_step()})")
+
+  t_resume = time.time()
+  elapsed0 = float(meta["elapsed"])
+  total = int(tcfg.epochs) * num_batches
+  last_uar = meta["best"]["uar"] if meta["best"] else float("nan")
+  bar = tqdm(total=total, initial=min(int(state.step), total), disable=not is_main,
+             desc=f"fold {fold}", unit="step", dynamic_ncols=True)
+  while stopped() is None:
+    epoch = int(meta["epoch"])
+    loss_sum, loss_count, pending = 0.0, 0, []
+    for b, local in enumerate(input_pipeline.train_batches(
+        train_arrays, num_classes, int(tcfg.batch_size), seed=int(config.seed), fold=fold, epoch=epoch,
+        start_batch=int(meta["batch"]), process_index=jax.process_index(),
+        process_count=jax.process_count(), class_names=classes), start=int(meta["batch"])):
+      state, step_metrics = train_fn(state, parallel.global_batch(local, mesh))
+      pending.append(step_metrics["loss"])
+      bar.update(1)
+      if (b + 1) % int(tcfg.log_every) == 0:  # fetch metrics only here: the device never waits
+        losses = jax.device_get(pending)
+        loss_sum, loss_count, pending = loss_sum + float(np.sum(losses)), loss_count + len(losses), []
+        check_finite("log step")
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", uar=f"{last_uar:.3f}")
+    losses = jax.device_get(pending)
+    loss_sum, loss_count = loss_sum + float(np.sum(losses)), loss_count + len(losses)
+    check_finite("end of epoch")
+
+    # --- evaluate ---
+    result = evaluate(eval_fn, state, valid_arrays, valid_seg_utt, valid_labels, num_classes,
+                      tcfg.pooling, int(tcfg.eval_batch_size), mesh)
+    epoch_done = epoch + 1
+    train_loss = loss_sum / max(loss_count, 1)
+    improved = meta["best"] is None or result["uar"] > meta["best"]["uar"]
+    if improved:
+      meta["best"] = {"epoch": epoch_done, "step": int(state.step), **result}
+    meta.update(epoch=epoch_done, batch=0, bad_epochs=0 if improved else meta["bad_epochs"] + 1,
+                train_loss=train_loss, elapsed=elapsed0 + time.time() - t_resume)
+    last_uar = result["uar"]
+    line = {"epoch": epoch_done, "step": int(state.step), "train_loss": train_loss,
+            "valid_uar": result["uar"], "valid_wa": result["wa"],
+            "valid_segment_uar": result["segment_uar"], "elapsed": round(meta["elapsed"], 3)}
+    if is_main:
+      with open(metrics_path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+    bar.set_postfix(loss=f"{train_loss:.3f}", uar=f"{last_uar:.3f}")
+
+    # --- checkpoint ---
+    checkpointing.save(manager, int(state.step), state.to_dict(), meta, stats,
+                       {"classes": list(classes), "speakers": [str(n) for n in speaker_names]},
+                       uar=result["uar"], epoch=epoch_done)
+  bar.close()
+  manager.wait_until_finished()
+  manager.close()
+  if train_fn._cache_size() > 1:  # pylint: disable=protected-access
+    logging.warning("the train step was compiled %d times", train_fn._cache_size())  # pylint: disable=protected-access
+
+  # --- result ---
+  best = meta["best"]
+  if best is None:
+    raise ValueError(f"fold {fold}: no epoch was trained (train.epochs={tcfg.epochs})")
+  out = {
+      "corpus": config.data.corpus, "split": tcfg.split, "fold": fold,
+      "best_epoch": best["epoch"], "best_step": best["step"], "uar": best["uar"],
+      "wa": best["wa"], "segment_uar": best["segment_uar"], "confusion": best["confusion"],
+      "classes": list(classes), "counts": counts, "epochs_run": meta["epoch"],
+      "stopped_by": stopped(), "last_train_loss": meta["train_loss"],
+      "config": config.to_dict(),
+      "timing": {"train_elapsed_s": round(meta["elapsed"], 3),
+                 "this_run_s": round(time.time() - t_start, 3)},
+  }
+  if is_main:
+    _write_json(os.path.join(fold_dir, "result.json"), out)
+  return out

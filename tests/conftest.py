@@ -1,0 +1,99 @@
+"""Shared fixtures: a tiny config and a small fake Dataset (separable classes, speaker offsets).
+
+Also turns on JAX's persistent compilation cache in a temporary folder for the whole session
+(before anything compiles): the same tiny model compiled by several tests is compiled once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import shutil
+import tempfile
+
+import jax
+import numpy as np
+import pytest
+
+from ssa_jax.config import base_config
+
+_XLA_CACHE = tempfile.mkdtemp(prefix="ssa_jax_test_xla_")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def tiny_config(model: str = "ssa_crnn", constraint: str = "l1_sphere"):
+  """A config small enough for a CPU test: 6 convs of 4 filters, segments of 8 frames."""
+  c = base_config()
+  c.name = "tiny"
+  c.model.name = model
+  c.model.conv_features = (4, 4, 4, 4, 4, 4)
+  c.model.dense_units = 8
+  c.model.lstm_units = 4
+  c.model.embed_dim = 8
+  c.features.segment_frames = 8
+  c.features.min_segment_frames = 2
+  c.features.n_mels = 4
+  c.train.constraint = constraint
+  c.train.batch_size = 8
+  c.train.eval_batch_size = 8
+  c.train.learning_rate = 3e-3
+  c.train.epochs = 2
+  c.train.patience = 0
+  c.train.log_every = 2
+  return c
+
+
+@dataclasses.dataclass
+class FakeDataset:
+  """Same fields as `ssa_jax.data.Dataset` (docs/ARCHITECTURE.md)."""
+  segments: np.ndarray
+  mask: np.ndarray
+  seg_utt: np.ndarray
+  utt_ids: tuple
+  labels: np.ndarray
+  speakers: np.ndarray
+  phrases: tuple
+  classes: tuple
+  speaker_names: tuple
+  listing: object = None
+
+
+def fake_dataset(num_speakers=3, num_classes=4, per_cell=4, frames=8, mels=4, seed=0):
+  """Utterances of 1-2 segments; class c raises mel band c; each speaker has its own offset."""
+  rng = np.random.default_rng(seed)
+  segs, masks, seg_utt, labels, speakers, phrases = [], [], [], [], [], []
+  u = 0
+  for s in range(num_speakers):
+    for c in range(num_classes):
+      for r in range(per_cell):
+        for _ in range(1 + (r % 2)):
+          x = rng.normal(size=(frames, mels, 3)).astype(np.float32) + 0.5 * s
+          x[:, c % mels, 0] += 2.0
+          m = np.ones(frames, bool)
+          m[frames - 1 - (r % 3):] = False
+          x[~m] = 0.0
+          segs.append(x)
+          masks.append(m)
+          seg_utt.append(u)
+        labels.append(c)
+        speakers.append(s)
+        phrases.append(f"p{r}")
+        u += 1
+  return FakeDataset(
+      segments=np.stack(segs), mask=np.stack(masks), seg_utt=np.asarray(seg_utt, np.int32),
+      utt_ids=tuple(f"u{i}" for i in range(u)), labels=np.asarray(labels, np.int32),
+      speakers=np.asarray(speakers, np.int32), phrases=tuple(phrases),
+      classes=("neu", "hap", "ang", "sad")[:num_classes],
+      speaker_names=tuple(f"spk{s}" for s in range(num_speakers)))
+
+
+@pytest.fixture
+def tiny():
+  return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def fake():
+  return fake_dataset()

@@ -1,0 +1,177 @@
+"""Training: the jitted step (loss falls, Eq. 8 invariant, one trace per epoch), the fold loop
+(files, checkpoints, exact resume, non-finite loss), checkpoint fallback, and the CLI's errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from conftest import fake_dataset, tiny_config
+from ssa_jax import checkpointing, features, input_pipeline, models, parallel, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def step_setup():
+  """Tiny SSA-CRNN-r, normalised fake training arrays, and the real jitted step (max 1 trace)."""
+  cfg = tiny_config()
+  ds = fake_dataset()
+  cfg.model.num_speakers = len(ds.speaker_names)
+  model = models.build_model(cfg.model)
+  tx = train.make_optimizer(cfg.train)
+  mesh = parallel.make_mesh()
+  utt = ds.seg_utt
+  stats = features.fit_speaker_stats(ds.segments, ds.mask, ds.speakers[utt])
+  arrays = {"x": features.normalize(ds.segments, ds.mask, ds.speakers[utt], stats),
+            "mask": ds.mask, "label": ds.labels[utt], "speaker": ds.speakers[utt]}
+  chex.clear_trace_counter()
+  step = train.make_train_step(model, tx, "l1_sphere", mesh, max_traces=1)
+  init = lambda: train.create_train_state(model, tx, jax.random.PRNGKey(0),
+                                          arrays["x"][:8], arrays["mask"][:8])
+  return {"cfg": cfg, "model": model, "mesh": mesh, "arrays": arrays, "step": step, "init": init}
+
+
+def _z_em(model, state, batch):
+  """The classifier inputs of a training-mode forward pass, computed outside the step."""
+  (_, aux), _ = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                            batch["x"], batch["mask"], train=True, mutable=["batch_stats"])
+  return np.asarray(aux["z_em"], np.float64)
+
+
+def test_epoch_traces_once_and_eq8_holds_after_every_step(step_setup):
+  s = step_setup
+  state = parallel.replicate(s["init"](), s["mesh"])
+  batches = list(input_pipeline.train_batches(s["arrays"], 4, 8, seed=0, fold=0, epoch=0))
+  assert len(batches) >= 5
+  for local in batches:  # one full epoch of the real pipeline through the real step
+    batch = parallel.global_batch(local, s["mesh"])
+    z = _z_em(s["model"], state, batch)  # before the step: the state is donated to it
+    state, m = s["step"](state, batch)
+    radius = z.shape[0] / (4 * np.abs(z.sum(axis=0)).sum())  # Eq. 8: N / (K ||sum_i z_i||_1)
+    col_l1 = np.abs(np.asarray(state.params["classifier"]["kernel"], np.float64)).sum(axis=0)
+    np.testing.assert_allclose(col_l1, np.full(4, radius), rtol=1e-5)
+    assert np.isfinite(float(m["loss"])) and float(m["grad_norm"]) > 0
+  assert int(state.step) == len(batches) and int(state.bad_step) == -1
+  assert s["step"]._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_loss_falls_on_a_fixed_batch(step_setup):
+  s = step_setup
+  state = parallel.replicate(s["init"](), s["mesh"])
+  local = next(input_pipeline.train_batches(s["arrays"], 4, 8, seed=0, fold=0, epoch=0))
+  batch = parallel.global_batch(local, s["mesh"])
+  losses, losses_em = [], []
+  for _ in range(30):
+    state, m = s["step"](state, batch)
+    losses.append(float(m["loss"]))
+    losses_em.append(float(m["loss_em"]))
+  assert set(m) >= {"loss", "loss_em", "loss_sp", "accuracy_em", "accuracy_sp", "grad_norm"}
+  assert float(m["loss"]) == pytest.approx(float(m["loss_em"]) + float(m["loss_sp"]), rel=1e-6)
+  # Eq. 8 bounds the emotion logits (|logit| <= max|z| / (K mean ||z||_1) for z >= 0), so CE_em
+  # stays near log K and falls slowly; the total (with CE_sp) must fall clearly.
+  assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.15, losses
+  assert np.mean(losses_em[-5:]) < np.mean(losses_em[:3]), losses_em
+
+
+def _result(workdir, fold=0):
+  with open(os.path.join(workdir, f"fold{fold}", "result.json")) as f:
+    r = json.load(f)
+  r.pop("timing")
+  r.pop("config")
+  return r
+
+
+def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch):
+  ds = fake_dataset()
+  cfg = tiny_config()
+  cfg.train.epochs = 3
+  full = train.train_and_evaluate(cfg, str(tmp_path / "full"), 0, dataset=ds)
+
+  fold_dir = tmp_path / "full" / "fold0"
+  lines = [json.loads(l) for l in (fold_dir / "metrics.jsonl").read_text().splitlines()]
+  assert [l["epoch"] for l in lines] == [1, 2, 3]
+  assert set(lines[0]) >= {"epoch", "step", "train_loss", "valid_uar", "valid_wa",
+                           "valid_segment_uar", "elapsed"}
+  config = json.loads((fold_dir / "config.json").read_text())
+  assert config["model"]["num_speakers"] == 3
+  assert full["best_epoch"] in (1, 2, 3) and 0 <= full["uar"] <= 1
+  assert full["uar"] == max(l["valid_uar"] for l in lines)
+  assert np.sum(full["confusion"]) == sum(full["counts"]["valid_utterances"].values())
+  assert full["classes"] == ["neu", "hap", "ang", "sad"] and "timing" in full
+  steps = sorted(int(d) for d in os.listdir(fold_dir / "checkpoints") if d.isdigit())
+  assert lines[-1]["step"] in steps and full["best_step"] in steps  # latest and best kept
+  best = checkpointing.load_best(str(fold_dir))
+  assert best["step"] == full["best_step"] and best["stats"].speakers == ("spk0", "spk1", "spk2")
+
+  # Stop after one epoch, then rerun the same fold for three: same result, bit for bit.
+  cfg.train.epochs = 1
+  train.train_and_evaluate(cfg, str(tmp_path / "resumed"), 0, dataset=ds)
+  cfg.train.epochs = 3
+  resumed = train.train_and_evaluate(cfg, str(tmp_path / "resumed"), 0, dataset=ds)
+  assert _result(tmp_path / "resumed") == _result(tmp_path / "full")
+  assert resumed["uar"] == full["uar"]
+  strip = lambda ls: [{k: v for k, v in l.items() if k != "elapsed"} for l in ls]
+  resumed_lines = [json.loads(l) for l in
+                   (tmp_path / "resumed" / "fold0" / "metrics.jsonl").read_text().splitlines()]
+  assert strip(resumed_lines) == strip(lines)
+
+  # A NaN batch in the fourth epoch stops the run naming its step; the checkpoint stays good.
+  steps_per_epoch = lines[0]["step"]
+  real = input_pipeline.train_batches
+
+  def poisoned(*args, epoch, **kwargs):
+    for i, b in enumerate(real(*args, epoch=epoch, **kwargs)):
+      if epoch == 3 and i == 1:
+        b = {**b, "x": np.full_like(b["x"], np.nan)}
+      yield b
+
+  monkeypatch.setattr(train.input_pipeline, "train_batches", poisoned)
+  cfg.train.epochs = 5
+  bad = 3 * steps_per_epoch + 1
+  with pytest.raises(train.NonFiniteLossError, match=f"at step {bad} "):
+    train.train_and_evaluate(cfg, str(tmp_path / "full"), 0, dataset=ds)
+  manager = checkpointing.checkpoint_manager(str(fold_dir / "checkpoints"))
+  assert manager.latest_step() == 3 * steps_per_epoch
+  restored = checkpointing.restore_latest(manager, None)
+  assert restored is not None and restored[1]["epoch"] == 3
+  assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(restored[0]["params"]))
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_the_best(tmp_path, capsys):
+  manager = checkpointing.checkpoint_manager(str(tmp_path))
+  stats = features.SpeakerStats(speakers=("a",), mean=np.zeros((1, 2, 3), np.float32),
+                                std=np.ones((1, 2, 3), np.float32),
+                                global_mean=np.zeros((2, 3), np.float32),
+                                global_std=np.ones((2, 3), np.float32), frames=np.ones(1, np.int64))
+  for step, uar in [(1, 0.5), (2, 0.9), (3, 0.4)]:
+    checkpointing.save(manager, step, {"w": np.full(3, float(step))}, {"epoch": step}, stats,
+                       {"classes": ["x"]}, uar=uar, epoch=step)
+  assert manager.all_steps() == [2, 3]  # the best (2) and the latest (3)
+  for f in (tmp_path / "3" / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"garbage")
+  state, meta = checkpointing.restore_latest(manager, {"w": np.zeros(3)})
+  np.testing.assert_array_equal(state["w"], [2.0, 2.0, 2.0])
+  assert meta == {"epoch": 2}
+  assert "checkpoint step 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--fold", "10"], "fold 10 is out of range: the random split has folds 0..9"),
+    (["--config.train.nosuchkey=1"], "nosuchkey"),
+    (["--config.data.corpus=iemocap", "--config.data.root=/nonexistent/iemocap"],
+     "/nonexistent/iemocap"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message):
+  proc = subprocess.run(
+      [sys.executable, "-m", "bin.train", "--config", "configs/quickstart.py",
+       "--workdir", str(tmp_path)] + args, cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1, proc.stderr
+  assert message in proc.stderr
+  assert "Traceback" not in proc.stderr
