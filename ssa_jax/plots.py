@@ -78,7 +78,8 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os
 
 
 def plot_attention(static: np.ndarray, alphas: Mapping[str, np.ndarray], path: str | os.PathLike,
-                   hop_seconds: float = 0.01, title: str = "Attention scores") -> str:
+                   hop_seconds: float = 0.01, title: str = "Attention scores",
+                   boundaries_s: Sequence[float] = ()) -> str:
   """Figure 3: the log-Mel static channel (T, M) above, the attention curves below.
 
   Args:
@@ -88,6 +89,8 @@ def plot_attention(static: np.ndarray, alphas: Mapping[str, np.ndarray], path: s
     path: PNG to write.
     hop_seconds: feature frame hop (10 ms).
     title: figure title.
+    boundaries_s: times of segment boundaries, drawn as dashed lines (each segment's attention
+      is its own softmax).
   """
   static = np.asarray(static, np.float64)
   if static.ndim != 2:
@@ -108,6 +111,9 @@ def plot_attention(static: np.ndarray, alphas: Mapping[str, np.ndarray], path: s
       raise ValueError(f"attention curve {name!r} is empty")
     step = duration / a.size
     ax_att.plot((np.arange(a.size) + 0.5) * step, a, label=name, linewidth=1.2)
+  for b in boundaries_s:
+    for ax in (ax_spec, ax_att):
+      ax.axvline(b, color="0.4", linestyle="--", linewidth=0.8)
   ax_att.set_xlabel("time (s)")
   ax_att.set_ylabel("attention score")
   ax_att.set_xlim(0.0, duration)
@@ -157,3 +163,133 @@ def plot_tsne(embeddings: np.ndarray, labels: np.ndarray, classes: Sequence[str]
   ax.set_title(title)
   ax.legend(loc="best", fontsize=8)
   return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- a trained fold
+
+
+def _safe_name(s: str) -> str:
+  return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+
+
+def _attention_curves(aux: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Figure 3's curves from the model's aux outputs (all segments of one utterance, (n, T'))."""
+  if "alpha_em" in aux and "alpha_sp" in aux:  # SSA-CRNN: the halves of the joint SSA softmax
+    return {"α_em (self)": aux["alpha_em"], "α_sp (speaker)": aux["alpha_sp"]}
+  if "alpha" in aux:  # ACRNN
+    return {"α (self attention)": aux["alpha"]}
+  raise ValueError(f"the model returns no attention weights (aux keys: {sorted(aux)})")
+
+
+def evaluate_fold(fold_dir: str | os.PathLike, fold: int | None = None,
+                  utterance: str | None = None, out_dir: str | os.PathLike | None = None,
+                  dataset=None) -> dict:
+  """Evaluates a fold's best checkpoint on its validation utterances and draws the figures.
+
+  Rebuilds the fold's validation set exactly as training did (same data cache, split and
+  training speaker statistics from the checkpoint), runs the model, pools the segment posteriors
+  (`config.train.pooling`), and writes into `out_dir` (default `<fold_dir>/figures`):
+  confusion.png (Figure 4), attention_<utterance>.png (Figure 3; the chosen utterance, else the
+  first validation one), tsne.png (Figure 5, validation segment embeddings z_em) and
+  evaluation.json (UAR, WA, segment UAR, confusion, the files written).
+
+  Args:
+    fold_dir: `<workdir>/fold<K>`.
+    fold: K (default: read from result.json, else the folder name).
+    utterance: utterance id for Figure 3 (any utterance of the corpus; validation ones by default).
+    out_dir: where the PNGs go.
+    dataset: a prepared `data.Dataset` (default `data.prepare(config)`).
+
+  Returns:
+    The evaluation.json content.
+  """
+  # Imported here: plotting arrays must not need JAX or the model code.
+  import json  # pylint: disable=g-import-not-at-top
+  from ssa_jax import data as data_lib, features, metrics, predict, splits, summary  # pylint: disable=g-import-not-at-top
+
+  fold_dir = os.path.abspath(os.fspath(fold_dir))
+  p = predict.load_predictor(fold_dir)
+  config, classes = p.config, p.classes
+  if fold is None:
+    result_path = os.path.join(fold_dir, "result.json")
+    if os.path.isfile(result_path):
+      with open(result_path, encoding="utf-8") as f:
+        fold = int(json.load(f)["fold"])
+    else:
+      name = os.path.basename(fold_dir)
+      if not (name.startswith("fold") and name[4:].isdigit()):
+        raise ValueError(f"{fold_dir}: cannot tell the fold number; pass it")
+      fold = int(name[4:])
+  if dataset is None:
+    dataset = data_lib.prepare(config, progress=False)
+  if tuple(dataset.classes) != tuple(classes):
+    raise ValueError(f"{fold_dir}: the checkpoint's classes {classes} differ from the data's "
+                     f"{tuple(dataset.classes)} (was the config changed?)")
+  tcfg = config.train
+  train_utt, valid_utt = splits.fold_split(dataset, fold, tcfg.split, int(tcfg.num_folds),
+                                           float(tcfg.valid_fraction), int(config.seed))
+  ids = list(dataset.utt_ids)
+  if utterance is None:
+    u = int(valid_utt[0])
+  elif utterance in ids:
+    u = ids.index(utterance)
+  else:
+    raise ValueError(f"utterance {utterance!r} is not in the corpus "
+                     f"(e.g. validation utterances: {', '.join(ids[i] for i in valid_utt[:5])})")
+  seg_utt = np.asarray(dataset.seg_utt)
+  seg_speaker = np.asarray(dataset.speaker_names)[np.asarray(dataset.speakers)[seg_utt]]
+  fallback = str(config.features.norm_fallback)  # as training normalised the validation side
+
+  def run(seg_idx, keys):
+    x = features.normalize(dataset.segments[seg_idx], dataset.mask[seg_idx], seg_speaker[seg_idx],
+                           p.stats, fallback)
+    return predict.run_segments(p.model, p.variables, x, dataset.mask[seg_idx],
+                                int(tcfg.eval_batch_size), aux_keys=keys)
+
+  # --- validation metrics ---
+  valid_seg = np.flatnonzero(np.isin(seg_utt, valid_utt))
+  probs, aux = run(valid_seg, ("z_em",))
+  local = np.searchsorted(valid_utt, seg_utt[valid_seg])
+  labels = np.asarray(dataset.labels)
+  pooled = metrics.pool_posteriors(probs, local, len(valid_utt), str(tcfg.pooling))
+  cm = metrics.confusion_matrix(labels[valid_utt], pooled.argmax(-1), len(classes))
+  seg_cm = metrics.confusion_matrix(labels[seg_utt[valid_seg]], probs.argmax(-1), len(classes))
+  uar, wa, seg_uar = metrics.uar(cm), metrics.wa(cm), metrics.uar(seg_cm)
+  system = summary.system_label(config)
+  out_dir = os.path.join(fold_dir, "figures") if out_dir is None else os.fspath(out_dir)
+  written = {}
+  written["confusion"] = plot_confusion(
+      cm, classes, os.path.join(out_dir, "confusion.png"),
+      title=f"{system}, fold {fold}: validation UAR {100 * uar:.2f} %, WA {100 * wa:.2f} %")
+  written["tsne"] = plot_tsne(
+      aux["z_em"], labels[seg_utt[valid_seg]], classes, os.path.join(out_dir, "tsne.png"),
+      title=f"t-SNE of the emotion embeddings z_em ({system}, fold {fold}, "
+            f"{len(valid_seg)} validation segments)", seed=int(config.seed))
+
+  # --- attention of one utterance (Figure 3) ---
+  useg = np.flatnonzero(seg_utt == u)
+  uprobs, uaux = run(useg, ("alpha", "alpha_em", "alpha_sp"))
+  curves = _attention_curves(uaux)
+  mask = np.asarray(dataset.mask[useg])
+  real = int(mask.sum())
+  static = np.asarray(dataset.segments[useg][..., 0]).reshape(-1, dataset.segments.shape[2])[:real]
+  pool_t = int(config.model.pool_size[0])
+  keep = -(-real // pool_t)
+  curves = {k: np.asarray(v).reshape(-1)[:keep] for k, v in curves.items()}
+  hop = float(config.features.hop_length) / float(config.features.sample_rate)
+  scores = metrics.pool_posteriors(uprobs, np.zeros(len(useg), np.int64), 1, str(tcfg.pooling))[0]
+  where = "validation" if u in set(valid_utt.tolist()) else "training"
+  title = (f"{system}, fold {fold}: attention over {ids[u]} ({where} utterance, "
+           f"true {classes[labels[u]]}, predicted {classes[int(scores.argmax())]})")
+  seg_s = int(config.features.segment_frames) * hop
+  written["attention"] = plot_attention(
+      static, curves, os.path.join(out_dir, f"attention_{_safe_name(ids[u])}.png"), hop, title,
+      boundaries_s=[k * seg_s for k in range(1, len(useg))])
+
+  report = {"fold_dir": fold_dir, "fold": fold, "step": p.step, "system": system,
+            "uar": uar, "wa": wa, "segment_uar": seg_uar, "confusion": cm.tolist(),
+            "classes": list(classes), "valid_utterances": int(len(valid_utt)),
+            "valid_segments": int(len(valid_seg)), "attention_utterance": ids[u],
+            "figures": written}
+  summary.write_json_atomic(os.path.join(out_dir, "evaluation.json"), report)
+  return report

@@ -228,11 +228,7 @@ def compute_features(waves: Sequence[np.ndarray], features_cfg: ml_collections.C
   if not waves:
     return []
   if features_cfg.backend == "jax":
-    # Only samples inside a frame matter (center=False framing); trimming the rest works around
-    # `features.extract` overflowing its padded buffer when a wave's frame count equals its bucket.
-    win, hop = int(features_cfg.win_length), int(features_cfg.hop_length)
-    used = lambda n: (features.num_frames(n, features_cfg) - 1) * hop + win if n >= win else n
-    return features.extract([w[:used(len(w))] for w in waves], features_cfg)
+    return features.extract(list(waves), features_cfg)
   if features_cfg.backend == "librosa":
     sr = int(features_cfg.sample_rate)
     return [features.log_mel_3d(w, sr, features_cfg) for w in waves]

@@ -125,6 +125,14 @@ def summarize(results: Mapping[int, Mapping[str, Any]], name: str = "",
           "metrics": stats, **extra}
 
 
+def system_label(config: Any) -> str:
+  """Table 1 name of a config: ACRNN, ACRNN-r, SSA-CRNN-r (`-r`: the Eq. 8 constraint)."""
+  base = {"acrnn": "ACRNN", "ssa_crnn": "SSA-CRNN"}.get(str(config.model.name), str(config.model.name))
+  suffix = {"none": "", "l1_sphere": "-r", "rescale": "-r (rescale)"}.get(
+      str(config.train.constraint), f" ({config.train.constraint})")
+  return base + suffix
+
+
 def _stat(summary: Mapping[str, Any], key: str) -> MeanCI:
   s = summary["metrics"][key]
   return MeanCI(s["mean"], s["ci"], s["std"], s["n"], s.get("confidence", CONFIDENCE))
@@ -139,7 +147,10 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
   conf = summary.get("confidence", CONFIDENCE)
   label = f"mean ± {100 * conf:g} % CI"
   titles = [f"{t} (%)" for t in METRICS.values()]
-  lines = [f"# {summary.get('name') or 'cross-validation'}: {summary['num_folds']} fold(s)", "",
+  title = summary.get("name") or "cross-validation"
+  if summary.get("system"):
+    title += f" ({summary['system']}, {summary.get('corpus', '')} corpus)"
+  lines = [f"# {title}: {summary['num_folds']} fold(s)", "",
            "| fold | " + " | ".join(titles) + " | best epoch |",
            "|---:|" + "---:|" * len(titles) + "---:|"]
   for r in summary["folds"]:
@@ -194,14 +205,27 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 # --- TensorBoard ---------------------------------------------------------------------------------
 
 
+_SKIP = ("epoch", "step")
+
+
+def _tag(key: str) -> str:
+  """metrics.jsonl names to TensorBoard tags: `train_loss` -> `train/loss`, `valid_uar` ->
+  `valid/uar`; other names unchanged."""
+  for prefix in ("train_", "valid_"):
+    if key.startswith(prefix):
+      return f"{prefix[:-1]}/{key[len(prefix):]}"
+  return key
+
+
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
-  """The finite real-number entries of `metrics` (lists, strings and booleans are not scalars)."""
+  """The finite real-number entries of `metrics` by tag (lists, strings, booleans and the
+  epoch / step counters are not logged as scalars)."""
   out = {}
   for k, v in metrics.items():
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
+    if k in _SKIP or isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
       continue
     if np.ndim(v) == 0 and math.isfinite(float(v)):
-      out[k] = float(v)
+      out[_tag(k)] = float(v)
   return out
 
 
@@ -211,10 +235,11 @@ class MetricWriter:
 
   `flax.metrics.tensorboard` needs TensorFlow, which the project does not depend on, so this uses
   tensorboardX. Event files sit beside metrics.jsonl, so `tensorboard --logdir RUN` shows one run
-  per fold. Scalars are tagged `<prefix><name>`, e.g. `train/loss`, `valid/uar`.
+  per fold. A metrics.jsonl line can be passed as it is: `train_loss` is tagged `train/loss`,
+  `valid_uar` `valid/uar` (and so on); `epoch` and `step` are not logged as scalars.
 
     with MetricWriter(fold_dir) as w:
-      w.write(epoch, {"train/loss": 0.7, "valid/uar": 0.61})
+      w.write(epoch, {"train_loss": 0.7, "valid_uar": 0.61, "valid_wa": 0.6})
   """
 
   def __init__(self, fold_dir: str | os.PathLike, jsonl: bool = False):
@@ -272,5 +297,5 @@ def backfill_tensorboard(fold_dir: str | os.PathLike, step_key: str = "epoch") -
   with writer:
     for i, rec in enumerate(records):
       step = rec.get(step_key, rec.get("step", i))
-      writer.write(int(step), {k: v for k, v in rec.items() if k not in (step_key, "step")})
+      writer.write(int(step), rec)
   return len(records)

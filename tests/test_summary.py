@@ -118,6 +118,28 @@ def test_metric_writer_tensorboard_scalars_read_back(tmp_path):
   assert _read_scalars(tmp_path / "tensorboard_backfill")["train/loss"] == [(1, 1.5), (2, 1.0)]
 
 
+def test_metrics_jsonl_lines_become_train_and_valid_tags(tmp_path):
+  lines = [{"epoch": 1, "step": 16, "train_loss": 1.2, "valid_uar": 0.5, "valid_wa": 0.55,
+            "valid_segment_uar": 0.4, "elapsed": 3.0},
+           {"epoch": 2, "step": 32, "train_loss": 0.9, "valid_uar": 0.75, "valid_wa": 0.7,
+            "valid_segment_uar": 0.6, "elapsed": 6.0}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+  assert summary.backfill_tensorboard(tmp_path) == 2
+  scalars = _read_scalars(tmp_path / "tensorboard_backfill")
+  assert sorted(scalars) == ["elapsed", "train/loss", "valid/segment_uar", "valid/uar", "valid/wa"]
+  assert scalars["valid/uar"] == [(1, 0.5), (2, 0.75)]  # stepped by epoch
+
+
+def test_system_labels_follow_table1():
+  from ssa_jax.config import base_config
+  c = base_config()
+  assert summary.system_label(c) == "SSA-CRNN-r"
+  c.model.name, c.train.constraint = "acrnn", "none"
+  assert summary.system_label(c) == "ACRNN"
+  c.train.constraint = "l1_sphere"
+  assert summary.system_label(c) == "ACRNN-r"
+
+
 def test_read_jsonl_names_the_bad_line(tmp_path):
   p = tmp_path / "metrics.jsonl"
   p.write_text('{"a": 1}\nnot json\n')

@@ -1,0 +1,53 @@
+"""Evaluates a trained fold and draws the paper's figures as PNG files.
+
+  python -m bin.evaluate --workdir runs/quickstart_ssa_crnn_r --fold 3 [--utterance ID] [--out DIR]
+
+Loads the fold's best checkpoint (validation UAR), rebuilds its validation set exactly as training
+did (data cache, split, training speaker statistics) and writes into `<workdir>/fold<K>/figures/`
+(or --out):
+  confusion.png       row-normalised confusion matrix with class names and percentages (Figure 4)
+  attention_<ID>.png  attention scores over time, α_em and α_sp for SSA-CRNN, α for ACRNN, with the
+                      log-Mel static channel above (Figure 3); --utterance, else the first
+                      validation utterance
+  tsne.png            t-SNE of the validation emotion embeddings z_em by class (Figure 5)
+  evaluation.json     UAR, WA, segment UAR, confusion matrix, the files written
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (holding fold<K>/).")
+_FOLD = flags.DEFINE_integer("fold", None, "Fold to evaluate.")
+_UTTERANCE = flags.DEFINE_string("utterance", None, "Utterance id for the attention figure "
+                                 "(default: the first validation utterance).")
+_OUT = flags.DEFINE_string("out", None, "Folder for the figures (default <workdir>/fold<K>/figures).")
+flags.mark_flags_as_required(["workdir", "fold"])
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.ERROR)  # JAX backend and orbax restore chatter
+  from ssa_jax import plots  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+  fold_dir = os.path.join(_WORKDIR.value, f"fold{_FOLD.value}")
+  try:
+    report = plots.evaluate_fold(fold_dir, _FOLD.value, _UTTERANCE.value, _OUT.value)
+  except (ValueError, OSError) as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 1
+  print(f"{report['system']}, fold {report['fold']} (checkpoint step {report['step']}): "
+        f"{report['valid_utterances']} validation utterances, UAR {100 * report['uar']:.2f} %, "
+        f"WA {100 * report['wa']:.2f} %, segment UAR {100 * report['segment_uar']:.2f} %")
+  for name, path in report["figures"].items():
+    print(f"wrote {name}: {path}")
+  print(f"wrote {os.path.join(os.path.dirname(report['figures']['confusion']), 'evaluation.json')}")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
