@@ -53,6 +53,19 @@ def check_inputs(x: jax.Array, mask: jax.Array | None) -> jax.Array:
   return mask.astype(bool)
 
 
+def make_blstm(units: int, dtype: jnp.dtype = jnp.float32, name: str | None = None
+               ) -> nn.Bidirectional:
+  """A BLSTM: two `nn.RNN` scans of `OptimizedLSTMCell(units)`; the backward one runs on each
+  sequence reversed within its length (`seq_lengths`) and its outputs are put back in order.
+
+  `blstm(y (B, T, F), seq_lengths=(B,) or None) -> (B, T, 2·units)` ([forward ; backward]).
+  Parameters: `forward_rnn/cell` and `backward_rnn/cell`, each with input kernels `ii, if, ig, io`
+  (F, units) and recurrent kernels `hi, hf, hg, ho` (units, units) carrying the gate biases.
+  """
+  cell = lambda: nn.OptimizedLSTMCell(units, dtype=dtype, parent=None)
+  return nn.Bidirectional(nn.RNN(cell(), parent=None), nn.RNN(cell(), parent=None), name=name)
+
+
 class CRNN(nn.Module):
   """Convolutional recurrent feature extractor (one branch of Figure 1).
 
@@ -112,8 +125,7 @@ class CRNN(nn.Module):
     if self.mask_padding:
       y = y * mask[:, :, None].astype(self.dtype)
       lengths = mask.sum(axis=1).astype(jnp.int32)
-    cell = lambda: nn.OptimizedLSTMCell(self.lstm_units, dtype=self.dtype, parent=None)
-    blstm = nn.Bidirectional(nn.RNN(cell(), parent=None), nn.RNN(cell(), parent=None), name="blstm")
+    blstm = make_blstm(self.lstm_units, self.dtype, name="blstm")
     h = blstm(y, seq_lengths=lengths).astype(jnp.float32)
     if self.mask_padding:
       h = h * mask[:, :, None]

@@ -1,0 +1,1 @@
+"""Benchmark scripts and the PyTorch reference models (importable as `benchmarks.*`)."""
