@@ -33,9 +33,14 @@ def main(argv: list[str]) -> int:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # JAX backend and orbax restore chatter
-  from ssa_jax import plots  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+  import jax  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+  from ssa_jax import plots, predict  # pylint: disable=g-import-not-at-top
   fold_dir = os.path.join(_WORKDIR.value, f"fold{_FOLD.value}")
   try:
+    config = predict.load_run_config(fold_dir)
+    # As bin.train: compiled XLA programs are cached, so the next call starts faster.
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.join(os.path.expanduser(str(config.data.cache_dir)), "xla"))
     report = plots.evaluate_fold(fold_dir, _FOLD.value, _UTTERANCE.value, _OUT.value)
   except (ValueError, OSError) as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

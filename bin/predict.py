@@ -1,7 +1,7 @@
 """Predicts the emotion of audio files with a trained fold (best checkpoint).
 
   python -m bin.predict --workdir runs/quickstart/fold3 speech.wav more_audio/ [--json]
-      [--norm self|train] [--pooling max|mean] [--step N]
+      [--norm self|train] [--pooling max|mean]
 
 Folders are searched recursively for audio files. Any sample rate, mono or multi-channel, at least
 0.1 s. For each file: the predicted class, the class probabilities (the utterance decision pools
@@ -16,6 +16,7 @@ others are still predicted; the exit code is then 1.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags, logging
@@ -28,7 +29,6 @@ flags.DEFINE_enum("norm", None, ["self", "train"],
                   "(default: the run's features.norm_fallback, 'self' unless changed).")
 flags.DEFINE_enum("pooling", None, ["max", "mean"],
                   "Segment posteriors -> utterance (default: the run's train.pooling).")
-flags.DEFINE_integer("step", None, "Checkpoint step to use (default: the best validation UAR).")
 flags.mark_flag_as_required("workdir")
 
 
@@ -38,9 +38,14 @@ def main(argv: list[str]) -> int:
     logging.set_verbosity(logging.ERROR)  # orbax's restore chatter; --verbosity=0 shows it
   if not paths:
     raise app.UsageError("give at least one audio file or folder")
-  from ssa_jax import predict  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+  import jax  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+  from ssa_jax import predict  # pylint: disable=g-import-not-at-top
   try:
-    predictor = predict.load_predictor(FLAGS.workdir, FLAGS.step)
+    config = predict.load_run_config(FLAGS.workdir)
+    # As bin.train: compiled XLA programs are cached, so the next call starts faster.
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.join(os.path.expanduser(str(config.data.cache_dir)), "xla"))
+    predictor = predict.load_predictor(FLAGS.workdir)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

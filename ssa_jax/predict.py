@@ -83,78 +83,36 @@ def load_run_config(fold_dir: str | os.PathLike) -> ml_collections.ConfigDict:
     raise ValueError(f"{path}: not a valid config file ({e})") from e
 
 
-def _best_step(fold_dir: str, steps: Sequence[int], manager: Any) -> int:
-  """The best-UAR step: result.json's best_step, else the latest checkpoint's record of the best."""
-  result_path = os.path.join(fold_dir, "result.json")
-  if os.path.isfile(result_path):
-    try:
-      with open(result_path, encoding="utf-8") as f:
-        best = json.load(f).get("best_step")
-      if best in steps:
-        return int(best)
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-      pass
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  latest = max(steps)
-  try:
-    meta = manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    best = (meta.get("best") or {}).get("step")
-    if best in steps:
-      return int(best)
-  except Exception:  # pylint: disable=broad-except
-    pass
-  return latest
-
-
-def restore_for_inference(fold_dir: str | os.PathLike, step: int | None = None
+def restore_for_inference(fold_dir: str | os.PathLike
                           ) -> tuple[Any, dict[str, Any], features.SpeakerStats, tuple[str, ...],
                                      ml_collections.ConfigDict, int]:
-  """(model, variables, stats, classes, config, step) of a fold's checkpoint (the best by
-  validation UAR unless `step` is given), in the layout `ssa_jax.train` writes:
-  `checkpoints/<step>/{state, normalization, names, meta}` through an orbax CheckpointManager.
+  """(model, variables, stats, classes, config, step) of a fold's best checkpoint (validation UAR),
+  through `checkpointing.load_best` (the layout `ssa_jax.train` writes).
 
   Raises:
-    ValueError: not a fold directory, no checkpoint, or an unknown `step` (message names the path).
+    ValueError: not a fold directory, no checkpoint, or an unreadable one (message names the path).
   """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from ssa_jax import checkpointing  # pylint: disable=g-import-not-at-top  (orbax is slow to import)
   fold_dir = os.path.abspath(os.path.expanduser(os.fspath(fold_dir)))
-  config = load_run_config(fold_dir)
-  ckpt_dir = os.path.join(fold_dir, "checkpoints")
-  if not os.path.isdir(ckpt_dir):
-    raise _fold_dir_error(fold_dir, "no checkpoints/ folder (has this fold been trained?)")
-  manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True))
+  load_run_config(fold_dir)  # a clear error for a run directory or a missing folder
   try:
-    steps = list(manager.all_steps())
-    if not steps:
-      raise _fold_dir_error(fold_dir, "no checkpoint in checkpoints/ (has this fold been trained?)")
-    if step is None:
-      step = _best_step(fold_dir, steps, manager)
-    elif step not in steps:
-      raise ValueError(f"{ckpt_dir}: no checkpoint at step {step}; steps: {sorted(steps)}")
-    try:
-      restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(), normalization=ocp.args.StandardRestore(),
-          names=ocp.args.JsonRestore()))
-    except Exception as e:  # pylint: disable=broad-except
-      raise ValueError(f"{ckpt_dir}: checkpoint step {step} is unreadable "
-                       f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-  finally:
-    manager.close()
-  state, names = restored["state"], restored["names"]
-  variables = {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
-  norm = dict(restored["normalization"])
-  stats = features.SpeakerStats.from_arrays({"speakers": np.asarray(names["normalization_speakers"]),
-                                             **norm})
-  classes = tuple(names["classes"])
+    best = checkpointing.load_best(fold_dir)
+  except FileNotFoundError as e:
+    raise _fold_dir_error(fold_dir, f"{e} (has this fold been trained?)") from e
+  except Exception as e:  # pylint: disable=broad-except  # orbax: any unreadable file
+    raise ValueError(f"{fold_dir}: the best checkpoint is unreadable "
+                     f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
+  config, classes = best["config"], tuple(best["classes"])
   if int(config.model.num_classes) != len(classes):
     raise ValueError(f"{fold_dir}: config.json has {config.model.num_classes} classes, the "
                      f"checkpoint {len(classes)} ({classes})")
-  return models.build_model(config.model), variables, stats, classes, config, int(step)
+  return (models.build_model(config.model), best["variables"], best["stats"], classes, config,
+          int(best["step"]))
 
 
-def load_predictor(fold_dir: str | os.PathLike, step: int | None = None) -> Predictor:
-  """A `Predictor` for a trained fold `<workdir>/fold<K>` (best checkpoint by default)."""
-  model, variables, stats, classes, config, step = restore_for_inference(fold_dir, step)
+def load_predictor(fold_dir: str | os.PathLike) -> Predictor:
+  """A `Predictor` for a trained fold `<workdir>/fold<K>` (its best checkpoint)."""
+  model, variables, stats, classes, config, step = restore_for_inference(fold_dir)
   return Predictor(model, variables, config, classes, stats, step)
 
 

@@ -1,0 +1,226 @@
+"""End to end on a tiny SSA-CRNN-r trained ONCE for this module (2 folds of 1 epoch on a tiny
+generated corpus, through the real `python -m bin.crossval`): the cross-validation summary and its
+resume, the --compare table, the evaluation figures, and `python -m bin.predict` on new files."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from bin import crossval
+from ssa_jax import predict, summary
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY = """
+from ssa_jax.config import base_config
+
+
+def get_config(model="ssa_crnn"):
+  c = base_config()
+  c.name = "tiny_" + model
+  c.model.name = model
+  c.train.constraint = "l1_sphere" if model == "ssa_crnn" else "none"
+  c.model.conv_features = (4, 4, 4, 4, 4, 4)
+  c.model.dense_units = 8
+  c.model.lstm_units = 4
+  c.model.embed_dim = 8
+  c.data.cache_dir = {cache!r}
+  c.data.classes = ("neu", "ang")
+  c.model.num_classes = 2
+  c.data.synthetic.num_speakers = 2
+  c.data.synthetic.num_phrases = 4
+  c.data.synthetic.repetitions = 1
+  c.features.n_mels = 8
+  c.features.segment_frames = 40
+  c.features.min_segment_frames = 10
+  c.train.batch_size = 4
+  c.train.eval_batch_size = 8
+  c.train.valid_fraction = 0.5
+  c.train.num_folds = 2
+  c.train.epochs = 1
+  return c
+"""
+
+
+def _run(*args, timeout=600):
+  env = {**os.environ, "PYTHONPATH": REPO}
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  root = tmp_path_factory.mktemp("cv")
+  cfg = root / "tiny_config.py"
+  cfg.write_text(TINY.format(cache=str(root / "cache")))
+  workdir = root / "run"
+  p = _run("bin.crossval", "--config", str(cfg), "--folds", "0-1", "--workdir", str(workdir))
+  assert p.returncode == 0, p.stderr[-3000:]
+  return {"root": root, "config": str(cfg), "workdir": str(workdir), "stdout": p.stdout}
+
+
+def _check_png(path):
+  with Image.open(path) as im:
+    assert im.format == "PNG"
+    px = np.asarray(im.convert("RGB"))
+  assert px.shape[0] > 100 and px.shape[1] > 100 and px.std() > 1.0
+
+
+def test_crossval_writes_summary(run):
+  wd = run["workdir"]
+  s = json.load(open(os.path.join(wd, "summary.json")))
+  results = [json.load(open(os.path.join(wd, f"fold{k}", "result.json"))) for k in (0, 1)]
+  assert [r["fold"] for r in s["folds"]] == [0, 1]
+  assert [r["uar"] for r in s["folds"]] == [r["uar"] for r in results]
+  ci = summary.mean_ci([r["uar"] for r in results])
+  assert s["metrics"]["uar"]["mean"] == pytest.approx(ci.mean)
+  assert s["metrics"]["uar"]["ci"] == pytest.approx(ci.half_width)
+  assert s["system"] == "SSA-CRNN-r"
+  md = open(os.path.join(wd, "summary.md")).read()
+  assert len([l for l in md.splitlines() if l.startswith(("| 0 |", "| 1 |"))]) == 2
+  assert sum(l.startswith("| mean ± 95 % CI |") for l in md.splitlines()) == 1
+  assert "summary.md" in run["stdout"]
+  # metrics.jsonl converted to TensorBoard events (train trains without the live writer for now).
+  tb = os.path.join(wd, "fold0", "tensorboard_backfill")
+  assert any("tfevents" in f for f in os.listdir(tb))
+
+
+def test_crossval_rerun_does_not_retrain(run, capsys):
+  wd = run["workdir"]
+  stamps = {k: os.stat(os.path.join(wd, f"fold{k}", "result.json")).st_mtime_ns for k in (0, 1)}
+  cfg = crossval.load_config(run["config"], {})
+
+  def must_not_train(*args, **kwargs):
+    raise AssertionError(f"retrained {args[1:]}")
+
+  s, errors = crossval.run_crossval(cfg, wd, "0-1", train_fn=must_not_train,
+                                    prepare_fn=lambda c: pytest.fail("prepared the data"))
+  assert errors == [] and s["num_folds"] == 2
+  assert "not retrained" in capsys.readouterr().out
+  for k in (0, 1):
+    assert os.stat(os.path.join(wd, f"fold{k}", "result.json")).st_mtime_ns == stamps[k]
+  # More epochs asked for than were run: the fold is not complete any more.
+  cfg.train.epochs = 2
+  assert crossval.complete_result(os.path.join(wd, "fold0"), cfg) is None
+
+
+def test_fold_specs():
+  assert crossval.parse_folds("0-2,5", 10) == [0, 1, 2, 5]
+  assert crossval.parse_folds("3,1,1", 10) == [1, 3]
+  assert crossval.parse_folds(None, 3) == [0, 1, 2]
+  with pytest.raises(ValueError, match="outside"):
+    crossval.parse_folds("0-10", 10)
+  with pytest.raises(ValueError, match="cannot read"):
+    crossval.parse_folds("a-b", 10)
+
+
+def test_compare_one_row_per_system_overrides_for_all(run, tmp_path):
+  specs = [f"{run['config']}:acrnn", f"{run['config']}:ssa_crnn"]
+  configs = [crossval.load_config(s, {"train.epochs": 3, "train.pooling": "mean"}) for s in specs]
+  assert [c.train.epochs for c in configs] == [3, 3]
+  assert [c.train.pooling for c in configs] == ["mean", "mean"]
+  seen = []
+
+  def fake_train(config, workdir, fold, dataset=None):  # records what it was asked to train
+    seen.append((config.name, os.path.basename(workdir), fold))
+    r = {"uar": 0.5 + 0.1 * fold, "wa": 0.6, "segment_uar": 0.4, "best_epoch": 1,
+         "epochs_run": 3, "fold": fold}
+    os.makedirs(os.path.join(workdir, f"fold{fold}"), exist_ok=True)
+    json.dump(r, open(os.path.join(workdir, f"fold{fold}", "result.json"), "w"))
+    return r
+
+  summaries, errors = crossval.run_compare(configs, str(tmp_path), "0,1", train_fn=fake_train,
+                                           prepare_fn=lambda c: None)
+  assert errors == []
+  assert seen == [("tiny_acrnn", "tiny_acrnn", 0), ("tiny_acrnn", "tiny_acrnn", 1),
+                  ("tiny_ssa_crnn", "tiny_ssa_crnn", 0), ("tiny_ssa_crnn", "tiny_ssa_crnn", 1)]
+  md = open(tmp_path / "compare.md").read()
+  rows = [l for l in md.splitlines() if l.startswith("| ") and not l.startswith("| SER")]
+  assert [r.split("|")[1].strip() for r in rows] == ["ACRNN", "SSA-CRNN-r"]
+  assert all("55.00 ± 63.53" in r for r in rows)  # folds 0.5 and 0.6: t_{0.975,1} s / sqrt(2)
+  assert os.path.isfile(tmp_path / "tiny_acrnn" / "summary.md")
+  with pytest.raises(ValueError, match="not found"):
+    crossval.load_config("configs/nope.py", {})
+  with pytest.raises(ValueError, match="overrides"):
+    crossval.load_config(specs[0], {"train.nope": 1})
+
+
+def test_evaluate_figures(run, tmp_path):
+  wd = run["workdir"]
+  utt = "spk01M_ang_p03_r0"  # the generated corpus names utterances speaker_class_phrase_rep
+  p = _run("bin.evaluate", "--workdir", wd, "--fold", "1", "--out", str(tmp_path),
+           "--utterance", utt)
+  assert p.returncode == 0, p.stderr[-3000:]
+  pngs = sorted(f for f in os.listdir(tmp_path) if f.endswith(".png"))
+  assert len(pngs) == 3 and "confusion.png" in pngs and "tsne.png" in pngs
+  assert f"attention_{utt}.png" in pngs
+  for f in pngs:
+    _check_png(tmp_path / f)
+    assert str(tmp_path / f) in p.stdout
+  report = json.load(open(tmp_path / "evaluation.json"))
+  result = json.load(open(os.path.join(wd, "fold1", "result.json")))
+  # Recomputed from the restored best checkpoint through predict.run_segments, not train's eval:
+  assert report["step"] == result["best_step"]
+  assert report["confusion"] == result["confusion"]
+  assert report["uar"] == pytest.approx(result["uar"])
+  assert report["segment_uar"] == pytest.approx(result["segment_uar"])
+  assert report["attention_utterance"] == utt
+  # An unknown utterance id is a one-line error.
+  p = _run("bin.evaluate", "--workdir", wd, "--fold", "1", "--utterance", "nope")
+  assert p.returncode == 1 and "nope" in p.stderr and "Traceback" not in p.stderr
+
+
+def _write_inputs(folder):
+  rng = np.random.default_rng(0)
+  t = np.arange(int(1.5 * 44100)) / 44100
+  x = 0.3 * np.sin(2 * np.pi * 200 * t) + 0.02 * rng.normal(size=t.shape)
+  sf.write(folder / "stereo_44k.wav", np.stack([x, 0.7 * x], 1), 44100)
+  sf.write(folder / "short.wav", 0.1 * rng.normal(size=1600), 16000)  # 0.1 s
+  (folder / "nested").mkdir()
+  sf.write(folder / "nested" / "mono_22k.flac", 0.1 * rng.normal(size=22050), 22050)
+  (folder / "nested" / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage")
+
+
+def test_predict_cli_json_and_bad_file(run, tmp_path):
+  _write_inputs(tmp_path)
+  fold = os.path.join(run["workdir"], "fold0")
+  p = _run("bin.predict", "--workdir", fold, str(tmp_path), "--json", "--pooling", "mean")
+  assert p.returncode == 1
+  bad = str(tmp_path / "nested" / "broken.wav")
+  assert bad in p.stderr and "Traceback" not in p.stderr
+  doc = json.loads(p.stdout)
+  assert doc["classes"] == ["neu", "ang"] and doc["failed"] == 1 and doc["pooling"] == "mean"
+  by_name = {os.path.basename(r["path"]): r for r in doc["files"]}
+  assert set(by_name) == {"stereo_44k.wav", "short.wav", "mono_22k.flac", "broken.wav"}
+  assert by_name["broken.wav"]["error"].startswith(bad)
+  for name in ("stereo_44k.wav", "short.wav", "mono_22k.flac"):
+    r = by_name[name]
+    probs = np.array(list(r["probabilities"].values()))
+    assert probs.sum() == pytest.approx(1.0, abs=1e-9)
+    seg = np.array([list(s["probabilities"].values()) for s in r["segments"]])
+    np.testing.assert_allclose(probs, seg.mean(axis=0) / seg.mean(axis=0).sum(), rtol=1e-9)
+  assert len(by_name["short.wav"]["segments"]) == 1
+  # Same model through the library: the CLI printed what predict_files computes.
+  lib = predict.predict_files(predict.load_predictor(fold), [str(tmp_path / "stereo_44k.wav")],
+                              pooling="mean")[0]
+  assert lib["label"] == by_name["stereo_44k.wav"]["label"]
+  np.testing.assert_allclose(list(lib["probabilities"].values()),
+                             list(by_name["stereo_44k.wav"]["probabilities"].values()), atol=1e-6)
+
+
+def test_predict_cli_text_and_errors(run, tmp_path):
+  _write_inputs(tmp_path)
+  fold = os.path.join(run["workdir"], "fold0")
+  p = _run("bin.predict", "--workdir", fold, str(tmp_path / "short.wav"), "--norm", "train")
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert str(tmp_path / "short.wav") in p.stdout and "segment 0" in p.stdout
+  assert "norm=train" in p.stdout
+  p = _run("bin.predict", "--workdir", run["workdir"], str(tmp_path / "short.wav"))
+  assert p.returncode == 2 and "fold0" in p.stderr and "Traceback" not in p.stderr
