@@ -301,15 +301,17 @@ def project_l1_sphere_columns(kernel: torch.Tensor, radius: torch.Tensor) -> tor
   """Per-column nearest point on the L1 sphere (sort-based simplex projection of |w|).
 
   `kernel` is (K, n) (torch Linear layout: one row per class). Zero entries count as positive.
+  The threshold is computed in float64 (the cumulative sums cancel badly in float32 when the
+  rows lie far outside the ball).
   """
-  u = kernel.abs()
+  u = kernel.abs().double()
   srt, _ = torch.sort(u, dim=1, descending=True)
   css = srt.cumsum(dim=1) - radius
   ks = torch.arange(1, u.shape[1] + 1, dtype=u.dtype, device=u.device)
   rho = (srt - css / ks > 0).sum(dim=1, keepdim=True)
   theta = css.gather(1, rho - 1) / rho.to(u.dtype)
   sign = torch.where(kernel >= 0, 1.0, -1.0).to(kernel.dtype)
-  return sign * (u - theta).clamp_min(0.0)
+  return sign * (u - theta).clamp_min(0.0).to(kernel.dtype)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -328,7 +330,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
     with torch.no_grad():
       z = aux["z_em"].detach()
       w = model.classifier.weight
-      radius = z.shape[0] / (w.shape[0] * z.sum(dim=0).abs().sum())
+      radius = z.shape[0] / (w.shape[0] * z.sum(dim=0).abs().sum().double())
       if torch.isfinite(radius):
         if constraint == "l1_sphere":
           w.copy_(project_l1_sphere_columns(w, radius))

@@ -237,3 +237,7 @@ def test_bad_configs_and_inputs_raise_clear_errors():
     model.init(jax.random.key(0), x, mask[:, :4])
   with pytest.raises(ValueError, match="batch, frames, mels, channels"):
     model.init(jax.random.key(0), x[..., 0], mask)
+  ssa = build_model(tiny_cfg("ssa_crnn"))
+  variables = init(ssa, x, mask)
+  with pytest.raises(ValueError, match="built for 4 pooled frames"):
+    ssa.apply(variables, x[:, :4], mask[:, :4])

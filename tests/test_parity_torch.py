@@ -242,3 +242,31 @@ def test_paper_parameter_counts(config_module, num_speakers):
   assert count == hand_count(num_speakers)
   torch_model = tr.build_torch_model(cfg, num_frames=300, num_mels=40, channels=3)
   assert tr.num_trainable_parameters(torch_model) == count
+
+
+def test_torch_projection_and_train_step():
+  from ssa_jax.constraint import project_classifier
+  rng = np.random.default_rng(6)
+  kernel = rng.standard_normal((7, 4)).astype(np.float32)
+  kernel[rng.random(kernel.shape) < 0.3] = 0.0
+  z = rng.standard_normal((5, 7)).astype(np.float32)
+  for scale in (0.01, 1.0, 100.0):  # columns outside and inside the ball
+    w = scale * kernel
+    r = torch.tensor(z.shape[0] / (4 * np.abs(z.sum(0)).sum()), dtype=torch.float32)
+    ours = np.asarray(project_classifier(jnp.asarray(w), jnp.asarray(z), "l1_sphere"))
+    ref = tr.project_l1_sphere_columns(tt(w).T, r).numpy().T
+    assert rel(ref, ours) <= TOL
+
+  for name in ("acrnn", "ssa_crnn"):
+    cfg = small_model_cfg(name)
+    torch.manual_seed(0)
+    model = tr.build_torch_model(cfg, num_frames=8, num_mels=8, channels=3)
+    opt = tr.make_optimizer(model, learning_rate=1e-3)
+    x, mask = batch(4, 8, 8, 3, [8, 6, 4, 8])
+    loss = tr.train_step(model, opt, tt(x), tt(mask), torch.tensor([0, 1, 2, 3]),
+                         torch.tensor([0, 1, 2, 0]), constraint="l1_sphere")
+    assert np.isfinite(loss)
+    norms = model.classifier.weight.detach().abs().sum(dim=1).numpy()
+    np.testing.assert_allclose(norms, norms[0], rtol=1e-5)  # every class on the same sphere
+    crnn = model.crnn if name == "acrnn" else model.crnn_em
+    assert float(crnn.lstm.bias_hh_l0.abs().sum()) == 0.0  # frozen: flax has one bias per gate

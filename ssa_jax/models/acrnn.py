@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
@@ -43,5 +44,7 @@ class ACRNN(nn.Module):
     c, alpha = SelfAttention(name="attention")(h, pmask)
     z = nn.leaky_relu(nn.Dense(self.embed_dim, name="embed")(c), self.leaky_slope)
     logits = nn.Dense(self.num_classes, name="classifier")(z)
+    chex.assert_shape([logits, z, alpha], [(x.shape[0], self.num_classes),
+                                           (x.shape[0], self.embed_dim), pmask.shape])
     aux = {"emotion_logits": logits, "z_em": z, "mask": pmask, "alpha": alpha}
     return logits, aux

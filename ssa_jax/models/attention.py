@@ -56,6 +56,11 @@ class SelfSpeakerAttention(nn.Module):
     chex.assert_shape([h_sp, mask], [(b, t, d), (b, t)])
     h_em = h_em.astype(jnp.float32)
     h_sp = h_sp.astype(jnp.float32)
+    if self.has_variable("params", "w_q"):
+      built_for = self.get_variable("params", "w_q").shape[0]
+      if built_for != t:
+        raise ValueError(f"SSA-CRNN's W^q was built for {built_for} pooled frames per segment "
+                         f"but got {t}: feed segments of the length it was trained on")
     vec_init = nn.initializers.normal(1.0 / math.sqrt(d))
     w_q = self.param("w_q", nn.initializers.normal(1.0 / math.sqrt(t)), (t,))
     w_k_em = self.param("w_k_em", vec_init, (d,))

@@ -9,6 +9,7 @@ Both branches see the same input; the loss (in ssa_jax/train.py) is CE_em + CE_s
 
 from __future__ import annotations
 
+import chex
 import jax
 import flax.linen as nn
 
@@ -38,6 +39,10 @@ class SSACRNN(ACRNN):
     c_em, alpha_em, alpha_sp = SelfSpeakerAttention(name="ssa")(h_em, h_sp, pmask)
     z_em = act(nn.Dense(self.embed_dim, name="embed")(c_em))
     logits = nn.Dense(self.num_classes, name="classifier")(z_em)
+    b = x.shape[0]
+    chex.assert_shape([logits, speaker_logits, z_em, z_sp, alpha_em, alpha_sp],
+                      [(b, self.num_classes), (b, self.num_speakers), (b, self.embed_dim),
+                       (b, self.embed_dim), pmask.shape, pmask.shape])
     aux = {"emotion_logits": logits, "z_em": z_em, "mask": pmask,
            "speaker_logits": speaker_logits, "z_sp": z_sp, "alpha_sp_self": alpha_sp_self,
            "alpha_em": alpha_em, "alpha_sp": alpha_sp}
