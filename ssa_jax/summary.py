@@ -287,13 +287,19 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def backfill_tensorboard(fold_dir: str | os.PathLike, step_key: str = "epoch") -> int:
   """Writes the scalars of `fold_dir/metrics.jsonl` as TensorBoard events in
-  `fold_dir/tensorboard_backfill/` (for runs trained without the live writer).
+  `fold_dir/tensorboard_backfill/` (for runs trained without the live writer), replacing what an
+  earlier call wrote there.
 
   Each record's `step_key` (else `step`, else its line number) is the step. Returns the number of
   records written.
   """
   records = read_jsonl(os.path.join(fold_dir, "metrics.jsonl"))
-  writer = MetricWriter(os.path.join(fold_dir, "tensorboard_backfill"))
+  out = os.path.join(fold_dir, "tensorboard_backfill")
+  if os.path.isdir(out):  # rewritten from scratch each time: idempotent, follows metrics.jsonl
+    for name in os.listdir(out):
+      if "tfevents" in name:
+        os.unlink(os.path.join(out, name))
+  writer = MetricWriter(out)
   with writer:
     for i, rec in enumerate(records):
       step = rec.get(step_key, rec.get("step", i))

@@ -111,6 +111,24 @@ def test_crossval_rerun_does_not_retrain(run, capsys):
   assert crossval.complete_result(os.path.join(wd, "fold0"), cfg) is None
 
 
+def test_failed_fold_is_reported_and_the_rest_summarised(run, tmp_path, capsys):
+  cfg = crossval.load_config(run["config"], {"train.num_folds": 3})
+
+  def flaky_train(config, workdir, fold, dataset=None):
+    if fold == 1:
+      raise FloatingPointError("non-finite loss at step 3")
+    return {"uar": 0.5, "wa": 0.5, "segment_uar": 0.5, "best_epoch": 1, "fold": fold}
+
+  s, errors = crossval.run_crossval(cfg, str(tmp_path), "0-2", train_fn=flaky_train,
+                                    prepare_fn=lambda c: None)
+  assert [r["fold"] for r in s["folds"]] == [0, 2] and s["folds_failed"] == [1]
+  assert len(errors) == 1 and "fold 1" in errors[0] and "non-finite" in errors[0]
+  assert "Folds [1] failed" in open(tmp_path / "summary.md").read()
+  with pytest.raises(RuntimeError, match="no fold finished"):
+    crossval.run_crossval(cfg, str(tmp_path / "x"), "1", train_fn=flaky_train,
+                          prepare_fn=lambda c: None)
+
+
 def test_fold_specs():
   assert crossval.parse_folds("0-2,5", 10) == [0, 1, 2, 5]
   assert crossval.parse_folds("3,1,1", 10) == [1, 3]

@@ -125,6 +125,7 @@ def test_metrics_jsonl_lines_become_train_and_valid_tags(tmp_path):
             "valid_segment_uar": 0.6, "elapsed": 6.0}]
   (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
   assert summary.backfill_tensorboard(tmp_path) == 2
+  assert summary.backfill_tensorboard(tmp_path) == 2  # again: replaced, not duplicated
   scalars = _read_scalars(tmp_path / "tensorboard_backfill")
   assert sorted(scalars) == ["elapsed", "train/loss", "valid/segment_uar", "valid/uar", "valid/wa"]
   assert scalars["valid/uar"] == [(1, 0.5), (2, 0.75)]  # stepped by epoch
