@@ -29,7 +29,12 @@ def main() -> None:
   parser.add_argument("--librosa-files", type=int, default=16, help="files per librosa round")
   parser.add_argument("--devices", type=int, default=1, help="CPU devices to shard the batch over")
   parser.add_argument("--dft", default="both", choices=["rfft", "matmul", "both"])
+  parser.add_argument("--blas-threads", type=int, default=0,
+                      help="OpenBLAS/OMP threads for numpy (librosa's mel matmul); 0: leave as is")
   args = parser.parse_args()
+  if args.blas_threads > 0:  # before numpy is imported
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+      os.environ[var] = str(args.blas_threads)
   if args.devices > 1:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={args.devices}")
@@ -79,7 +84,8 @@ def main() -> None:
   base_med = statistics.median(speed["librosa"])
   base_best = max(speed["librosa"])
   print(f"device: {jax.devices()[0].platform} x {len(devices)} (of {jax.device_count()}), "
-        f"cpus: {os.cpu_count()}, rounds: {args.rounds}, batch {args.batch} x {args.seconds} s")
+        f"cpus: {os.cpu_count()}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '-')}, "
+        f"load avg {os.getloadavg()[0]:.1f}, rounds: {args.rounds}, batch {args.batch} x {args.seconds} s")
   print(f"{'path':<13}{'median s/s':>12}{'best s/s':>10}{'best ms/audio s':>17}"
         f"{'ratio (median)':>16}{'ratio (best)':>14}")
   for name, values in speed.items():
