@@ -24,7 +24,6 @@ or {"path", "error"} for a file that could not be used (its AudioError message).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -119,8 +118,8 @@ def load_predictor(fold_dir: str | os.PathLike) -> Predictor:
 # --------------------------------------------------------------------------- model over segments
 
 
-@functools.lru_cache(maxsize=8)
 def _apply_fn(model: Any) -> Callable:
+  """jit: (variables, x (B, T, M, C), mask (B, T)) -> (posteriors (B, K) float32, aux)."""
   @jax.jit
   def apply(variables, x, mask):
     logits, aux = model.apply(variables, x, mask, train=False)
@@ -144,7 +143,7 @@ def run_segments(model: Any, variables: Mapping[str, Any], segments: np.ndarray,
   Args:
     model, variables: flax module and its variables.
     segments: (N, T, M, C) normalised features; mask: (N, T) bool real frames.
-    batch_size: rows per call (the last batch is zero-padded with an all-False mask row).
+    batch_size: most rows per call; the last batch is filled with zero rows (discarded).
     aux_keys: which `aux` outputs to return, concatenated over segments; None for all.
 
   Returns:
