@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from ssa_jax import ops
+
 from ssa_jax.models.acrnn import ACRNN
 from ssa_jax.models.attention import SelfAttention, SelfSpeakerAttention, masked_softmax
 from ssa_jax.models.crnn import CRNN, compute_dtype, pool_mask
@@ -36,6 +38,7 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> ACRNN:
       bn_momentum=float(model_cfg.bn_momentum),
       mask_padding=bool(model_cfg.mask_padding),
       dtype=compute_dtype(model_cfg.dtype),
+      conv_impl=ops.resolve_impl(str(model_cfg.get("conv_impl", "auto"))),
   )
   if not kwargs["conv_features"]:
     raise ValueError("model.conv_features must name at least one conv layer")

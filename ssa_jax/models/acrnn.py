@@ -31,11 +31,12 @@ class ACRNN(nn.Module):
   bn_momentum: float = 0.99
   mask_padding: bool = True
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   def crnn(self, name: str) -> CRNN:
     return CRNN(self.conv_features, self.kernel_size, self.pool_size, self.dense_units,
                 self.lstm_units, self.leaky_slope, self.bn_momentum, self.mask_padding,
-                self.dtype, name=name)
+                self.dtype, self.conv_impl, name=name)
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, train: bool = False):

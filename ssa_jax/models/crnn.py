@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from ssa_jax import ops
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -79,6 +81,8 @@ class CRNN(nn.Module):
     bn_momentum: BatchNorm running-average momentum (flax convention: weight of the old value).
     mask_padding: mask padded frames (see module docstring).
     dtype: compute dtype of convs, dense and LSTM (parameters stay float32).
+    conv_impl: "auto" | "gemm" | "xla", the convolution's implementation (`ssa_jax.ops.Conv`;
+      the same parameters and values, "gemm" has a faster kernel gradient on CPU).
   """
 
   conv_features: Sequence[int] = (128, 256, 256, 256, 256, 256)
@@ -90,6 +94,7 @@ class CRNN(nn.Module):
   bn_momentum: float = 0.99
   mask_padding: bool = True
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, train: bool = False):
@@ -103,8 +108,8 @@ class CRNN(nn.Module):
     if self.mask_padding:
       y = y * frame_mask
     for i, feats in enumerate(self.conv_features):
-      y = nn.Conv(feats, tuple(self.kernel_size), padding="SAME", dtype=self.dtype,
-                  name=f"conv{i + 1}")(y)
+      y = ops.Conv(feats, tuple(self.kernel_size), dtype=self.dtype, impl=self.conv_impl,
+                   name=f"conv{i + 1}")(y)
       y = act(y)
       if i == 0:
         y = nn.max_pool(y, (pt, pf), strides=(pt, pf), padding="VALID")
