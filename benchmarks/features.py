@@ -10,6 +10,15 @@ Prints seconds of audio processed per wall-clock second for
 The two are timed in alternating rounds in the same process (the machine may be shared, so each
 round's conditions are alike for both); the table reports the median and the best round (contention only slows a round down) and the
 ratios to librosa.
+
+numpy's OpenBLAS is pinned to one thread by default (`--blas-threads 1`): with its default threads
+on a busy 2-core machine, librosa's small mel matmul spins and librosa slows down 5-10x, which
+would flatter the JAX path (`--blas-threads 0` shows that). Levers measured (2-core EPYC, shared):
+`jnp.fft.rfft` beats the windowed-DFT matmul ~2x (the matmul costs 41 MFLOP per audio second);
+framing by padded windowed pieces summed (one fused pass) beats slices + concatenate + pad (four
+passes) by ~20 % end to end; log, mel and the deltas are < 15 % of the time; the rest is XLA's FFT,
+so the batched path stays FFT-bound at ~3x librosa. Sharding the batch over 2 CPU devices
+(`--devices 2`) was slower on the busy machine (no idle core); not measured on an idle one.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ def main() -> None:
   parser.add_argument("--librosa-files", type=int, default=16, help="files per librosa round")
   parser.add_argument("--devices", type=int, default=1, help="CPU devices to shard the batch over")
   parser.add_argument("--dft", default="both", choices=["rfft", "matmul", "both"])
-  parser.add_argument("--blas-threads", type=int, default=0,
+  parser.add_argument("--blas-threads", type=int, default=1,
                       help="OpenBLAS/OMP threads for numpy (librosa's mel matmul); 0: leave as is")
   args = parser.parse_args()
   if args.blas_threads > 0:  # before numpy is imported
