@@ -19,7 +19,8 @@ Signal model (16 kHz, everything vectorised except a loop over 10 ms filter bloc
     pauses between words; leading/trailing silence; a -75 dBFS noise floor (never digitally silent).
   * level: the utterance is scaled so that the RMS of its voiced part is the speaker's level
     (0.02 × ±2 dB, about -34 dBFS) times the emotion's loudness gain (so the loudness cue
-    survives); only if the peak would exceed 0.98 is it scaled down (6 of the 768 default utterances).
+    survives); only if the peak would exceed 0.98 is it scaled down (6 of the 768 default
+    utterances).
 
 Phrases: phrase `p` is 3-6 words of 1-3 syllables (onset consonant, vowel, stress, relative
 duration, phrase accents, pause after each word), drawn from `(seed, p)` and shared by all
@@ -68,7 +69,7 @@ is an idiosyncratic offset (N(0, 0.4²) per dimension), redrawn until the speake
 at least `MIN_SEPARATION` = 2.0 apart (Euclidean; SHARED_WEIGHT = 0.7, PERSONAL_WEIGHT = 1.1). The
 shared part keeps the task partly speaker-independent; the personal part makes speaker identity
 genuinely useful (logistic regression on per-utterance log-Mel statistics of the default corpus,
-80/20 splits: UAR ~0.77 without the speaker, ~0.82 on per-speaker normalised statistics, ~0.99 with
+80/20 splits: UAR ~0.77 without the speaker, ~0.84 on per-speaker normalised statistics, ~0.99 with
 per-speaker weights). Every utterance adds N(0, 0.12²) per dimension (within-emotion variability, well below the separation), plus its
 own random jitter, noise, etc.
 
