@@ -1,6 +1,6 @@
 """Trains and evaluates one fold: `ssa_jax.train.train_and_evaluate` behind a thin CLI.
 
-  python -m bin.train --config configs/quickstart.py --fold 3            # SSA-CRNN-r, minutes on CPU
+  python -m bin.train --config configs/quickstart.py --fold 3            # SSA-CRNN-r, minutes
   python -m bin.train --config configs/quickstart.py:acrnn --fold 3      # ACRNN
   python -m bin.train --config configs/ssa_crnn_r.py --fold 0 \\
       --config.data.corpus=iemocap --config.data.root=/data/IEMOCAP_full_release

@@ -212,8 +212,14 @@ def _json_default(o: Any) -> Any:
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
   if not os.path.exists(path):
     return []
+  rows = []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:  # a line torn by an interrupted write: dropped on resume
+        logging.warning("%s: skipping an unreadable line", path)
+  return rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,6 +233,15 @@ def _segment_arrays(x: np.ndarray, mask: np.ndarray, dataset: Any, seg_idx: np.n
   return {"x": x, "mask": np.asarray(dataset.mask[seg_idx], bool),
           "label": np.asarray(dataset.labels[utt], np.int32),
           "speaker": np.asarray(dataset.speakers[utt], np.int32)}
+
+
+def _accumulate(sums: dict[str, float], pending: list[dict[str, jax.Array]]) -> list:
+  """Adds fetched step metrics to `sums` (and their number to sums["count"]); returns []."""
+  for m in jax.device_get(pending):
+    for k, v in m.items():
+      sums[k] = sums.get(k, 0.0) + float(v)
+    sums["count"] = sums.get("count", 0) + 1
+  return []
 
 
 def _counts(labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, int]:
@@ -363,53 +378,57 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
   last_uar = meta["best"]["uar"] if meta["best"] else float("nan")
   bar = tqdm(total=total, initial=min(int(state.step), total), disable=not is_main,
              desc=f"fold {fold}", unit="step", dynamic_ncols=True)
-  while stopped() is None:
-    epoch = int(meta["epoch"])
-    loss_sum, loss_count, pending = 0.0, 0, []
-    for b, local in enumerate(input_pipeline.train_batches(
-        train_arrays, num_classes, int(tcfg.batch_size), seed=int(config.seed), fold=fold, epoch=epoch,
-        start_batch=int(meta["batch"]), process_index=jax.process_index(),
-        process_count=jax.process_count(), class_names=classes), start=int(meta["batch"])):
-      state, step_metrics = train_fn(state, parallel.global_batch(local, mesh))
-      pending.append(step_metrics["loss"])
-      bar.update(1)
-      if (b + 1) % int(tcfg.log_every) == 0:  # fetch metrics only here: the device never waits
-        losses = jax.device_get(pending)
-        loss_sum, loss_count, pending = loss_sum + float(np.sum(losses)), loss_count + len(losses), []
-        check_finite("log step")
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", uar=f"{last_uar:.3f}")
-    losses = jax.device_get(pending)
-    loss_sum, loss_count = loss_sum + float(np.sum(losses)), loss_count + len(losses)
-    check_finite("end of epoch")
+  try:
+    while stopped() is None:
+      epoch = int(meta["epoch"])
+      sums, pending = {}, []
+      for b, local in enumerate(input_pipeline.train_batches(
+          train_arrays, num_classes, int(tcfg.batch_size), seed=int(config.seed), fold=fold,
+          epoch=epoch, start_batch=int(meta["batch"]), process_index=jax.process_index(),
+          process_count=jax.process_count(), class_names=classes), start=int(meta["batch"])):
+        state, step_metrics = train_fn(state, parallel.global_batch(local, mesh))
+        pending.append(step_metrics)
+        bar.update(1)
+        if (b + 1) % int(tcfg.log_every) == 0:  # fetch metrics only here: the device never waits
+          pending = _accumulate(sums, pending)
+          check_finite("log step")
+          bar.set_postfix(loss=f"{sums['loss'] / sums['count']:.3f}", uar=f"{last_uar:.3f}")
+      _accumulate(sums, pending)
+      check_finite("end of epoch")
 
-    # --- evaluate ---
-    result = evaluate(eval_fn, state, valid_arrays, valid_seg_utt, valid_labels, num_classes,
-                      tcfg.pooling, int(tcfg.eval_batch_size), mesh)
-    epoch_done = epoch + 1
-    train_loss = loss_sum / max(loss_count, 1)
-    improved = meta["best"] is None or result["uar"] > meta["best"]["uar"]
-    if improved:
-      meta["best"] = {"epoch": epoch_done, "step": int(state.step), **result}
-    meta.update(epoch=epoch_done, batch=0, bad_epochs=0 if improved else meta["bad_epochs"] + 1,
-                train_loss=train_loss, elapsed=elapsed0 + time.time() - t_resume)
-    last_uar = result["uar"]
-    line = {"epoch": epoch_done, "step": int(state.step), "train_loss": train_loss,
-            "valid_uar": result["uar"], "valid_wa": result["wa"],
-            "valid_segment_uar": result["segment_uar"], "elapsed": round(meta["elapsed"], 3)}
-    if is_main:
-      with open(metrics_path, "a") as f:
-        f.write(json.dumps(line) + "\n")
-    bar.set_postfix(loss=f"{train_loss:.3f}", uar=f"{last_uar:.3f}")
+      # --- evaluate ---
+      result = evaluate(eval_fn, state, valid_arrays, valid_seg_utt, valid_labels, num_classes,
+                        tcfg.pooling, int(tcfg.eval_batch_size), mesh)
+      epoch_done = epoch + 1
+      train_means = {k: v / max(sums.get("count", 0), 1) for k, v in sums.items() if k != "count"}
+      train_loss = train_means.get("loss", float("nan"))
+      improved = meta["best"] is None or result["uar"] > meta["best"]["uar"]
+      if improved:
+        meta["best"] = {"epoch": epoch_done, "step": int(state.step), **result}
+      meta.update(epoch=epoch_done, batch=0, bad_epochs=0 if improved else meta["bad_epochs"] + 1,
+                  train_loss=train_loss, elapsed=elapsed0 + time.time() - t_resume)
+      last_uar = result["uar"]
+      line = {"epoch": epoch_done, "step": int(state.step), "train_loss": train_loss,
+              "train_accuracy": train_means.get("accuracy_em"),
+              **({"train_speaker_accuracy": train_means["accuracy_sp"]}
+                 if "accuracy_sp" in train_means else {}),
+              "valid_uar": result["uar"], "valid_wa": result["wa"],
+              "valid_segment_uar": result["segment_uar"], "elapsed": round(meta["elapsed"], 3)}
+      if is_main:
+        with open(metrics_path, "a") as f:
+          f.write(json.dumps(line) + "\n")
+      bar.set_postfix(loss=f"{train_loss:.3f}", uar=f"{last_uar:.3f}")
 
-    # --- checkpoint ---
-    checkpointing.save(manager, int(state.step), state.to_dict(), meta, stats,
-                       {"classes": list(classes), "speakers": [str(n) for n in speaker_names]},
-                       uar=result["uar"], epoch=epoch_done)
-  bar.close()
-  manager.wait_until_finished()
-  manager.close()
-  if train_fn._cache_size() > 1:  # pylint: disable=protected-access
-    logging.warning("the train step was compiled %d times", train_fn._cache_size())  # pylint: disable=protected-access
+      # --- checkpoint ---
+      checkpointing.save(manager, int(state.step), state.to_dict(), meta, stats,
+                         {"classes": list(classes), "speakers": [str(n) for n in speaker_names]},
+                         uar=result["uar"], epoch=epoch_done)
+  finally:
+    bar.close()
+    manager.close()
+  compiled = train_fn._cache_size()  # pylint: disable=protected-access
+  if compiled > 1:
+    logging.warning("the train step was compiled %d times (shapes or types changed)", compiled)
 
   # --- result ---
   best = meta["best"]

@@ -10,8 +10,9 @@ from ssa_jax import input_pipeline as ip
 def _arrays(counts, t=6, m=2):
   labels = np.repeat(np.arange(len(counts)), counts).astype(np.int32)
   n = len(labels)
-  return {"x": np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones((n, t, m, 3), np.float32),
-          "mask": np.ones((n, t), bool), "label": labels, "speaker": (np.arange(n) % 3).astype(np.int32)}
+  x = np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones((n, t, m, 3), np.float32)
+  return {"x": x, "mask": np.ones((n, t), bool), "label": labels,
+          "speaker": (np.arange(n) % 3).astype(np.int32)}
 
 
 @settings(max_examples=15, deadline=None)
