@@ -1,25 +1,28 @@
-"""Fast layers for the CPU train step: a 2-D SAME convolution whose kernel gradient is plain GEMMs.
+"""A fast CPU train step: XLA compiler options, and a SAME convolution with a GEMM kernel gradient.
 
+  jax.jit(train_step, ..., compiler_options=train_compiler_options())   None off CPU
   y = conv2d_same(x (B, T, F, Ci), kernel (kt, kf, Ci, Co)) -> (B, T, F, Co)   NHWC / HWIO, stride 1
   Conv(features, kernel_size, impl="gemm" | "xla" | "auto")   drop-in for flax.linen.Conv here
 
-Why: XLA's CPU backend computes the kernel gradient of a convolution (a "convolution" whose window
-is the whole T x F image and whose output is the tiny kt x kf kernel) with a generic Eigen path
-that ran at about a third of the machine's float32 GEMM rate, where the forward convolution and the
-input gradient run near it. `conv2d_same` is a `jax.custom_vjp`: forward and input gradient are
-XLA's own convolutions (the same as `jax.grad` of `lax.conv_general_dilated`), and the kernel
-gradient is written as kt·kf GEMMs, one per kernel tap, each contracting the whole batch:
+Why: the CPU train step spends most of its time in convolutions, and with jaxlib 0.10's defaults
+the kernel gradient (a "convolution" whose window is the whole T x F image and whose output is
+the small kt x kf kernel) goes to the YNNPACK library path, which ran at about half the rate of
+the forward convolution. Two remedies, measured in benchmarks/RESULTS.md:
 
-  pad x to (B, T+kt-1, F+kf-1, Ci) and flatten it to rows p = (b, t, f) of a (P, Ci) matrix; put
-  dy on the same padded grid (zeros outside the image) -> (P, Co). Output row p reads input row
-  p + o with the tap's flat offset o = i·(F+kf-1) + j, so
+* `train_compiler_options()`: compile the train step with YNNPACK's convolutions off (XLA's Eigen
+  convolutions instead): per 256 -> 256 layer (batch 8, CPU seconds) the kernel gradient went
+  0.53 -> 0.28 s, while the forward and input gradient went 0.20 -> 0.23 s. This is what pays.
+* `conv2d_same` (impl="gemm"): a `jax.custom_vjp` whose forward and input gradient are XLA's own
+  convolutions and whose kernel gradient is kt·kf GEMMs, one per kernel tap, each contracting the
+  whole batch (pad x to (B, T+kt-1, F+kf-1, Ci) and flatten it to rows p = (b, t, f); dy on the
+  same grid, zeros outside the image; output row p reads input row p + o, o = i·(F+kf-1) + j):
 
       dK[i, j] = X[o : o + P]ᵀ · dY        (Ci, Co), one GEMM of contraction length P
 
-The zero rows cost (T+kt-1)(F+kf-1)/(T·F) - 1 extra flops (13 % for the paper's 150 x 20 maps);
-there is no im2col matrix (only each tap's contiguous row window of X, which XLA copies once).
-
-`impl="auto"` uses "gemm" on CPU and XLA's convolution (cuDNN, TPU convolutions) elsewhere.
+  No im2col matrix (only each tap's contiguous row window of X). It is exact to float32 rounding,
+  but XLA's CPU dot ran these GEMMs at about the rate of YNNPACK's kernel gradient (0.50 s), so it
+  gained ~4 % with the default options and lost to Eigen's kernel gradient with them off; it is
+  kept as an option ("auto" picks "xla").
 """
 
 from __future__ import annotations
@@ -106,12 +109,24 @@ conv2d_same.defvjp(_conv_fwd, _conv_bwd)
 
 
 def resolve_impl(impl: str) -> str:
-  """"auto" -> "gemm" on CPU, "xla" on accelerators; checks the name."""
+  """Checks `model.conv_impl`; "auto" -> "xla" (the measured best with `train_compiler_options`)."""
   if impl not in IMPLS:
     raise ValueError(f"model.conv_impl must be one of {IMPLS}, got {impl!r}")
-  if impl == "auto":
-    return "gemm" if jax.default_backend() == "cpu" else "xla"
-  return impl
+  return "xla" if impl == "auto" else impl
+
+
+# jaxlib 0.10 CPU: the library fusions YNNPACK may take; "" leaves all convolutions to XLA/Eigen.
+_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+
+
+def train_compiler_options(backend: str | None = None) -> dict[str, str] | None:
+  """XLA compiler options for the jitted train step: `jax.jit(..., compiler_options=...)`.
+
+  On CPU, YNNPACK's convolutions off (its kernel gradient is the slow part of the step); None
+  elsewhere. The eval step keeps the defaults (YNNPACK's forward convolution is the faster one).
+  """
+  backend = backend or jax.default_backend()
+  return {_YNN_OPTION: ""} if backend == "cpu" else None
 
 
 class Conv(nn.Module):

@@ -82,7 +82,7 @@ class CRNN(nn.Module):
     mask_padding: mask padded frames (see module docstring).
     dtype: compute dtype of convs, dense and LSTM (parameters stay float32).
     conv_impl: "auto" | "gemm" | "xla", the convolution's implementation (`ssa_jax.ops.Conv`;
-      the same parameters and values, "gemm" has a faster kernel gradient on CPU).
+      the same parameters and values; "gemm": kernel gradient as GEMMs, "auto" = "xla").
   """
 
   conv_features: Sequence[int] = (128, 256, 256, 256, 256, 256)

@@ -1,0 +1,127 @@
+"""ssa_jax.ops: the custom-VJP convolution against jax.grad of the plain XLA convolution and against
+torch's conv2d; the flax Conv against flax.linen.Conv (same parameters, values and gradients).
+
+Error measure: rel(a, b) = max|a - b| / max|b|, required <= 1e-5 (float32).
+"""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from jax import lax
+
+from ssa_jax import ops
+
+TOL = 1e-5
+
+
+def rel(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  assert a.shape == b.shape, (a.shape, b.shape)
+  return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def plain_conv(x, kernel):
+  return lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def arrays(seed, b, t, f, ci, co, kt, kf):
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal((b, t, f, ci)).astype(np.float32)
+  k = (rng.standard_normal((kt, kf, ci, co)) / np.sqrt(kt * kf * ci)).astype(np.float32)
+  dy = rng.standard_normal((b, t, f, co)).astype(np.float32)
+  return jnp.asarray(x), jnp.asarray(k), jnp.asarray(dy)
+
+
+@settings(max_examples=8, deadline=None)
+@given(b=st.integers(1, 3), t=st.integers(1, 9), f=st.integers(1, 7), ci=st.integers(1, 5),
+       co=st.integers(1, 5), kt=st.integers(1, 5), kf=st.integers(1, 4), seed=st.integers(0, 99))
+def test_gradients_match_jax_grad_of_plain_conv(b, t, f, ci, co, kt, kf, seed):
+  """Odd and even kernels, kernels larger than the image, single rows and columns."""
+  x, k, dy = arrays(seed, b, t, f, ci, co, kt, kf)
+  loss = lambda conv: (lambda x_, k_: jnp.sum(conv(x_, k_) * dy))  # noqa: E731
+  y_fast = ops.conv2d_same(x, k)
+  assert rel(y_fast, plain_conv(x, k)) == 0.0  # the forward is XLA's own convolution
+  gx, gk = jax.grad(loss(ops.conv2d_same), argnums=(0, 1))(x, k)
+  rx, rk = jax.grad(loss(plain_conv), argnums=(0, 1))(x, k)
+  assert rel(gx, rx) <= TOL
+  assert rel(gk, rk) <= TOL
+
+
+def test_kernel_grad_matches_torch_conv2d_weight_grad():
+  """An independent reference: torch's weight gradient of conv2d (NCHW, padding (kt//2, kf//2))."""
+  x, k, dy = arrays(1, 2, 12, 8, 3, 4, 5, 3)
+  gk = ops.conv_kernel_grad(x, dy, (5, 3))
+  xt = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)
+  wt = torch.from_numpy(np.array(k)).permute(3, 2, 0, 1).requires_grad_(True)
+  yt = F.conv2d(xt, wt, padding=(2, 1))
+  yt.backward(torch.from_numpy(np.array(dy)).permute(0, 3, 1, 2))
+  assert rel(gk, wt.grad.permute(2, 3, 1, 0).numpy()) <= TOL
+
+
+def test_jit_and_vmap_compose_with_custom_vjp():
+  x, k, dy = arrays(2, 2, 6, 5, 2, 3, 3, 3)
+  g = jax.jit(jax.grad(lambda k_: jnp.sum(ops.conv2d_same(x, k_) * dy)))(k)
+  r = jax.grad(lambda k_: jnp.sum(plain_conv(x, k_) * dy))(k)
+  assert rel(g, r) <= TOL
+  per_example = jax.vmap(lambda xi, dyi: jax.grad(
+      lambda k_: jnp.sum(ops.conv2d_same(xi[None], k_) * dyi[None]))(k))(x, dy)
+  assert rel(per_example.sum(0), r) <= TOL
+
+
+@pytest.mark.parametrize("impl", ["gemm", "xla", "auto"])
+def test_conv_module_matches_flax_conv(impl):
+  """Same parameter tree and initial values as nn.Conv(padding="SAME"); same outputs and grads."""
+  x, _, _ = arrays(3, 2, 7, 6, 3, 4, 5, 3)
+  ours, theirs = ops.Conv(4, (5, 3), impl=impl), nn.Conv(4, (5, 3), padding="SAME")
+  key = jax.random.key(0)
+  v_ours, v_theirs = ours.init(key, x), theirs.init(key, x)
+  assert jax.tree.structure(v_ours) == jax.tree.structure(v_theirs)
+  for a, b in zip(jax.tree.leaves(v_ours), jax.tree.leaves(v_theirs)):
+    np.testing.assert_array_equal(a, b)
+  v = jax.tree.map(lambda a: a + 0.1, v_theirs)  # non-zero bias
+  assert rel(ours.apply(v, x), theirs.apply(v, x)) <= TOL
+  g_ours = jax.grad(lambda v_: jnp.sum(jnp.sin(ours.apply(v_, x))))(v)
+  g_theirs = jax.grad(lambda v_: jnp.sum(jnp.sin(theirs.apply(v_, x))))(v)
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_theirs)):
+    assert rel(a, b) <= TOL
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  x, _, _ = arrays(4, 2, 6, 4, 3, 4, 5, 3)
+  conv = ops.Conv(4, (5, 3), dtype=jnp.bfloat16, impl="gemm")
+  v = conv.init(jax.random.key(0), x)
+  assert v["params"]["kernel"].dtype == jnp.float32
+  y = conv.apply(v, x)
+  assert y.dtype == jnp.bfloat16
+  ref = nn.Conv(4, (5, 3), padding="SAME").apply(v, x)
+  assert rel(y.astype(jnp.float32), ref) <= 5e-2  # bfloat16 rounding
+  g = jax.grad(lambda v_: jnp.sum(conv.apply(v_, x).astype(jnp.float32)))(v)
+  assert g["params"]["kernel"].dtype == jnp.float32
+  assert np.all(np.isfinite(np.asarray(g["params"]["kernel"])))
+
+
+def test_bad_inputs_raise_clear_errors():
+  with pytest.raises(ValueError, match="conv_impl"):
+    ops.resolve_impl("cudnn")
+  with pytest.raises(ValueError, match="NHWC"):
+    ops.Conv(4, (5, 3)).init(jax.random.key(0), jnp.ones((2, 6, 4)))
+
+
+def test_train_compiler_options_by_backend():
+  assert ops.train_compiler_options("gpu") is None
+  opts = ops.train_compiler_options("cpu")
+  assert opts == {"xla_cpu_experimental_ynn_fusion_type": ""}
+  # XLA accepts them, and the step's value is unchanged by them.
+  x, k, dy = arrays(5, 2, 8, 6, 3, 4, 5, 3)
+  f = lambda k_: jax.grad(lambda kk: jnp.sum(plain_conv(x, kk) * dy))(k_)  # noqa: E731
+  tuned = jax.jit(f, compiler_options=ops.train_compiler_options())
+  assert rel(tuned(k), jax.jit(f)(k)) <= TOL
