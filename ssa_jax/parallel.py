@@ -19,8 +19,14 @@ DATA_AXIS = "data"
 
 
 def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
-  """A 1-D mesh over all (global) devices, axis name "data"."""
+  """A 1-D mesh over all (global) devices, axis name "data".
+
+  The devices are ordered by process (then id), so each process's devices hold one contiguous
+  block of the batch, block p for process p: the order `global_batch` and the input pipeline's
+  per-process rows assume (on some platforms `jax.devices()` interleaves the hosts).
+  """
   devices = jax.devices() if devices is None else devices
+  devices = sorted(devices, key=lambda d: (d.process_index, d.id))
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
