@@ -16,6 +16,10 @@ each in `<workdir>/<config.name>/`, and one table with a row per system in `<wor
 `--config FILE`, if given as well, is the first system.
 
 Exit code 1 if a fold failed (the others are still run and summarised).
+
+Several hosts: the flags of `bin.train` (--coordinator HOST:PORT --num_processes N --process_id I,
+or none on a TPU VM / Slurm / Open MPI job; see ssa_jax/distributed.py), the same command on every
+process; only process 0 writes the summaries and prints them (the workdir is shared by all hosts).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any, Callable, Sequence
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from ssa_jax import distributed
 
 _DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
 try:
@@ -46,6 +52,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<c
                                "or runs/compare with --compare).")
 _COMPARE = flags.DEFINE_multi_string("compare", [], "Config files of the systems to compare "
                                      "(several after one --compare, or --compare repeated).")
+
+_DISTRIBUTED = distributed.define_flags()  # --coordinator, --num_processes, --process_id, ...
+flags.adopt_module_key_flags(distributed)  # listed by --help with this module's flags
 
 REQUIRED = ("uar", "wa", "segment_uar", "best_epoch")
 
@@ -155,8 +164,8 @@ def run_crossval(config: Any, workdir: str, folds: str | Sequence[int] | None = 
     results[fold] = result
     print(f"[{label}] fold {fold}: UAR {100 * result['uar']:.2f} %, WA {100 * result['wa']:.2f} %, "
           f"segment UAR {100 * result['segment_uar']:.2f} % (best epoch {result['best_epoch']})")
-    if os.path.isfile(os.path.join(fold_dir, "metrics.jsonl")) and not any(
-        "tfevents" in f for f in os.listdir(fold_dir)):
+    if distributed.is_main_process() and os.path.isfile(os.path.join(
+        fold_dir, "metrics.jsonl")) and not any("tfevents" in f for f in os.listdir(fold_dir)):
       summary.backfill_tensorboard(fold_dir)  # runs trained without the live TensorBoard writer
   if not results:
     raise RuntimeError(f"{workdir}: no fold finished; " + "; ".join(errors))
@@ -164,11 +173,12 @@ def run_crossval(config: Any, workdir: str, folds: str | Sequence[int] | None = 
   s = summary.summarize(results, name=str(config.name), system=label,
                         corpus=str(config.data.corpus), split=str(config.train.split),
                         workdir=workdir, folds_requested=list(folds), folds_failed=missing)
-  summary.write_json_atomic(os.path.join(workdir, "summary.json"), s)
   md = summary.render_markdown(s)
   if missing:
     md += f"\nFolds {missing} failed and are not in the table.\n"
-  summary.write_atomic(os.path.join(workdir, "summary.md"), md)
+  if distributed.is_main_process():  # several hosts: process 0 writes
+    summary.write_json_atomic(os.path.join(workdir, "summary.json"), s)
+    summary.write_atomic(os.path.join(workdir, "summary.md"), md)
   return s, errors
 
 
@@ -209,7 +219,7 @@ def run_compare(configs: Sequence[Any], workdir: str, folds: str | None,
       continue
     summaries.append(s)
     errors += errs
-  if summaries:
+  if summaries and distributed.is_main_process():
     summary.write_json_atomic(os.path.join(workdir, "compare.json"), {"systems": summaries})
     summary.write_atomic(os.path.join(workdir, "compare.md"), summary.render_compare(summaries))
   return summaries, errors
@@ -223,10 +233,18 @@ def main(argv: list[str]) -> int:
     raise app.UsageError(f"unexpected arguments: {' '.join(extra)}")
   compare += extra  # `--compare a.py b.py c.py`: absl keeps b.py and c.py as positional args
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
+  try:  # before anything touches a device
+    plan = distributed.initialize_from_flags(_DISTRIBUTED)
+  except distributed.DistributedError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   import jax  # pylint: disable=g-import-not-at-top  (after flag parsing: --help stays fast)
   # As bin.train: compiled XLA programs are cached, so folds after the first start faster.
   cache_dir = os.path.expanduser(str(_CONFIG.value.data.cache_dir))  # overrides included
   jax.config.update("jax_compilation_cache_dir", os.path.join(cache_dir, "xla"))
+  if plan.kwargs is not None:
+    print(f"{plan.reason}: {distributed.describe()}", file=sys.stderr)
+  main_process = distributed.is_main_process()
   try:
     if compare:
       specs = compare
@@ -235,15 +253,16 @@ def main(argv: list[str]) -> int:
       configs = [load_config(spec, overrides) for spec in specs]
       workdir = _WORKDIR.value or os.path.join("runs", "compare")
       summaries, errors = run_compare(configs, workdir, _FOLDS.value)
-      if summaries:
+      if summaries and main_process:
         print(open(os.path.join(workdir, "compare.md"), encoding="utf-8").read())
         print(f"wrote {os.path.join(os.path.abspath(workdir), 'compare.md')} and compare.json")
     else:
       config = _CONFIG.value
       workdir = _WORKDIR.value or os.path.join("runs", str(config.name))
       _, errors = run_crossval(config, workdir, _FOLDS.value)
-      print(open(os.path.join(workdir, "summary.md"), encoding="utf-8").read())
-      print(f"wrote {os.path.join(os.path.abspath(workdir), 'summary.md')} and summary.json")
+      if main_process:
+        print(open(os.path.join(workdir, "summary.md"), encoding="utf-8").read())
+        print(f"wrote {os.path.join(os.path.abspath(workdir), 'summary.md')} and summary.json")
   except (ValueError, RuntimeError, OSError) as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     return 1

@@ -9,6 +9,12 @@ Writes `<workdir>/fold<K>/` (config.json, metrics.jsonl, result.json, checkpoint
 defaults to `runs/<config.name>`. Rerunning the same command resumes from the latest checkpoint.
 Compiled XLA programs are cached under `<config.data.cache_dir>/xla`, so a rerun starts faster.
 A bad fold, config key or value, or a missing corpus is one line on stderr and exit code 1.
+
+Several hosts (the same command on every process; `ssa_jax/distributed.py` has the full rule):
+  python -m bin.train --config ... --coordinator HOST0:1234 --num_processes N --process_id I
+On a TPU VM / pod slice, a Slurm or Open MPI job, no flag is needed (`--distributed=auto` calls
+`jax.distributed.initialize()` there); `--distributed=off` keeps one process. Only process 0 writes
+files and prints the summary; the workdir must be one folder that every host sees.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from ssa_jax import distributed
 
 _DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "ssa_crnn_r.py")
 try:
@@ -35,6 +43,8 @@ except (AttributeError, KeyError, TypeError, ValueError) as _e:
   sys.exit(1)
 _FOLD = flags.DEFINE_integer("fold", 0, "Fold to train (0-based; 0-9 for 10-fold splits).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<config.name>).")
+_DISTRIBUTED = distributed.define_flags()  # --coordinator, --num_processes, --process_id, ...
+flags.adopt_module_key_flags(distributed)  # listed by --help with this module's flags
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -79,11 +89,18 @@ def main(argv: list[str]) -> int:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     return 1
   workdir = _WORKDIR.value or os.path.join("runs", str(config.name))
+  try:  # before anything touches a device
+    plan = distributed.initialize_from_flags(_DISTRIBUTED)
+  except distributed.DistributedError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   # Imported here so that `--help` and flag errors do not wait for JAX.
   import jax  # pylint: disable=g-import-not-at-top
   from ssa_jax import train  # pylint: disable=g-import-not-at-top
   cache = os.path.join(os.path.expanduser(str(config.data.cache_dir)), "xla")
   jax.config.update("jax_compilation_cache_dir", cache)
+  if plan.kwargs is not None:
+    print(f"{plan.reason}: {distributed.describe()}", file=sys.stderr)
   try:
     result = train.train_and_evaluate(config, workdir, _FOLD.value)
   except (ValueError, OSError, train.NonFiniteLossError) as e:  # CorpusError, AudioError, config
@@ -93,7 +110,8 @@ def main(argv: list[str]) -> int:
     print(f"\ninterrupted; rerun the same command to resume from the last checkpoint in "
           f"{workdir}", file=sys.stderr)
     return 130
-  print(_summary(result, os.path.join(workdir, f"fold{_FOLD.value}")))
+  if distributed.is_main_process():
+    print(_summary(result, os.path.join(workdir, f"fold{_FOLD.value}")))
   return 0
 
 
