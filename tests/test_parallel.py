@@ -109,6 +109,9 @@ def runs(tmp_path_factory):
   two processes x 2 devices (steps, then the fold trained 1 epoch and resumed for a 2nd)."""
   d = tmp_path_factory.mktemp("dp")
   port = _free_port()
+  # conv_impl "xla" where processes talk over gloo: "gemm"'s kernel gradient slides its windows
+  # over the flattened (batch, time, freq) rows, so a batch-sharded step exchanges halos between
+  # devices (~280 collective-permutes per step of this model), which is slow over TCP.
   multi = ["--workdir", str(d / "run2x2"), "--resume", "--conv_impl", "xla",
            "--coordinator", f"127.0.0.1:{port}", "--num_processes", "2"]
   _run([(["--steps", str(d / f"p{i}.npz"), "--fold", str(d / f"p{i}.json"),
@@ -164,8 +167,7 @@ def test_8_devices_train_like_1_device(runs):
   one, eight = _load(runs / "d1.npz"), _load(runs / "d8.npz")
   assert (int(one["mesh_size"]), int(eight["mesh_size"])) == (1, 8)
   assert int(eight["local_devices"]) == 8 and int(eight["process_count"]) == 1
-  # The steps really trained: the losses move and the parameters left their initial values.
-  assert np.ptp(one["losses"]) > 1e-3
+  assert np.ptp(one["losses"]) > 1e-3  # the steps really trained: the loss moves
   print("1 vs 8 devices, max relative differences:", _assert_same_training(one, eight))
 
 
