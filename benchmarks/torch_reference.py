@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ssa_jax.models import resolve_logit_scale
+
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
   """Softmax over the last axis with masked entries exactly 0 (all-masked rows: all 0)."""
@@ -149,10 +151,12 @@ class TorchSSA(nn.Module):
 class TorchACRNN(nn.Module):
   """ACRNN: CRNN + self attention + embedding + classifier. forward -> (logits, aux)."""
 
-  def __init__(self, crnn_kwargs: dict, embed_dim: int, num_classes: int, leaky_slope: float):
+  def __init__(self, crnn_kwargs: dict, embed_dim: int, num_classes: int, leaky_slope: float,
+               logit_scale: float = 1.0):
     super().__init__()
     d = 2 * crnn_kwargs["lstm_units"]
     self.slope = leaky_slope
+    self.logit_scale = float(logit_scale)
     self.crnn = TorchCRNN(**crnn_kwargs)
     self.attention = TorchSelfAttention(d)
     self.embed = nn.Linear(d, embed_dim)
@@ -162,7 +166,7 @@ class TorchACRNN(nn.Module):
     h, pmask = self.crnn(x, mask)
     c, alpha = self.attention(h, pmask)
     z = F.leaky_relu(self.embed(c), self.slope)
-    logits = self.classifier(z)
+    logits = self.logit_scale * self.classifier(z)
     return logits, {"emotion_logits": logits, "z_em": z, "mask": pmask, "alpha": alpha}
 
 
@@ -170,10 +174,11 @@ class TorchSSACRNN(nn.Module):
   """SSA-CRNN: speaker branch + emotion branch joined by the SSA. forward -> (logits, aux)."""
 
   def __init__(self, crnn_kwargs: dict, embed_dim: int, num_classes: int, num_speakers: int,
-               leaky_slope: float, num_pooled_frames: int):
+               leaky_slope: float, num_pooled_frames: int, logit_scale: float = 1.0):
     super().__init__()
     d = 2 * crnn_kwargs["lstm_units"]
     self.slope = leaky_slope
+    self.logit_scale = float(logit_scale)
     self.crnn_sp = TorchCRNN(**crnn_kwargs)
     self.attention_sp = TorchSelfAttention(d)
     self.embed_sp = nn.Linear(d, embed_dim)
@@ -191,7 +196,7 @@ class TorchSSACRNN(nn.Module):
     h_em, _ = self.crnn_em(x, mask)
     c_em, alpha_em, alpha_sp = self.ssa(h_em, h_sp, pmask)
     z_em = F.leaky_relu(self.embed(c_em), self.slope)
-    logits = self.classifier(z_em)
+    logits = self.logit_scale * self.classifier(z_em)
     return logits, {"emotion_logits": logits, "z_em": z_em, "mask": pmask,
                     "speaker_logits": speaker_logits, "z_sp": z_sp,
                     "alpha_sp_self": alpha_sp_self, "alpha_em": alpha_em, "alpha_sp": alpha_sp}
@@ -208,13 +213,13 @@ def build_torch_model(model_cfg, num_frames: int = 300, num_mels: int = 40,
                      mask_padding=model_cfg.mask_padding)
   if model_cfg.name == "acrnn":
     return TorchACRNN(crnn_kwargs, model_cfg.embed_dim, model_cfg.num_classes,
-                      model_cfg.leaky_slope)
+                      model_cfg.leaky_slope, resolve_logit_scale(model_cfg))
   if model_cfg.name == "ssa_crnn":
     if model_cfg.num_speakers <= 0:
       raise ValueError(f"ssa_crnn needs model.num_speakers > 0, got {model_cfg.num_speakers}")
     return TorchSSACRNN(crnn_kwargs, model_cfg.embed_dim, model_cfg.num_classes,
                         model_cfg.num_speakers, model_cfg.leaky_slope,
-                        num_frames // model_cfg.pool_size[0])
+                        num_frames // model_cfg.pool_size[0], resolve_logit_scale(model_cfg))
   raise ValueError(f"unknown model.name {model_cfg.name!r}")
 
 

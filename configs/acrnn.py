@@ -15,4 +15,5 @@ def get_config():
   c.name = "acrnn"
   c.model.name = "acrnn"
   c.train.constraint = "none"
+  c.model.logit_scale = 1.0  # an unconstrained classifier learns its own scale
   return c

@@ -31,6 +31,8 @@ def get_config(system: str = "ssa_crnn_r"):
   c = base_config()
   c.name = f"quickstart_{system}"
   c.model.name, c.train.constraint = SYSTEMS[system]
+  if c.train.constraint == "none":
+    c.model.logit_scale = 1.0  # see ssa_jax/config.py: the scale is for Eq. 8-constrained classifiers
   c.model.conv_features = (8, 16, 16, 16, 16, 16)
   c.model.dense_units = 64
   c.model.lstm_units = 32

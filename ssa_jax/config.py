@@ -72,6 +72,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.leaky_slope = 0.01
   c.model.bn_momentum = 0.99
   c.model.mask_padding = True
+  # Emotion logits = logit_scale * FC^c(z). Eq. 8 fixes each classifier column's L1 norm to
+  # N / (K ||sum_i z_i||_1) = 1 / (K mean_i ||z_i||_1) (z >= 0 after leaky ReLU), which bounds every
+  # logit by about 1/K: the softmax stays near uniform and cross-entropy learns almost nothing
+  # (quickstart ACRNN-r, fold 3: UAR 0.55 at scale 1 vs 0.85 at scale K*E). The scale is a fixed
+  # softmax temperature; Eq. 8 still holds exactly on the kernel. 0 means K * embed_dim (the
+  # default, for the constrained -r systems); 1 is the literal reading; use 1 without a constraint.
+  c.model.logit_scale = 0.0
   c.model.dtype = "float32"  # compute dtype of convs and matmuls: float32 | bfloat16
 
   # --- training (DESIGN §4-5) ---

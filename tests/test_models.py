@@ -241,3 +241,25 @@ def test_bad_configs_and_inputs_raise_clear_errors():
   variables = init(ssa, x, mask)
   with pytest.raises(ValueError, match="built for 4 pooled frames"):
     ssa.apply(variables, x[:, :4], mask[:, :4])
+
+
+def test_logit_scale_resolution_and_effect():
+  """0 means num_classes * embed_dim; the emotion logits are the scaled classifier output."""
+  from configs import acrnn, acrnn_r, quickstart, ssa_crnn_r
+  from ssa_jax.models import resolve_logit_scale
+  assert resolve_logit_scale(ssa_crnn_r.get_config().model) == 4 * 128
+  assert resolve_logit_scale(acrnn_r.get_config().model) == 4 * 128
+  assert resolve_logit_scale(acrnn.get_config().model) == 1.0
+  assert resolve_logit_scale(quickstart.get_config("acrnn").model) == 1.0
+  qs = quickstart.get_config("acrnn_r").model
+  assert resolve_logit_scale(qs) == qs.num_classes * qs.embed_dim
+  with pytest.raises(ValueError, match="logit_scale"):
+    resolve_logit_scale(tiny_cfg("acrnn", logit_scale=-1.0))
+  for name in ("acrnn", "ssa_crnn"):
+    x, mask = make_batch(1, 2, 8, 6, 3, [8, 5])
+    model = build_model(tiny_cfg(name, logit_scale=7.5))
+    variables = model.init(jax.random.key(0), x, mask)
+    logits, aux = model.apply(variables, x, mask)
+    clf = variables["params"]["classifier"]
+    expected = 7.5 * (np.asarray(aux["z_em"]) @ np.asarray(clf["kernel"]) + np.asarray(clf["bias"]))
+    np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-5, atol=1e-6)

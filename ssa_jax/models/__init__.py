@@ -21,7 +21,15 @@ from ssa_jax.models.crnn import CRNN, compute_dtype, pool_mask
 from ssa_jax.models.ssa_crnn import SSACRNN
 
 __all__ = ["ACRNN", "SSACRNN", "CRNN", "SelfAttention", "SelfSpeakerAttention", "build_model",
-           "masked_softmax", "pool_mask"]
+           "masked_softmax", "pool_mask", "resolve_logit_scale"]
+
+
+def resolve_logit_scale(model_cfg: ml_collections.ConfigDict) -> float:
+  """`model.logit_scale`, with 0 meaning num_classes * embed_dim (see ssa_jax/config.py)."""
+  scale = float(model_cfg.get("logit_scale", 1.0))
+  if scale < 0:
+    raise ValueError(f"model.logit_scale must be >= 0 (0: num_classes * embed_dim), got {scale}")
+  return scale or float(int(model_cfg.num_classes) * int(model_cfg.embed_dim))
 
 
 def build_model(model_cfg: ml_collections.ConfigDict) -> ACRNN:
@@ -39,6 +47,7 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> ACRNN:
       mask_padding=bool(model_cfg.mask_padding),
       dtype=compute_dtype(model_cfg.dtype),
       conv_impl=ops.resolve_impl(str(model_cfg.get("conv_impl", "auto"))),
+      logit_scale=resolve_logit_scale(model_cfg),
   )
   if not kwargs["conv_features"]:
     raise ValueError("model.conv_features must name at least one conv layer")

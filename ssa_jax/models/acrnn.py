@@ -32,6 +32,7 @@ class ACRNN(nn.Module):
   mask_padding: bool = True
   dtype: jnp.dtype = jnp.float32
   conv_impl: str = "auto"
+  logit_scale: float = 1.0  # emotion logits = logit_scale * classifier(z) (softmax temperature)
 
   def crnn(self, name: str) -> CRNN:
     return CRNN(self.conv_features, self.kernel_size, self.pool_size, self.dense_units,
@@ -44,7 +45,7 @@ class ACRNN(nn.Module):
     h, pmask = self.crnn("crnn")(x, mask, train)
     c, alpha = SelfAttention(name="attention")(h, pmask)
     z = nn.leaky_relu(nn.Dense(self.embed_dim, name="embed")(c), self.leaky_slope)
-    logits = nn.Dense(self.num_classes, name="classifier")(z)
+    logits = self.logit_scale * nn.Dense(self.num_classes, name="classifier")(z)
     chex.assert_shape([logits, z, alpha], [(x.shape[0], self.num_classes),
                                            (x.shape[0], self.embed_dim), pmask.shape])
     aux = {"emotion_logits": logits, "z_em": z, "mask": pmask, "alpha": alpha}

@@ -38,7 +38,7 @@ class SSACRNN(ACRNN):
     h_em, _ = self.crnn("crnn_em")(x, mask, train)
     c_em, alpha_em, alpha_sp = SelfSpeakerAttention(name="ssa")(h_em, h_sp, pmask)
     z_em = act(nn.Dense(self.embed_dim, name="embed")(c_em))
-    logits = nn.Dense(self.num_classes, name="classifier")(z_em)
+    logits = self.logit_scale * nn.Dense(self.num_classes, name="classifier")(z_em)
     b = x.shape[0]
     chex.assert_shape([logits, speaker_logits, z_em, z_sp, alpha_em, alpha_sp],
                       [(b, self.num_classes), (b, self.num_speakers), (b, self.embed_dim),
