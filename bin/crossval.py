@@ -164,9 +164,6 @@ def run_crossval(config: Any, workdir: str, folds: str | Sequence[int] | None = 
     results[fold] = result
     print(f"[{label}] fold {fold}: UAR {100 * result['uar']:.2f} %, WA {100 * result['wa']:.2f} %, "
           f"segment UAR {100 * result['segment_uar']:.2f} % (best epoch {result['best_epoch']})")
-    if distributed.is_main_process() and os.path.isfile(os.path.join(
-        fold_dir, "metrics.jsonl")) and not any("tfevents" in f for f in os.listdir(fold_dir)):
-      summary.backfill_tensorboard(fold_dir)  # runs trained without the live TensorBoard writer
   if not results:
     raise RuntimeError(f"{workdir}: no fold finished; " + "; ".join(errors))
   missing = [f for f in folds if f not in results]

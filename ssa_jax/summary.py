@@ -10,8 +10,7 @@
   render_markdown(summary) -> str                per-fold table + the "mean +- 95 % CI" row, percent
   render_compare(summaries) -> str               one row per system, like Table 1
   MetricWriter(fold_dir)                         TensorBoard scalars (tensorboardX) per epoch, beside
-                                                 metrics.jsonl; `backfill_tensorboard` converts an
-                                                 existing metrics.jsonl after the fact.
+                                                 metrics.jsonl (train.py writes them live).
 
 `results` maps a fold number to that fold's result.json content (`ssa_jax.train`).
 """
@@ -283,25 +282,3 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise ValueError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
       records.append(rec)
   return records
-
-
-def backfill_tensorboard(fold_dir: str | os.PathLike, step_key: str = "epoch") -> int:
-  """Writes the scalars of `fold_dir/metrics.jsonl` as TensorBoard events in
-  `fold_dir/tensorboard_backfill/` (for runs trained without the live writer), replacing what an
-  earlier call wrote there.
-
-  Each record's `step_key` (else `step`, else its line number) is the step. Returns the number of
-  records written.
-  """
-  records = read_jsonl(os.path.join(fold_dir, "metrics.jsonl"))
-  out = os.path.join(fold_dir, "tensorboard_backfill")
-  if os.path.isdir(out):  # rewritten from scratch each time: idempotent, follows metrics.jsonl
-    for name in os.listdir(out):
-      if "tfevents" in name:
-        os.unlink(os.path.join(out, name))
-  writer = MetricWriter(out)
-  with writer:
-    for i, rec in enumerate(records):
-      step = rec.get(step_key, rec.get("step", i))
-      writer.write(int(step), rec)
-  return len(records)

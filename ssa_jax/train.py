@@ -13,6 +13,7 @@ at log steps and epoch ends only, so metrics never stall the device.
 
 Files written by `train_and_evaluate` under `<workdir>/fold<K>/` (process 0 only, atomically):
   config.json     the config the run used (num_speakers / num_classes filled in from the data)
+  events.out.tfevents.*  TensorBoard scalars (train/loss, valid/uar, valid/wa, ... per epoch)
   metrics.jsonl   one line per evaluation (epoch, step, train loss, valid UAR / WA / segment UAR,
                   elapsed seconds)
   result.json     best epoch (by utterance UAR) and its UAR, WA, segment UAR, confusion matrix,
@@ -47,6 +48,7 @@ from tqdm import tqdm
 
 from ssa_jax import constraint as constraint_lib
 from ssa_jax import checkpointing, features, input_pipeline, metrics, models, parallel, splits
+from ssa_jax import summary as summary_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -376,6 +378,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
   elapsed0 = float(meta["elapsed"])
   total = int(tcfg.epochs) * num_batches
   last_uar = meta["best"]["uar"] if meta["best"] else float("nan")
+  tb = summary_lib.MetricWriter(fold_dir) if is_main else None  # TensorBoard beside metrics.jsonl
   bar = tqdm(total=total, initial=min(int(state.step), total), disable=not is_main,
              desc=f"fold {fold}", unit="step", dynamic_ncols=True)
   try:
@@ -417,6 +420,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
       if is_main:
         with open(metrics_path, "a") as f:
           f.write(json.dumps(line) + "\n")
+        tb.write(epoch_done, line)
       bar.set_postfix(loss=f"{train_loss:.3f}", uar=f"{last_uar:.3f}")
 
       # --- checkpoint ---
@@ -426,6 +430,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
   finally:
     bar.close()
     manager.close()
+    if tb is not None:
+      tb.close()
   compiled = train_fn._cache_size()  # pylint: disable=protected-access
   if compiled > 1:
     logging.warning("the train step was compiled %d times (shapes or types changed)", compiled)

@@ -113,9 +113,6 @@ def test_metric_writer_tensorboard_scalars_read_back(tmp_path):
   assert scalars["valid/uar"] == [(1, 0.25), (2, 0.5)]
   recs = summary.read_jsonl(tmp_path / "metrics.jsonl")
   assert recs[0]["confusion"] == [[1]] and recs[1]["step"] == 2
-  n = summary.backfill_tensorboard(tmp_path, step_key="step")
-  assert n == 2
-  assert _read_scalars(tmp_path / "tensorboard_backfill")["train/loss"] == [(1, 1.5), (2, 1.0)]
 
 
 def test_metrics_jsonl_lines_become_train_and_valid_tags(tmp_path):
@@ -123,10 +120,10 @@ def test_metrics_jsonl_lines_become_train_and_valid_tags(tmp_path):
             "valid_segment_uar": 0.4, "elapsed": 3.0},
            {"epoch": 2, "step": 32, "train_loss": 0.9, "valid_uar": 0.75, "valid_wa": 0.7,
             "valid_segment_uar": 0.6, "elapsed": 6.0}]
-  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
-  assert summary.backfill_tensorboard(tmp_path) == 2
-  assert summary.backfill_tensorboard(tmp_path) == 2  # again: replaced, not duplicated
-  scalars = _read_scalars(tmp_path / "tensorboard_backfill")
+  with summary.MetricWriter(tmp_path) as w:  # as train.py writes them, one line per epoch
+    for l in lines:
+      w.write(l["epoch"], l)
+  scalars = _read_scalars(tmp_path)
   assert sorted(scalars) == ["elapsed", "train/loss", "valid/segment_uar", "valid/uar", "valid/wa"]
   assert scalars["valid/uar"] == [(1, 0.5), (2, 0.75)]  # stepped by epoch
 

@@ -98,6 +98,10 @@ def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch):
   assert [l["epoch"] for l in lines] == [1, 2]
   assert set(lines[0]) >= {"epoch", "step", "train_loss", "valid_uar", "valid_wa",
                            "valid_segment_uar", "elapsed"}
+  from tests.test_summary import _read_scalars  # TensorBoard events beside metrics.jsonl
+  scalars = _read_scalars(fold_dir)
+  assert [(s, round(v, 5)) for s, v in scalars["valid/uar"]] == [
+      (l["epoch"], round(l["valid_uar"], 5)) for l in lines]
   config = json.loads((fold_dir / "config.json").read_text())
   assert config["model"]["num_speakers"] == 3
   assert full["best_epoch"] in (1, 2) and 0 <= full["uar"] <= 1
