@@ -27,25 +27,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from bin import _cli
+
 from ssa_jax import distributed
 
-_DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
-try:
-  _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
-                                            "Python config file (get_config()).")
-except (AttributeError, KeyError, TypeError, ValueError) as _e:
-  # ml_collections resolves `--config.a.b=v` overrides at definition: a field that does not exist
-  # would otherwise end the program with a long traceback.
-  _overrides = " ".join(a for a in sys.argv[1:] if a.startswith("--config."))
-  print(f"error: bad config override among [{_overrides}]: {type(_e).__name__} {_e}",
-        file=sys.stderr)
-  sys.exit(1)
+_CONFIG = _cli.define_config_flag("quickstart.py")
 _FOLDS = flags.DEFINE_string("folds", None, "Folds to run: '0-9', '0,2,5', '0-2,7' "
                              "(default: all folds of the configured split).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config.name>, "
@@ -271,4 +262,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_cli.parse_flags)

@@ -17,17 +17,10 @@ from pathlib import Path
 
 from absl import app
 from absl import logging
-from ml_collections import config_flags
 
-_DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
-try:
-  _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Python config file (get_config()).")
-except (AttributeError, KeyError, TypeError, ValueError) as _e:
-  # ml_collections resolves `--config.a.b=v` overrides here, at definition: a field that does not exist
-  # would otherwise end the program with a long traceback.
-  _overrides = " ".join(a for a in sys.argv[1:] if a.startswith("--config."))
-  print(f"error: bad config override among [{_overrides}]: {type(_e).__name__} {_e}", file=sys.stderr)
-  sys.exit(1)
+from bin import _cli
+
+_CONFIG = _cli.define_config_flag("quickstart.py")
 
 
 def _stamp(path: Path) -> int | None:
@@ -64,4 +57,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_cli.parse_flags)

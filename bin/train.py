@@ -21,43 +21,19 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
+from bin import _cli
 from ssa_jax import distributed
 
-_DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "ssa_crnn_r.py")
-try:
-  _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
-                                            "Python config file (get_config()), optionally :arg.")
-except (AttributeError, KeyError, TypeError, ValueError) as _e:
-  # ml_collections applies `--config.a.b=v` overrides here, at definition: a field that does not
-  # exist, or a value of the wrong type, would otherwise end the program with a long traceback.
-  _overrides = " ".join(a for a in sys.argv[1:] if a.startswith("--config."))
-  print(f"error: bad config override among [{_overrides}]: {type(_e).__name__} {_e}",
-        file=sys.stderr)
-  sys.exit(1)
+_CONFIG = _cli.define_config_flag("ssa_crnn_r.py")
 _FOLD = flags.DEFINE_integer("fold", 0, "Fold to train (0-based; 0-9 for 10-fold splits).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<config.name>).")
 _DISTRIBUTED = distributed.define_flags()  # --coordinator, --num_processes, --process_id, ...
 flags.adopt_module_key_flags(distributed)  # listed by --help with this module's flags
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing with one-line errors (config keys and values are checked here too)."""
-  try:
-    return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    lines = [l for l in str(e).splitlines() if l.strip()]
-    if any(l.startswith("Traceback") for l in lines):  # a config file that raised: its last line
-      lines = lines[:1] + lines[-1:]
-    msg = " ".join(" ".join(lines).split())
-    print(f"error: bad command line ({type(e).__name__}): {msg}", file=sys.stderr)
-    sys.exit(1)
 
 
 def _summary(result: dict, fold_dir: str) -> str:
@@ -116,4 +92,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=_cli.parse_flags)

@@ -64,6 +64,8 @@ def test_prepare_errors_are_one_line_with_exit_code_1(tmp_path):
       (["--config.data.corpus=timit"], "unknown corpus 'timit'"),
       (["--config.data.corpus=atthack", f"--config.data.root={tmp_path}"], "holds no Att-HACK"),
       (["--config.data.nonfield=1"], "--config.data.nonfield=1"),
+      (["--config", "configs/quickstart.py", "--config.data.nonfield=1"], "no config field"),
+      (["--config", "configs/quickstart.py", "--config.train.epochs=abc"], "invalid literal"),
       ([*TINY, "--config.features.backend=torch"], "unknown features.backend 'torch'"),
   ]:
     res = run_prepare(*args, f"--config.data.cache_dir={tmp_path / 'cache'}")
