@@ -100,6 +100,9 @@ def _steps(out: str, conv_impl: str) -> None:
   # devices: |dense bias difference| = 1.5e-2 after 5 steps, all else equal). eps=1e-3 keeps that
   # float noise at the noise level, so the comparison measures the data parallelism.
   cfg.train.eps = 1e-3
+  # The Eq. 8 logit temperature (K * E by default) multiplies those rounding differences in the
+  # logits and in every later update; 1 keeps the comparison at float32 noise (1e-5).
+  cfg.model.logit_scale = 1.0
   ds = fake_dataset()
   cfg.model.num_speakers = len(ds.speaker_names)
   batch_size = int(cfg.train.batch_size)
@@ -154,6 +157,7 @@ def _fold(out: str, workdir: str, resume: bool, conv_impl: str) -> None:
   cfg = tiny_config()
   cfg.model.conv_impl = conv_impl
   cfg.train.eps = 1e-3  # as in _steps (and the same compiled step: a persistent-cache hit)
+  cfg.model.logit_scale = 1.0
   cfg.train.eval_batch_size = EVAL_BATCH
   if resume:
     cfg.train.epochs = 1
