@@ -235,9 +235,11 @@ def bench_model(config, name: str, args, gemm: float) -> list[dict[str, Any]]:
       r.step()
   steps = {k: [] for k in runners}
   cpu = {k: [] for k in runners}
-  for _ in range(args.steps):
+  for i in range(args.steps):
     for k, r in runners.items():
       steps[k].append(timed(r.step, cpu[k]))
+    print(f"{name} step {i + 1}/{args.steps}: " +
+          ", ".join(f"{k} {v[-1]:.2f} s" for k, v in steps.items()), file=sys.stderr, flush=True)
   first_infer = {k: timed(r.infer) for k, r in runners.items()}
   infers = {k: [] for k in runners}
   for _ in range(args.steps):
@@ -300,7 +302,9 @@ def format_table(rows: list[dict[str, Any]], gemm: dict[str, float]) -> str:
     data = (f"{r['data_s']:.3f} ({100 * r['data_s'] / st['median']:.1f} %)"
             if r["data_s"] is not None else "")
     lines.append(
-        f"| {r['model']} | {r['framework']} | {r['conv_impl']} | {r['xla_options']} | "
+        f"| {r['model']} | {r['framework']} | {r['conv_impl']}"
+        f"{'' if r['framework'] == 'torch' or r['dtype'] == 'float32' else ' ' + r['dtype']} | "
+        f"{r['xla_options']} | "
         f"{r['compile_s']:.1f} | "
         f"{st['median']:.2f} ({st['min']:.2f}-{st['max']:.2f}) | {r['step_gflops']:.0f} | "
         f"{r['step_pct_gemm']:.0f} | {r['step_cpu_s']:.1f} | {inf['median']:.2f} | {r['segments_per_s']:.2f} | "
