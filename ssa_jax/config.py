@@ -79,6 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
   # softmax temperature; Eq. 8 still holds exactly on the kernel. 0 means K * embed_dim (the
   # default, for the constrained -r systems); 1 is the literal reading; use 1 without a constraint.
   c.model.logit_scale = 0.0
+  c.model.conv_impl = "auto"  # auto (= xla) | xla | gemm (custom-VJP kernel gradient, ssa_jax/ops.py)
   c.model.dtype = "float32"  # compute dtype of convs and matmuls: float32 | bfloat16
 
   # --- training (DESIGN §4-5) ---
