@@ -139,15 +139,18 @@ def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constraint: str,
-                    mesh: jax.sharding.Mesh, max_traces: int | None = None) -> Callable:
+                    mesh: jax.sharding.Mesh, max_traces: int | None = None,
+                    compiler_options: Mapping[str, str] | None | str = "tuned") -> Callable:
   """The jitted train step.
 
   jit signature: (state: TrainState  P() replicated, donated;
                   batch: {x, mask, label, speaker}  P("data"))
-              -> (state: P(), metrics: {str: scalar}  P()),
-                 compiled with ops.train_compiler_options().
-  `max_traces` wraps the step in `chex.assert_max_traces` (tests).
+              -> (state: P(), metrics: {str: scalar}  P()).
+  `max_traces` wraps the step in `chex.assert_max_traces` (tests). `compiler_options`: "tuned"
+  (ops.train_compiler_options()), None for XLA's defaults (benchmarks), or a dict.
   """
+  if compiler_options == "tuned":
+    compiler_options = ops.train_compiler_options()
   def step(state, batch):
     return train_step(state, batch, model=model, tx=tx, constraint=constraint)
   if max_traces is not None:
@@ -156,7 +159,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
   # On CPU, XLA's own (Eigen) convolutions instead of YNNPACK's: their kernel gradient is ~1.9x
   # faster, the paper-size SSA-CRNN step 2.8x (benchmarks/RESULTS.md).
   return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
-                 compiler_options=ops.train_compiler_options())
+                 compiler_options=compiler_options)
 
 
 def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
