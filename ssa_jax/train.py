@@ -30,7 +30,6 @@ import copy
 import functools
 import json
 import os
-import tempfile
 import time
 from typing import Any, Callable, Mapping
 
@@ -195,15 +194,7 @@ def evaluate(eval_fn: Callable, state: TrainState, arrays: Mapping[str, np.ndarr
 
 def _atomic_write(path: str, text: str) -> None:
   """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  summary_lib.write_atomic(path, text)
 
 
 def _write_json(path: str, obj: Any) -> None:
