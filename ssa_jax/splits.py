@@ -5,6 +5,12 @@ Three modes (`config.train.split`):
               (seed, fold), stratified by speaker x class so that class proportions match on both
               sides and every (speaker, class) cell with data keeps at least one training utterance
               (so every speaker is seen in training: the split is speaker dependent).
+              The unit of the split is a *repetition group*: the utterances of one (speaker,
+              class, phrase) (Att-HACK's and the built-in corpus's repetitions of a sentence),
+              so that two takes of the same sentence by the same speaker in the same emotion
+              never fall on both sides (they differ by little more than jitter, and a split that
+              separates them rewards memorising near-duplicates). Utterances without a phrase
+              (IEMOCAP's improvised dialogs) are groups of one.
   linguistic  Att-HACK (seed §3.2): the distinct phrases are shuffled once (seeded by `seed`, the
               same for every fold) into `num_folds` groups; fold k validates on groups k and
               k+1 (mod num_folds), so no phrase is on both sides.
@@ -38,28 +44,42 @@ def _check_fold(fold: int, num_folds: int, what: str) -> None:
     raise ValueError(f"fold {fold} is out of range: {what} has folds 0..{num_folds - 1}")
 
 
-def _random_split(labels: np.ndarray, speakers: np.ndarray, fold: int, valid_fraction: float,
-                  seed: int) -> np.ndarray:
-  """Boolean validation mask: stratified by speaker x class, largest-remainder quotas."""
+def repetition_groups(labels: np.ndarray, speakers: np.ndarray,
+                      phrases: np.ndarray | None) -> np.ndarray:
+  """(U,) int64 group id per utterance: one group per (speaker, class, phrase); an utterance
+  with no phrase (None or "") is a group of its own."""
+  n = len(labels)
+  if phrases is None:
+    return np.arange(n, dtype=np.int64)
+  phrases = np.asarray(phrases, dtype=str)
+  keys = [(int(s), int(c), p) if p else ("utt", i, "")
+          for i, (s, c, p) in enumerate(zip(speakers.tolist(), labels.tolist(), phrases.tolist()))]
+  index: dict = {}
+  return np.array([index.setdefault(k, len(index)) for k in keys], dtype=np.int64)
+
+
+def _random_split(labels: np.ndarray, speakers: np.ndarray, groups: np.ndarray, fold: int,
+                  valid_fraction: float, seed: int) -> np.ndarray:
+  """Boolean validation mask over utterances: whole repetition groups, stratified by
+  speaker x class with largest-remainder quotas counted in groups."""
   if not 0.0 < valid_fraction < 1.0:
     raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
   rng = np.random.default_rng([seed, fold])
   cells = sorted(set(zip(speakers.tolist(), labels.tolist())))
-  members = [np.flatnonzero((speakers == s) & (labels == c)) for s, c in cells]
+  # Groups of each cell (a group lies in one cell: its key holds the speaker and the class).
+  members = [np.unique(groups[(speakers == s) & (labels == c)]) for s, c in cells]
   sizes = np.array([len(m) for m in members])
   quota = valid_fraction * sizes
   take = np.floor(quota).astype(np.int64)
-  # Hand the remaining validation utterances to the cells with the largest remainders (random
-  # tie-break), so that the total is round(valid_fraction * U) as closely as the caps allow.
+  # Hand the remaining validation groups to the cells with the largest remainders (random
+  # tie-break), so that the total is round(valid_fraction * groups) as closely as the caps allow.
   remaining = int(round(valid_fraction * sizes.sum())) - int(take.sum())
   order = np.lexsort((rng.random(len(cells)), -(quota - take)))
   for i in order[:max(remaining, 0)]:
     take[i] += 1
-  take = np.minimum(take, sizes - 1)  # at least one training utterance per (speaker, class) cell
-  valid = np.zeros(len(labels), bool)
-  for idx, k in zip(members, take):
-    valid[rng.permutation(idx)[:k]] = True
-  return valid
+  take = np.minimum(take, sizes - 1)  # at least one training group per (speaker, class) cell
+  valid_groups = [rng.permutation(m)[:k] for m, k in zip(members, take)]
+  return np.isin(groups, np.concatenate(valid_groups + [np.zeros(0, np.int64)]))
 
 
 def _linguistic_split(phrases: np.ndarray, fold: int, num_folds: int, seed: int) -> np.ndarray:
@@ -77,8 +97,9 @@ def fold_split(dataset: Any, fold: int, mode: str, num_folds: int = 10,
   """Utterance indices (train, valid) of one fold.
 
   Args:
-    dataset: a `data.Dataset` or anything with per-utterance `labels (U,)`, `speakers (U,)` and,
-      for the linguistic mode, `phrases (U,)` (attributes or mapping keys).
+    dataset: a `data.Dataset` or anything with per-utterance `labels (U,)`, `speakers (U,)` and
+      `phrases (U,)` (attributes or mapping keys; needed by the linguistic mode, used by the
+      random mode to keep repetitions together).
     fold: 0-based fold number.
     mode: "random" | "linguistic" | "loso" (see the module docstring).
     num_folds: number of folds (random and linguistic).
@@ -103,7 +124,12 @@ def fold_split(dataset: Any, fold: int, mode: str, num_folds: int = 10,
 
   if mode == "random":
     _check_fold(fold, num_folds, f"the random split with num_folds={num_folds}")
-    valid = _random_split(labels, speakers, int(fold), valid_fraction, seed)
+    phrases = _field(dataset, "phrases")
+    if phrases is not None and len(phrases) != len(labels):
+      raise ValueError(f"phrases must have one entry per utterance ({len(labels)}), "
+                       f"got {len(phrases)}")
+    groups = repetition_groups(labels, speakers, phrases)
+    valid = _random_split(labels, speakers, groups, int(fold), valid_fraction, seed)
   elif mode == "linguistic":
     _check_fold(fold, num_folds, f"the linguistic split with num_folds={num_folds}")
     phrases = _field(dataset, "phrases")

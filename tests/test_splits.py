@@ -39,9 +39,36 @@ def test_random_split_is_seeded_by_fold():
   a = splits.fold_split(d, 3, "random")[1]
   np.testing.assert_array_equal(a, splits.fold_split(d, 3, "random")[1])
   assert not np.array_equal(a, splits.fold_split(d, 4, "random")[1])
-  # Stratified: 20 % of each (speaker, class) cell of 24 utterances is 4.8 -> 4 or 5.
+  # Stratified in repetition groups: 20 % of each (speaker, class) cell of 12 phrases x 2
+  # repetitions is 2.4 groups -> 2 or 3 groups, 4 or 6 utterances.
   cell_counts = np.bincount(d["speakers"][a] * 4 + d["labels"][a], minlength=32)
-  assert cell_counts.min() >= 4 and cell_counts.max() <= 5
+  assert set(cell_counts.tolist()) <= {4, 6}
+
+
+@settings(max_examples=10, deadline=None)
+@given(fold=st.integers(0, 9), seed=st.integers(0, 3), reps=st.integers(1, 5),
+       drop=st.sampled_from([0.0, 0.3]))
+def test_random_split_keeps_repetitions_together(fold, seed, reps, drop):
+  """No (speaker, phrase, class) repetition group has utterances on both sides."""
+  d = _fake(reps=reps, drop=drop, seed=seed)
+  tr, va = splits.fold_split(d, fold, "random", seed=seed)
+  _check_partition(tr, va, len(d["labels"]))
+  key = lambda i: (d["speakers"][i], d["phrases"][i], d["labels"][i])  # noqa: E731
+  train_keys, valid_keys = {key(i) for i in tr}, {key(i) for i in va}
+  assert not train_keys & valid_keys
+  assert va.size > 0
+
+
+def test_random_split_without_phrases_splits_utterances():
+  """IEMOCAP (no phrase): every utterance is its own group, quotas as before."""
+  d = _fake(reps=1)
+  d["phrases"] = np.array([""] * len(d["labels"]))
+  tr, va = splits.fold_split(d, 0, "random")
+  _check_partition(tr, va, len(d["labels"]))
+  # 12 utterances per cell, 20 % = 2.4 -> 2 or 3 per cell.
+  cell_counts = np.bincount(d["speakers"][va] * 4 + d["labels"][va], minlength=32)
+  assert set(cell_counts.tolist()) <= {2, 3}
+  assert splits.repetition_groups(d["labels"], d["speakers"], d["phrases"]).max() == len(tr) + len(va) - 1
 
 
 def test_linguistic_split_shares_no_phrase_and_covers_each_phrase_twice():
