@@ -130,11 +130,21 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.M
 
 
 def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
-              model: nn.Module) -> jax.Array:
-  """(B, K) softmax emotion posteriors of a batch, evaluation mode (running BN statistics)."""
-  logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                          batch["x"], batch["mask"], train=False)
-  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+              model: nn.Module) -> dict[str, jax.Array]:
+  """Evaluation-mode outputs of a batch (running BN statistics):
+
+    probs          (B, K) softmax emotion posteriors
+    speaker_mass   (B,)   SSA models only: the SSA's attention mass on the speaker half,
+                          sum_t alpha_sp,t over real frames (0: the speaker branch is unused)
+    speaker_pred   (B,)   SSA models only: the speaker branch's predicted speaker
+  """
+  logits, aux = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                            batch["x"], batch["mask"], train=False)
+  out = {"probs": jax.nn.softmax(logits.astype(jnp.float32), axis=-1)}
+  if "alpha_sp" in aux:
+    out["speaker_mass"] = aux["alpha_sp"].sum(axis=-1)
+    out["speaker_pred"] = jnp.argmax(aux["speaker_logits"], axis=-1).astype(jnp.int32)
+  return out
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constraint: str,
@@ -162,7 +172,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
 
 
 def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
-  """jit signature: (state P(), batch P("data")) -> posteriors (B, K) P("data")."""
+  """jit signature: (state P(), batch P("data")) -> {probs (B, K), ...} P("data")."""
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
   return jax.jit(functools.partial(eval_step, model=model), in_shardings=(repl, data),
                  out_shardings=data)
@@ -171,7 +181,9 @@ def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
 def evaluate(eval_fn: Callable, state: TrainState, arrays: Mapping[str, np.ndarray],
              seg_utt: np.ndarray, utt_labels: np.ndarray, num_classes: int, pooling: str,
              batch_size: int, mesh: jax.sharding.Mesh) -> dict[str, Any]:
-  """Utterance UAR / WA / confusion (pooled posteriors) and segment UAR on a validation set.
+  """Utterance UAR / WA / confusion (pooled posteriors) and segment UAR on a validation set;
+  for SSA models also the mean speaker-half attention mass over the segments and the speaker
+  branch's segment accuracy.
 
   Args:
     arrays: validation segments {x, mask, label, speaker}; seg_utt (N,) indexes `utt_labels` (U,).
@@ -179,12 +191,18 @@ def evaluate(eval_fn: Callable, state: TrainState, arrays: Mapping[str, np.ndarr
   outputs = [(eval_fn(state, parallel.global_batch(local, mesh)), real)
              for local, real in input_pipeline.eval_batches(
                  arrays, batch_size, jax.process_index(), jax.process_count())]
-  probs = np.concatenate([parallel.to_host(p)[:real] for p, real in outputs])
+  gathered = {k: np.concatenate([parallel.to_host(o[k])[:real] for o, real in outputs])
+              for k in outputs[0][0]}
+  probs = gathered["probs"]
   seg_cm = metrics.confusion_matrix(arrays["label"], probs.argmax(-1), num_classes)
   pooled = metrics.pool_posteriors(probs, seg_utt, len(utt_labels), pooling)
   cm = metrics.confusion_matrix(utt_labels, pooled.argmax(-1), num_classes)
-  return {"uar": metrics.uar(cm), "wa": metrics.wa(cm), "segment_uar": metrics.uar(seg_cm),
-          "confusion": cm.tolist()}
+  out = {"uar": metrics.uar(cm), "wa": metrics.wa(cm), "segment_uar": metrics.uar(seg_cm),
+         "confusion": cm.tolist()}
+  if "speaker_mass" in gathered:
+    out["speaker_mass"] = float(np.mean(gathered["speaker_mass"]))
+    out["speaker_accuracy"] = float(np.mean(gathered["speaker_pred"] == arrays["speaker"]))
+  return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -405,7 +423,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
       train_loss = train_means.get("loss", float("nan"))
       improved = meta["best"] is None or result["uar"] > meta["best"]["uar"]
       if improved:
-        meta["best"] = {"epoch": epoch_done, "step": int(state.step), **result}
+        meta["best"] = {"epoch": epoch_done, "step": int(state.step), **result,
+                        **({"train_speaker_accuracy": train_means["accuracy_sp"]}
+                           if "accuracy_sp" in train_means else {})}
       meta.update(epoch=epoch_done, batch=0, bad_epochs=0 if improved else meta["bad_epochs"] + 1,
                   train_loss=train_loss, elapsed=elapsed0 + time.time() - t_resume)
       last_uar = result["uar"]
@@ -414,7 +434,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
               **({"train_speaker_accuracy": train_means["accuracy_sp"]}
                  if "accuracy_sp" in train_means else {}),
               "valid_uar": result["uar"], "valid_wa": result["wa"],
-              "valid_segment_uar": result["segment_uar"], "elapsed": round(meta["elapsed"], 3)}
+              "valid_segment_uar": result["segment_uar"],
+              **{f"valid_{k}": result[k] for k in ("speaker_mass", "speaker_accuracy")
+                 if k in result},
+              "elapsed": round(meta["elapsed"], 3)}
       if is_main:
         with open(metrics_path, "a") as f:
           f.write(json.dumps(line) + "\n")
@@ -442,6 +465,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
       "corpus": config.data.corpus, "split": tcfg.split, "fold": fold,
       "best_epoch": best["epoch"], "best_step": best["step"], "uar": best["uar"],
       "wa": best["wa"], "segment_uar": best["segment_uar"], "confusion": best["confusion"],
+      **{k: best[k] for k in ("speaker_mass", "speaker_accuracy", "train_speaker_accuracy")
+         if k in best},
       "classes": list(classes), "counts": counts, "epochs_run": meta["epoch"],
       "stopped_by": stopped(), "last_train_loss": meta["train_loss"],
       "config": config.to_dict(),

@@ -97,7 +97,9 @@ def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch):
   lines = [json.loads(l) for l in (fold_dir / "metrics.jsonl").read_text().splitlines()]
   assert [l["epoch"] for l in lines] == [1, 2]
   assert set(lines[0]) >= {"epoch", "step", "train_loss", "valid_uar", "valid_wa",
-                           "valid_segment_uar", "elapsed"}
+                           "valid_segment_uar", "elapsed", "train_speaker_accuracy",
+                           "valid_speaker_mass", "valid_speaker_accuracy"}
+  assert all(0.0 <= l["valid_speaker_mass"] <= 1.0 for l in lines)
   from tests.test_summary import _read_scalars  # TensorBoard events beside metrics.jsonl
   scalars = _read_scalars(fold_dir)
   assert [(s, round(v, 5)) for s, v in scalars["valid/uar"]] == [
@@ -106,6 +108,11 @@ def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch):
   assert config["model"]["num_speakers"] == 3
   assert full["best_epoch"] in (1, 2) and 0 <= full["uar"] <= 1
   assert full["uar"] == max(l["valid_uar"] for l in lines)
+  best_line = next(l for l in lines if l["epoch"] == full["best_epoch"])
+  assert full["speaker_mass"] == best_line["valid_speaker_mass"]
+  assert full["train_speaker_accuracy"] == best_line["train_speaker_accuracy"]
+  assert [round(v, 5) for _, v in scalars["valid/speaker_mass"]] == [
+      round(l["valid_speaker_mass"], 5) for l in lines]
   assert np.sum(full["confusion"]) == sum(full["counts"]["valid_utterances"].values())
   assert full["classes"] == ["neu", "hap", "ang", "sad"] and "timing" in full
   steps = sorted(int(d) for d in os.listdir(fold_dir / "checkpoints") if d.isdigit())
