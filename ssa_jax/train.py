@@ -1,6 +1,6 @@
 """Training and evaluation of one fold (DESIGN §4-6, §8).
 
-  state = create_train_state(model, tx, rng, x, mask)
+  state = create_train_state(model, tx, rng, x, mask, constraint)  # Eq. 8 holds from step 0
   step = make_train_step(model, tx, constraint, mesh)     # jitted once; state donated
   state, metrics = step(state, batch)
   result = train_and_evaluate(config, workdir, fold)      # the content of result.json
@@ -61,12 +61,10 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
-  rng: jax.Array  # uint32 (2,) base key; each step folds in its step number
   bad_step: jax.Array  # int32 (), first step with a non-finite loss or gradient, -1 if none
 
   def to_dict(self) -> dict[str, Any]:
-    return {f: getattr(self, f) for f in
-            ("step", "params", "batch_stats", "opt_state", "rng", "bad_step")}
+    return {f: getattr(self, f) for f in ("step", "params", "batch_stats", "opt_state", "bad_step")}
 
 
 def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -75,15 +73,29 @@ def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransf
                      b2=float(train_cfg.b2), eps=float(train_cfg.eps))
 
 
+def _constrain(params: Any, z_em: jax.Array, constraint: str) -> Any:
+  """params with the classifier kernel projected by Eq. 8 for the classifier inputs z_em (N, E)."""
+  kernel = constraint_lib.project_classifier(
+      params["classifier"]["kernel"], jax.lax.stop_gradient(z_em), constraint)
+  return {**params, "classifier": {**params["classifier"], "kernel": kernel}}
+
+
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                       x: jax.Array, mask: jax.Array) -> TrainState:
-  """Initialises parameters from example inputs x (B, T, M, C), mask (B, T)."""
-  init_rng, rng = jax.random.split(rng)
-  variables = flax.core.unfreeze(model.init({"params": init_rng}, x, mask, train=False))
-  params = variables["params"]
-  return TrainState(step=jnp.int32(0), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                    rng=rng, bad_step=jnp.int32(-1))
+                       x: jax.Array, mask: jax.Array, constraint: str = "none") -> TrainState:
+  """Initialises parameters from the first training batch x (B, T, M, C), mask (B, T).
+
+  With a constraint, the initial classifier kernel is projected by Eq. 8 with the embeddings of
+  that batch (training-mode forward, as in the step), so the invariant holds from step 0 and
+  the first step does not run an unconstrained kernel times the temperature.
+  """
+  variables = flax.core.unfreeze(model.init({"params": rng}, x, mask, train=False))
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  if constraint != "none":
+    (_, aux), _ = model.apply({"params": params, "batch_stats": batch_stats}, x, mask,
+                              train=True, mutable=["batch_stats"])
+    params = _constrain(params, aux["z_em"], constraint)
+  return TrainState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params), bad_step=jnp.int32(-1))
 
 
 def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -91,25 +103,28 @@ def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.Module,
-               tx: optax.GradientTransformation,
-               constraint: str) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One NAdam update + Eq. 8 projection on a global batch {x (B,T,M,C), mask, label, speaker}."""
+               tx: optax.GradientTransformation, constraint: str,
+               speaker_loss_weight: float = 1.0) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One NAdam update + Eq. 8 projection on a global batch {x (B,T,M,C), mask, label, speaker}.
+
+  loss = CE_em (+ speaker_loss_weight * CE_sp for SSA-CRNN).
+  """
   chex.assert_rank(batch["x"], 4)
   chex.assert_equal_shape_prefix([batch["x"], batch["mask"]], 2)
-  step_rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
     (logits, aux), updates = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, batch["x"], batch["mask"],
-        train=True, mutable=["batch_stats"], rngs={"dropout": step_rng})
+        train=True, mutable=["batch_stats"])
     ce_em = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-    out = {"loss_em": ce_em, "accuracy_em": _accuracy(logits, batch["label"])}
+    out = {"loss_em": ce_em, "accuracy_em": _accuracy(logits, batch["label"]),
+           "logit_scale": aux["logit_scale"]}
     loss = ce_em
     if "speaker_logits" in aux:  # SSA-CRNN: the speaker branch is trained jointly
       ce_sp = optax.softmax_cross_entropy_with_integer_labels(
           aux["speaker_logits"], batch["speaker"]).mean()
       out.update(loss_sp=ce_sp, accuracy_sp=_accuracy(aux["speaker_logits"], batch["speaker"]))
-      loss = loss + ce_sp
+      loss = loss + speaker_loss_weight * ce_sp
     return loss, (aux["z_em"], updates.get("batch_stats", {}), out)
 
   (loss, (z_em, batch_stats, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -118,9 +133,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.M
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   # Eq. 8: each column of the classifier kernel onto the L1 sphere of radius N / (K ||sum z||_1).
-  kernel = constraint_lib.project_classifier(
-      params["classifier"]["kernel"], jax.lax.stop_gradient(z_em), constraint)
-  params = {**params, "classifier": {**params["classifier"], "kernel": kernel}}
+  params = _constrain(params, z_em, constraint)
 
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   bad_step = jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step)
@@ -149,7 +162,8 @@ def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constraint: str,
                     mesh: jax.sharding.Mesh, max_traces: int | None = None,
-                    compiler_options: Mapping[str, str] | None | str = "tuned") -> Callable:
+                    compiler_options: Mapping[str, str] | None | str = "tuned",
+                    speaker_loss_weight: float = 1.0) -> Callable:
   """The jitted train step.
 
   jit signature: (state: TrainState  P() replicated, donated;
@@ -161,7 +175,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
   if compiler_options == "tuned":
     compiler_options = ops.train_compiler_options()
   def step(state, batch):
-    return train_step(state, batch, model=model, tx=tx, constraint=constraint)
+    return train_step(state, batch, model=model, tx=tx, constraint=constraint,
+                      speaker_loss_weight=speaker_loss_weight)
   if max_traces is not None:
     step = chex.assert_max_traces(step, n=max_traces)
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
@@ -292,6 +307,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
     raise ValueError(f"train.split must be one of {splits.MODES}, got {tcfg.split!r}")
   if tcfg.pooling not in metrics.POOLING:
     raise ValueError(f"train.pooling must be one of {metrics.POOLING}, got {tcfg.pooling!r}")
+  if not float(tcfg.speaker_loss_weight) >= 0:
+    raise ValueError(f"train.speaker_loss_weight must be >= 0, got {tcfg.speaker_loss_weight}")
   if tcfg.constraint not in constraint_lib.MODES:
     raise ValueError(f"train.constraint must be one of {constraint_lib.MODES}, "
                      f"got {tcfg.constraint!r}")
@@ -343,10 +360,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
   model = models.build_model(config.model)
   tx = make_optimizer(tcfg)
   rng = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), fold)
-  example = {k: jnp.asarray(train_arrays[k][:int(tcfg.batch_size)]) for k in ("x", "mask")}
-  init_fn = jax.jit(functools.partial(create_train_state, model, tx),
+  # The first training batch, whole on every process (initialisation and the step-0 Eq. 8
+  # projection see the same global batch everywhere).
+  example = next(input_pipeline.train_batches(
+      train_arrays, num_classes, int(tcfg.batch_size), seed=int(config.seed), fold=fold,
+      epoch=0, class_names=classes))
+  example = {k: jnp.asarray(example[k]) for k in ("x", "mask")}
+  init_fn = jax.jit(functools.partial(create_train_state, model, tx,
+                                      constraint=str(tcfg.constraint)),
                     out_shardings=parallel.replicated(mesh))
-  train_fn = make_train_step(model, tx, tcfg.constraint, mesh)
+  train_fn = make_train_step(model, tx, tcfg.constraint, mesh,
+                             speaker_loss_weight=float(tcfg.speaker_loss_weight))
   eval_fn = make_eval_step(model, mesh)
 
   # --- restore ---
@@ -431,6 +455,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
       last_uar = result["uar"]
       line = {"epoch": epoch_done, "step": int(state.step), "train_loss": train_loss,
               "train_accuracy": train_means.get("accuracy_em"),
+              "train_logit_scale": train_means.get("logit_scale"),
               **({"train_speaker_accuracy": train_means["accuracy_sp"]}
                  if "accuracy_sp" in train_means else {}),
               "valid_uar": result["uar"], "valid_wa": result["wa"],

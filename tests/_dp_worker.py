@@ -87,7 +87,7 @@ def _initial_state(model, tx, x, mask):
   variables = jax.tree_util.tree_map_with_path(value, shapes)
   params = variables["params"]
   return train.TrainState(step=np.int32(0), params=params, batch_stats=variables["batch_stats"],
-                          opt_state=tx.init(params), rng=jax.random.PRNGKey(1),
+                          opt_state=tx.init(params),
                           bad_step=np.int32(-1))
 
 
