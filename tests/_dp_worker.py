@@ -155,7 +155,6 @@ def _fold(out: str, workdir: str, resume: bool, conv_impl: str) -> None:
   cfg = tiny_config()
   cfg.model.conv_impl = conv_impl
   cfg.train.eps = 1e-3  # as in _steps (and the same compiled step: a persistent-cache hit)
-  cfg.model.logit_scale = 1.0
   cfg.train.eval_batch_size = EVAL_BATCH
   if resume:
     cfg.train.epochs = 1
