@@ -1,4 +1,4 @@
-"""From a corpus listing to raw segment features, with a hash-keyed on-disk cache (DESIGN §1, §2, §9).
+"""From a corpus listing to raw segment features, with a hash-keyed on-disk cache (docs/DESIGN.md §1, §2, §9).
 
   prepare(config, progress=True) -> Dataset
 
@@ -18,7 +18,7 @@ complete cache, so an interrupted run is rebuilt, never taken for a whole one.
 
 A file `load_audio` rejects (AudioError) is a reported skip in `Dataset.listing.skipped` (a
 `CorpusError` with `config.data.strict`); no utterance left is a `CorpusError`.
-Normalisation is not cached: it depends on the fold (DESIGN §2).
+Normalisation is not cached: it depends on the fold (docs/DESIGN.md §2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""3-D log-Mel features (static, Δ, ΔΔ), 3 s segments and per-speaker normalisation (DESIGN §2).
+"""3-D log-Mel features (static, Δ, ΔΔ), 3 s segments and per-speaker normalisation (docs/DESIGN.md §2).
 
 Two implementations of the same front end:
 

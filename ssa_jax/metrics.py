@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN §5), in numpy, from counts rather than means of means.
+"""Evaluation metrics (docs/DESIGN.md §5), in numpy, from counts rather than means of means.
 
   confusion_matrix(y_true, y_pred, K) -> (K, K) int64, rows = truth, columns = prediction
   uar(confusion)  unweighted average recall = macro recall. A class absent from the truth (an

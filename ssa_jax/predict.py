@@ -1,4 +1,4 @@
-"""Emotion prediction for arbitrary audio files with a trained fold (DESIGN §8).
+"""Emotion prediction for arbitrary audio files with a trained fold (docs/DESIGN.md §8).
 
   predictor = load_predictor(fold_dir)               # best checkpoint of <workdir>/fold<K>
   results = predict_files(predictor, paths, norm="self", pooling=None)
@@ -8,7 +8,7 @@ multi-channel, >= 0.1 s) -> log-Mel + Δ + ΔΔ -> 3 s segments -> speaker norma
 in evaluation mode -> per-segment softmax posteriors (N_f, K) -> the utterance decision, pooled
 from its own segments as in training (`config.train.pooling`: max | mean, `metrics.pool_posteriors`).
 
-Normalisation (`norm`): "self" uses the file's own statistics (a new speaker, DESIGN §2), "train"
+Normalisation (`norm`): "self" uses the file's own statistics (a new speaker, docs/DESIGN.md §2), "train"
 the global statistics of the training speakers saved with the checkpoint.
 
 A result per file is a dict (JSON-serialisable):

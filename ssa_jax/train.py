@@ -1,4 +1,4 @@
-"""Training and evaluation of one fold (DESIGN §4-6, §8).
+"""Training and evaluation of one fold (docs/DESIGN.md §4-6, §8).
 
   state = create_train_state(model, tx, rng, x, mask, constraint)  # Eq. 8 holds from step 0
   step = make_train_step(model, tx, constraint, mesh)     # jitted once; state donated

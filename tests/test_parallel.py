@@ -1,4 +1,4 @@
-"""Data parallelism over devices and processes (DESIGN §6): results must not depend on either.
+"""Data parallelism over devices and processes (docs/DESIGN.md §6): results must not depend on either.
 
 The device count is fixed when JAX starts, so each configuration runs `tests/_dp_worker.py` in its
 own subprocess (fake CPU devices via XLA_FLAGS; processes joined with `jax.distributed` over

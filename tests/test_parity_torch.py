@@ -121,7 +121,7 @@ def torch_self_attention(h, mask, w_att):
 
 
 def torch_ssa(h_em, h_sp, mask, p):
-  """Eq. 3-7 as DESIGN §3 reads them."""
+  """Eq. 3-7 as docs/DESIGN.md §3 reads them."""
   t = h_em.shape[1]
   q = (p["w_q"][None, :, None] * h_em * mask[:, :, None]).sum(1)        # (B, d)
   a_em = h_em @ p["w_k_em"]                                              # (B, T)

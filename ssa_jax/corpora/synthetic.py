@@ -1,4 +1,4 @@
-"""The built-in generated speech corpus (DESIGN §7): speech-like audio whose emotions are prosodic
+"""The built-in generated speech corpus (docs/DESIGN.md §7): speech-like audio whose emotions are prosodic
 strategies that differ between speakers.
 
 Every utterance is a pure function of `(seed, speaker, phrase, emotion, repetition)`:
