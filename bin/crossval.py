@@ -35,6 +35,7 @@ from ml_collections import config_flags
 from bin import _cli
 
 from ssa_jax import distributed
+from ssa_jax import io as io_lib
 
 _CONFIG = _cli.define_config_flag("quickstart.py")
 _FOLDS = flags.DEFINE_string("folds", None, "Folds to run: '0-9', '0,2,5', '0-2,7' "
@@ -165,8 +166,8 @@ def run_crossval(config: Any, workdir: str, folds: str | Sequence[int] | None = 
   if missing:
     md += f"\nFolds {missing} failed and are not in the table.\n"
   if distributed.is_main_process():  # several hosts: process 0 writes
-    summary.write_json_atomic(os.path.join(workdir, "summary.json"), s)
-    summary.write_atomic(os.path.join(workdir, "summary.md"), md)
+    io_lib.write_json(os.path.join(workdir, "summary.json"), s)
+    io_lib.write_text(os.path.join(workdir, "summary.md"), md)
   return s, errors
 
 
@@ -208,8 +209,8 @@ def run_compare(configs: Sequence[Any], workdir: str, folds: str | None,
     summaries.append(s)
     errors += errs
   if summaries and distributed.is_main_process():
-    summary.write_json_atomic(os.path.join(workdir, "compare.json"), {"systems": summaries})
-    summary.write_atomic(os.path.join(workdir, "compare.md"), summary.render_compare(summaries))
+    io_lib.write_json(os.path.join(workdir, "compare.json"), {"systems": summaries})
+    io_lib.write_text(os.path.join(workdir, "compare.md"), summary.render_compare(summaries))
   return summaries, errors
 
 

@@ -13,8 +13,9 @@ segments (`features.segment`) and caches the result under
 `key` hashes the feature config and the file list (utterance ids, paths, speakers, labels, phrases,
 sizes and modification times), so a changed file or feature setting rebuilds and an unchanged corpus
 is read back. Arrays are read with `allow_pickle=False` and the metadata is JSON: nothing is unpickled.
-Every file is written under a temporary name then `os.replace`d; `meta.json` comes last and marks a
-complete cache, so an interrupted run is rebuilt, never taken for a whole one.
+Every file is written atomically (`ssa_jax.io.write_with`: temporary name, fsync, `os.replace`);
+`meta.json` comes last and marks a complete cache, so an interrupted run is rebuilt, never taken
+for a whole one.
 
 A file `load_audio` rejects (AudioError) is a reported skip in `Dataset.listing.skipped` (a
 `CorpusError` with `config.data.strict`); no utterance left is a `CorpusError`.
@@ -29,7 +30,6 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,6 +38,7 @@ import numpy as np
 import tqdm
 
 from ssa_jax import audio, features
+from ssa_jax import io as io_lib
 from ssa_jax.corpora import IGNORED, list_corpus
 from ssa_jax.corpora.base import CorpusError, Listing, Utterance
 
@@ -205,31 +206,18 @@ def _build(config: Any, listing: Listing, progress: bool):
 # --------------------------------------------------------------------------- cache files
 
 
-def _atomic_write(path: Path, write) -> None:
-  tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-  try:
-    with open(tmp, "wb") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
-
-
 def _write_cache(location: Path, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
   location.mkdir(parents=True, exist_ok=True)
   marker = location / "meta.json"
   if marker.exists():
     marker.unlink()  # no longer complete while the arrays are rewritten
-  for leftover in location.glob(".*.tmp"):  # temporary files of a killed run
+  for leftover in location.glob(io_lib.TEMP_GLOB):  # temporary files of a killed run
     leftover.unlink(missing_ok=True)
   for name, arr in arrays.items():
-    _atomic_write(location / f"{name}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
+    io_lib.write_with(location / f"{name}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
   meta = dict(meta, version=FORMAT_VERSION, key=key,
               arrays={n: {"shape": list(a.shape), "dtype": np.dtype(a.dtype).str} for n, a in arrays.items()})
-  _atomic_write(marker, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+  io_lib.write_json(marker, meta, indent=1)
 
 
 def _read_cache(location: Path, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
