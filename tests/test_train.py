@@ -1,10 +1,9 @@
 """Training: the jitted step (loss falls, Eq. 8 invariant, one trace per epoch), the fold loop
-(files, checkpoints, exact resume, non-finite loss), checkpoint fallback, and the CLI's errors."""
+(files, checkpoints, exact resume, non-finite loss) and checkpoint fallback. The CLI's errors are
+in test_cli.py."""
 
 import json
 import os
-import subprocess
-import sys
 
 import chex
 import jax
@@ -13,8 +12,6 @@ import pytest
 
 from conftest import fake_dataset, tiny_config
 from ssa_jax import checkpointing, features, input_pipeline, models, parallel, train
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -164,18 +161,3 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_best(tmp_path, capsys):
   np.testing.assert_array_equal(state["w"], [2.0, 2.0, 2.0])
   assert meta == {"epoch": 2}
   assert "checkpoint step 3" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("args,message", [
-    (["--fold", "10"], "fold 10 is out of range: the random split has folds 0..9"),
-    (["--config.train.nosuchkey=1"], "nosuchkey"),
-    (["--config.data.corpus=iemocap", "--config.data.root=/nonexistent/iemocap"],
-     "/nonexistent/iemocap"),
-])
-def test_cli_errors_are_one_line(tmp_path, args, message):
-  proc = subprocess.run(
-      [sys.executable, "-m", "bin.train", "--config", "configs/quickstart.py",
-       "--workdir", str(tmp_path)] + args, cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 1, proc.stderr
-  assert message in proc.stderr
-  assert "Traceback" not in proc.stderr
