@@ -95,7 +95,7 @@ def test_probabilities_and_pooling(predictor, audio_dir, pooling):
 
 def test_norm_train_uses_global_statistics(predictor, audio_dir):
   path = str(audio_dir / "a_16k.wav")
-  f = predict.compute_features([predict.audio.load_audio(path)], predictor.config.features)[0]
+  f = features.compute([predict.audio.load_audio(path)], predictor.config.features)[0]
   segs, mask = features.segment(f, SEG, 10)
   out = predict.normalize_utterance(segs, mask, "train", predictor.stats)
   ref = (segs - predictor.stats.global_mean) / predictor.stats.global_std

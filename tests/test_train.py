@@ -70,10 +70,11 @@ def test_loss_falls_on_a_fixed_batch(step_setup):
     losses_em.append(float(m["loss_em"]))
   assert set(m) >= {"loss", "loss_em", "loss_sp", "accuracy_em", "accuracy_sp", "grad_norm"}
   assert float(m["loss"]) == pytest.approx(float(m["loss_em"]) + float(m["loss_sp"]), rel=1e-6)
-  # Eq. 8 bounds the emotion logits (|logit| <= max|z| / (K mean ||z||_1) for z >= 0), so CE_em
-  # stays near log K and falls slowly; the total (with CE_sp) must fall clearly.
+  # Eq. 8 alone bounds the emotion logits by about 1/K; the logit temperature (model.logit_scale,
+  # K * embed_dim by default for the constrained systems, DESIGN §4) lets CE_em fit the batch: it
+  # must end well below ln K (about 0.5 here), and the total (with CE_sp) must fall clearly.
   assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.15, losses
-  assert np.mean(losses_em[-5:]) < np.mean(losses_em[:3]), losses_em
+  assert np.mean(losses_em[-5:]) < np.log(4) - 0.3, losses_em
 
 
 def _result(workdir, fold=0):
