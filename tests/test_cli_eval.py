@@ -18,33 +18,21 @@ from ssa_jax import predict, summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The shared tiny model (tests/tiny_config.py) on a tiny generated corpus: 2 speakers x 2 classes x
+# 4 phrases, 0.4 s segments (real speech-like audio needs more than 8 frames a segment), 2 folds
+# of 1 epoch. The CLI subprocesses import it with the repository on PYTHONPATH.
 TINY = """
-from ssa_jax.config import base_config
+from tests.tiny_config import tiny_config
 
 
 def get_config(model="ssa_crnn"):
-  c = base_config()
+  c = tiny_config(model, "l1_sphere" if model == "ssa_crnn" else "none", {{
+      "data.cache_dir": {cache!r}, "data.classes": ("neu", "ang"), "model.num_classes": 2,
+      "data.synthetic.num_speakers": 2, "data.synthetic.num_phrases": 4,
+      "data.synthetic.repetitions": 1, "features.n_mels": 8, "features.segment_frames": 40,
+      "features.min_segment_frames": 10, "train.batch_size": 4, "train.valid_fraction": 0.5,
+      "train.num_folds": 2, "train.epochs": 1}})
   c.name = "tiny_" + model
-  c.model.name = model
-  c.train.constraint = "l1_sphere" if model == "ssa_crnn" else "none"
-  c.model.conv_features = (4, 4, 4, 4, 4, 4)
-  c.model.dense_units = 8
-  c.model.lstm_units = 4
-  c.model.embed_dim = 8
-  c.data.cache_dir = {cache!r}
-  c.data.classes = ("neu", "ang")
-  c.model.num_classes = 2
-  c.data.synthetic.num_speakers = 2
-  c.data.synthetic.num_phrases = 4
-  c.data.synthetic.repetitions = 1
-  c.features.n_mels = 8
-  c.features.segment_frames = 40
-  c.features.min_segment_frames = 10
-  c.train.batch_size = 4
-  c.train.eval_batch_size = 8
-  c.train.valid_fraction = 0.5
-  c.train.num_folds = 2
-  c.train.epochs = 1
   return c
 """
 

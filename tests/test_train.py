@@ -85,9 +85,9 @@ def _result(workdir, fold=0):
   return r
 
 
-def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch):
+def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch, tiny):
   ds = fake_dataset()
-  cfg = tiny_config()
+  cfg = tiny
   cfg.train.epochs = 2
   full = train.train_and_evaluate(cfg, str(tmp_path / "full"), 0, dataset=ds)
 
