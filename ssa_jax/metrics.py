@@ -85,8 +85,3 @@ def pool_posteriors(seg_probs: np.ndarray, seg_utt: np.ndarray, num_utts: int,
   pooled = np.zeros((num_utts, num_classes))
   np.add.at(pooled, seg_utt, seg_probs)
   return pooled / counts[:, None]
-
-
-def summarize(confusion: np.ndarray) -> dict[str, float]:
-  """{"uar", "wa"} of a confusion matrix."""
-  return {"uar": uar(confusion), "wa": wa(confusion)}

@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 
 from conftest import fake_dataset, tiny_config  # noqa: E402  # (sets a compilation cache dir)
 from ssa_jax import distributed, features, input_pipeline, models, parallel, train  # noqa: E402
+from ssa_jax import io as io_lib  # noqa: E402
 # pylint: enable=wrong-import-position
 
 STEPS = 5
@@ -147,10 +148,10 @@ def _steps(out: str, conv_impl: str) -> None:
 
 def _fold(out: str, workdir: str, resume: bool, conv_impl: str) -> None:
   if jax.process_index() != 0:
-    def refuse(path, *_):
+    def refuse(path, *_, **__):
       raise AssertionError(f"process {jax.process_index()} wrote {path}")
-    train._atomic_write = refuse  # pylint: disable=protected-access
-    train._write_json = refuse  # pylint: disable=protected-access
+    io_lib.write_with = refuse  # every atomic write of ssa_jax.io goes through it
+    io_lib.append_jsonl = refuse
   fold_data = lambda: fake_dataset(per_cell=2)  # noqa: E731  # 4 batches per epoch
   cfg = tiny_config()
   cfg.model.conv_impl = conv_impl
