@@ -160,7 +160,7 @@ def run_crossval(config: Any, workdir: str, folds: str | Sequence[int] | None = 
   missing = [f for f in folds if f not in results]
   s = summary.summarize(results, name=str(config.name), system=label,
                         corpus=str(config.data.corpus), split=str(config.train.split),
-                        workdir=workdir, folds_requested=list(folds), folds_failed=missing)
+                        valid_fraction=float(config.train.valid_fraction), workdir=workdir, folds_requested=list(folds), folds_failed=missing)
   md = summary.render_markdown(s)
   if missing:
     md += f"\nFolds {missing} failed and are not in the table.\n"
@@ -208,8 +208,11 @@ def run_compare(configs: Sequence[Any], workdir: str, folds: str | None,
     summaries.append(s)
     errors += errs
   if summaries and distributed.is_main_process():
-    summary.write_json_atomic(os.path.join(workdir, "compare.json"), {"systems": summaries})
-    summary.write_atomic(os.path.join(workdir, "compare.md"), summary.render_compare(summaries))
+    paired = summary.compare_systems(summaries)
+    summary.write_json_atomic(os.path.join(workdir, "compare.json"),
+                              {"systems": summaries, "paired": paired})
+    summary.write_atomic(os.path.join(workdir, "compare.md"),
+                         summary.render_compare(summaries, paired=paired))
   return summaries, errors
 
 

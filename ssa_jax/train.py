@@ -184,7 +184,8 @@ def evaluate(eval_fn: Callable, state: TrainState, arrays: Mapping[str, np.ndarr
   pooled = metrics.pool_posteriors(probs, seg_utt, len(utt_labels), pooling)
   cm = metrics.confusion_matrix(utt_labels, pooled.argmax(-1), num_classes)
   return {"uar": metrics.uar(cm), "wa": metrics.wa(cm), "segment_uar": metrics.uar(seg_cm),
-          "confusion": cm.tolist()}
+          "confusion": cm.tolist(),
+          "recalls": [None if np.isnan(r) else float(r) for r in metrics.recalls(cm)]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -442,6 +443,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
       "corpus": config.data.corpus, "split": tcfg.split, "fold": fold,
       "best_epoch": best["epoch"], "best_step": best["step"], "uar": best["uar"],
       "wa": best["wa"], "segment_uar": best["segment_uar"], "confusion": best["confusion"],
+      "recalls": best.get("recalls"),  # per-class recall (class order; None: class not in valid)
       "classes": list(classes), "counts": counts, "epochs_run": meta["epoch"],
       "stopped_by": stopped(), "last_train_loss": meta["train_loss"],
       "config": config.to_dict(),
