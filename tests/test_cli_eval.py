@@ -14,7 +14,7 @@ import scipy.stats
 import soundfile as sf
 from PIL import Image
 
-from bin import crossval
+from ssa_jax import crossval
 from ssa_jax import predict, summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
