@@ -48,6 +48,9 @@ def main(argv: list[str]) -> int:
   print(f"{report['system']}, fold {report['fold']} (checkpoint step {report['step']}): "
         f"{report['valid_utterances']} validation utterances, UAR {100 * report['uar']:.2f} %, "
         f"WA {100 * report['wa']:.2f} %, segment UAR {100 * report['segment_uar']:.2f} %")
+  if "speaker_mass" in report:
+    print(f"SSA attention mass on the speaker half (mean over validation segments): "
+          f"{report['speaker_mass']:.4f}")
   for name, path in report["figures"].items():
     print(f"wrote {name}: {path}")
   print(f"wrote {os.path.join(os.path.dirname(report['figures']['confusion']), 'evaluation.json')}")

@@ -80,13 +80,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.leaky_slope = 0.01
   c.model.bn_momentum = 0.99
   c.model.mask_padding = True
-  # Emotion logits = logit_scale * FC^c(z). Eq. 8 fixes each classifier column's L1 norm to
-  # N / (K ||sum_i z_i||_1) = 1 / (K mean_i ||z_i||_1) (z >= 0 after leaky ReLU), which bounds every
-  # logit by about 1/K: the softmax stays near uniform and cross-entropy learns almost nothing
-  # (quickstart ACRNN-r, fold 3: UAR 0.55 at scale 1 vs 0.85 at scale K*E). The scale is a fixed
-  # softmax temperature; Eq. 8 still holds exactly on the kernel. 0 means K * embed_dim (the
-  # default, for the constrained -r systems); 1 is the literal reading; use 1 without a constraint.
-  c.model.logit_scale = 0.0
+  # The emotion head (docs/DESIGN.md "Eq. 8 head"): logits = s * (z W + b) (bias "scaled"),
+  # s * z W + b ("unscaled") or s * z W ("none"). Eq. 8 fixes each column of W to the L1 norm
+  # 1 / (K mean_i ||z_i||_1) (z >= 0), so the logits z W are bounded by about 1/K: without the
+  # temperature s the softmax stays near uniform. s: a positive number, "auto" = K * embed_dim,
+  # or "learned" (a trained scalar, log-parametrised, starting at logit_scale_init). Use 1 for
+  # an unconstrained classifier (it learns its own scale).
+  c.model.logit_scale = ml_collections.FieldReference("auto", field_type=object)
+  c.model.logit_scale_init = ml_collections.FieldReference("auto", field_type=object)
+  c.model.classifier_bias = "scaled"  # scaled | unscaled | none
+  c.model.ssa = "full"  # SSA-CRNN ablations: full | self_only | speaker_only
   c.model.conv_impl = "auto"  # auto (= xla) | xla | gemm (custom-VJP kernel gradient, ssa_jax/ops.py)
   c.model.dtype = "float32"  # compute dtype of convs and matmuls: float32 | bfloat16
 
@@ -99,6 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.b2 = 0.999
   c.train.eps = 1e-8
   c.train.constraint = "l1_sphere"  # l1_sphere | rescale | none (Eq. 8)
+  c.train.speaker_loss_weight = 1.0  # SSA-CRNN: loss = CE_em + w * CE_sp (the paper: 1)
   c.train.epochs = 100
   c.train.patience = 20  # epochs without a better validation UAR before stopping; 0: never
   c.train.split = "random"  # random (IEMOCAP) | linguistic (Att-HACK) | loso

@@ -248,7 +248,8 @@ def evaluate_fold(fold_dir: str | os.PathLike, fold: int | None = None,
 
   # --- validation metrics ---
   valid_seg = np.flatnonzero(np.isin(seg_utt, valid_utt))
-  probs, aux = run(valid_seg, ("z_em",))
+  is_ssa = str(config.model.name) == "ssa_crnn"
+  probs, aux = run(valid_seg, ("z_em", "alpha_sp") if is_ssa else ("z_em",))
   local = np.searchsorted(valid_utt, seg_utt[valid_seg])
   labels = np.asarray(dataset.labels)
   pooled = metrics.pool_posteriors(probs, local, len(valid_utt), str(tcfg.pooling))
@@ -291,5 +292,7 @@ def evaluate_fold(fold_dir: str | os.PathLike, fold: int | None = None,
             "classes": list(classes), "valid_utterances": int(len(valid_utt)),
             "valid_segments": int(len(valid_seg)), "attention_utterance": ids[u],
             "figures": written}
+  if is_ssa:  # mean attention mass on the SSA's speaker half (sum_t alpha_sp,t per segment)
+    report["speaker_mass"] = float(np.mean(np.asarray(aux["alpha_sp"]).sum(axis=-1)))
   summary.write_json_atomic(os.path.join(out_dir, "evaluation.json"), report)
   return report

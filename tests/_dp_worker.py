@@ -87,7 +87,7 @@ def _initial_state(model, tx, x, mask):
   variables = jax.tree_util.tree_map_with_path(value, shapes)
   params = variables["params"]
   return train.TrainState(step=np.int32(0), params=params, batch_stats=variables["batch_stats"],
-                          opt_state=tx.init(params), rng=jax.random.PRNGKey(1),
+                          opt_state=tx.init(params),
                           bad_step=np.int32(-1))
 
 
@@ -134,7 +134,7 @@ def _steps(out: str, conv_impl: str) -> None:
   # process that fed or gathered the wrong rows would put another segment's posterior here.
   eval_fn = train.make_eval_step(model, mesh)
   probs = np.concatenate([
-      parallel.to_host(eval_fn(state, parallel.global_batch(local, mesh)))[:real]
+      parallel.to_host(eval_fn(state, parallel.global_batch(local, mesh))["probs"])[:real]
       for local, real in input_pipeline.eval_batches(arrays, EVAL_BATCH, jax.process_index(),
                                                      jax.process_count())])
   leaves = jax.tree_util.tree_flatten_with_path(state.params)[0]

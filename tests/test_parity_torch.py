@@ -170,9 +170,14 @@ def small_model_cfg(name):
   return c
 
 
-@pytest.mark.parametrize("name", ["acrnn", "ssa_crnn"])
-def test_whole_model_matches_torch_reference(name):
+@pytest.mark.parametrize("name,head", [
+    ("acrnn", {}), ("ssa_crnn", {}),
+    ("acrnn", {"logit_scale": "learned", "logit_scale_init": 3.0, "classifier_bias": "unscaled"}),
+    ("ssa_crnn", {"logit_scale": 20.0, "classifier_bias": "none", "ssa": "speaker_only"})])
+def test_whole_model_matches_torch_reference(name, head):
   cfg = small_model_cfg(name)
+  for k, v in head.items():
+    cfg[k] = v
   b, t, m, c = 3, 12, 8, 3
   x, mask = batch(b, t, m, c, [12, 8, 4], seed=5)
   model = build_model(cfg)
@@ -213,7 +218,7 @@ def hand_count(num_speakers: int | None) -> int:
   conv = ((5 * 3 * 3 * 128 + 128)                 # conv1: 5x3 kernel, 3 -> 128 channels
           + (5 * 3 * 128 * 256 + 256)             # conv2: 128 -> 256
           + 4 * (5 * 3 * 256 * 256 + 256))        # conv3..6: 256 -> 256
-  dense = 20 * 256 * 768 + 768                    # (F'=40/2) * 256 -> 768
+  dense = 20 * 256 * 768                          # (F'=40/2) * 256 -> 768, no bias (BN follows)
   bn = 2 * 768                                    # scale, bias
   lstm = 2 * 4 * (768 * 128 + 128 * 128 + 128)    # 2 directions x 4 gates (input, recurrent, bias)
   crnn = conv + dense + bn + lstm

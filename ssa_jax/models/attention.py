@@ -14,6 +14,9 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 
+SSA_MODES = ("full", "self_only", "speaker_only")
+
+
 def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
   """Softmax over the last axis with masked entries exactly 0 (all-masked rows: all 0)."""
   scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
@@ -48,7 +51,13 @@ class SelfSpeakerAttention(nn.Module):
 
   Inputs h_em, h_sp (B, T', d), mask (B, T') bool. Returns (c (B, 2d), alpha_em (B, T'),
   alpha_sp (B, T')); alpha_em and alpha_sp together sum to 1. `W^q` ties the module to T'.
+
+  `mode` (ablations, `model.ssa`): "full" (the paper), "self_only" (the speaker half masked out:
+  alpha_sp = 0 and the second half of c is 0) or "speaker_only" (the self half masked out).
+  The parameters are the same in every mode.
   """
+
+  mode: str = "full"
 
   @nn.compact
   def __call__(self, h_em: jax.Array, h_sp: jax.Array, mask: jax.Array):
@@ -73,8 +82,12 @@ class SelfSpeakerAttention(nn.Module):
     a_em = h_em @ w_k_em
     keys = h_sp @ w_k_sp
     a_sp = jnp.einsum("btd,bd->bt", keys, q) / math.sqrt(t)
+    if self.mode not in SSA_MODES:
+      raise ValueError(f"model.ssa must be one of {SSA_MODES}, got {self.mode!r}")
+    off = jnp.zeros_like(mask)
+    halves = {"full": (mask, mask), "self_only": (mask, off), "speaker_only": (off, mask)}
     alpha = masked_softmax(jnp.concatenate([a_em, a_sp], axis=1),
-                           jnp.concatenate([mask, mask], axis=1))
+                           jnp.concatenate(halves[self.mode], axis=1))
     alpha_em, alpha_sp = alpha[:, :t], alpha[:, t:]
     c = jnp.concatenate([jnp.einsum("bt,btd->bd", alpha_em, h_em @ w_v_em),
                          jnp.einsum("bt,btd->bd", alpha_sp, h_sp @ w_v_sp)], axis=1)
