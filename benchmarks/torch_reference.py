@@ -1,7 +1,7 @@
 """ACRNN and SSA-CRNN in PyTorch: the parity reference for the flax models and the speed
 reference for the step benchmark.
 
-Same layers, shapes, masking and parameter count as `ssa_jax.models` (DESIGN §3):
+Same layers, shapes, masking and parameter count as `ssa_jax.models` (docs/DESIGN.md §3):
 
   model = build_torch_model(config.model, num_frames=300, num_mels=40, channels=3)
   load_flax_variables(model, variables)           # weights and running statistics from flax
@@ -128,7 +128,7 @@ class TorchSelfAttention(nn.Module):
 
 
 class TorchSSA(nn.Module):
-  """Self Speaker Attention (DESIGN §3 reading), as ssa_jax.models.SelfSpeakerAttention."""
+  """Self Speaker Attention (docs/DESIGN.md §3 reading), as ssa_jax.models.SelfSpeakerAttention."""
 
   def __init__(self, t: int, d: int, mode: str = "full"):
     super().__init__()

@@ -1,14 +1,14 @@
 """The base configuration every file in `configs/` starts from.
 
-Each value that reads an ambiguity of the papers (DESIGN.md) is a field here, so a user can switch to
+Each value that reads an ambiguity of the papers (docs/DESIGN.md) is a field here, so a user can switch to
 the other reading with `--config.<path>=<value>`; every run writes the config it ran with.
 
 Layout (all fields always present, so that overrides are type-checked by ml_collections):
   config.name, config.seed
   config.data      which corpus, where, which classes, how bad files are handled
-  config.features  front end (DESIGN §2)
-  config.model     architecture (DESIGN §3)
-  config.train     optimisation, batches, folds, model selection (DESIGN §4-5)
+  config.features  front end (docs/DESIGN.md §2)
+  config.model     architecture (docs/DESIGN.md §3)
+  config.train     optimisation, batches, folds, model selection (docs/DESIGN.md §4-5)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.name = "ssa_crnn_r"
   c.seed = 0
 
-  # --- data (DESIGN §7) ---
+  # --- data (docs/DESIGN.md §7) ---
   c.data = ml_collections.ConfigDict()
   c.data.corpus = "synthetic"  # synthetic | iemocap | atthack | manifest
   c.data.root = ""  # corpus root (iemocap / atthack) or the manifest CSV's path
@@ -50,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   # hap and ang by each other's cues). Exact definitions in ssa_jax/corpora/synthetic.py.
   c.data.synthetic.strategies = "per_speaker"
 
-  # --- features (DESIGN §2) ---
+  # --- features (docs/DESIGN.md §2) ---
   c.features = ml_collections.ConfigDict()
   c.features.sample_rate = 16000
   c.features.win_length = 400  # 25 ms Hamming window
@@ -66,7 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.features.backend = "jax"  # jax (batched) | librosa (per-file reference)
   c.features.norm_fallback = "self"  # unseen speaker at prediction: self | global
 
-  # --- model (DESIGN §3) ---
+  # --- model (docs/DESIGN.md §3) ---
   c.model = ml_collections.ConfigDict()
   c.model.name = "ssa_crnn"  # acrnn | ssa_crnn
   c.model.conv_features = (128, 256, 256, 256, 256, 256)
@@ -93,7 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.conv_impl = "auto"  # auto (= xla) | xla | gemm (custom-VJP kernel gradient, ssa_jax/ops.py)
   c.model.dtype = "float32"  # compute dtype of convs and matmuls: float32 | bfloat16
 
-  # --- training (DESIGN §4-5) ---
+  # --- training (docs/DESIGN.md §4-5) ---
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 40  # global; emotion-balanced (batch_size / num_classes per class)
   c.train.eval_batch_size = 40

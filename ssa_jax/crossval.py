@@ -36,6 +36,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from ssa_jax import distributed
+from ssa_jax import io as io_lib
 
 REQUIRED = ("uar", "wa", "segment_uar", "best_epoch")
 
@@ -272,8 +273,8 @@ def run_crossval(config: Any, workdir: str, folds: str | Sequence[int] | None = 
   if missing:
     md += f"\nFolds {missing} failed and are not in the table.\n"
   if distributed.is_main_process():  # several hosts: process 0 writes
-    summary.write_json_atomic(os.path.join(workdir, "summary.json"), s)
-    summary.write_atomic(os.path.join(workdir, "summary.md"), md)
+    io_lib.write_json(os.path.join(workdir, "summary.json"), s)
+    io_lib.write_text(os.path.join(workdir, "summary.md"), md)
   return s, errors
 
 
@@ -326,8 +327,7 @@ def run_compare(configs: Sequence[Any], workdir: str, folds: str | Sequence[int]
     errors += errs
   if summaries and distributed.is_main_process():
     paired = summary.compare_systems(summaries)
-    summary.write_json_atomic(os.path.join(workdir, "compare.json"),
-                              {"systems": summaries, "paired": paired})
-    summary.write_atomic(os.path.join(workdir, "compare.md"),
-                         summary.render_compare(summaries, paired=paired))
+    io_lib.write_json(os.path.join(workdir, "compare.json"), {"systems": summaries, "paired": paired})
+    io_lib.write_text(os.path.join(workdir, "compare.md"),
+                      summary.render_compare(summaries, paired=paired))
   return summaries, errors

@@ -1,4 +1,4 @@
-"""Training and evaluation of one fold (DESIGN §4-6, §8).
+"""Training and evaluation of one fold (docs/DESIGN.md §4-6, §8).
 
   state = create_train_state(model, tx, rng, x, mask, constraint)  # Eq. 8 holds from step 0
   step = make_train_step(model, tx, constraint, mesh)     # jitted once; state donated
@@ -11,7 +11,9 @@ the step's own classifier inputs `aux["z_em"]` (no gradient). A non-finite loss 
 recorded on the device in `state.bad_step` (the first such step, -1 if none), which the loop reads
 at log steps and epoch ends only, so metrics never stall the device.
 
-Files written by `train_and_evaluate` under `<workdir>/fold<K>/` (process 0 only, atomically):
+Files written by `train_and_evaluate` under `<workdir>/fold<K>/` (process 0 only, through
+`ssa_jax.io`: config.json and result.json replaced atomically, metrics.jsonl appended a line at a
+time with fsync, a torn last line dropped on resume):
   config.json     the config the run used (num_speakers / num_classes filled in from the data)
   events.out.tfevents.*  TensorBoard scalars (train/loss, valid/uar, valid/wa, ... per epoch)
   metrics.jsonl   one line per evaluation (epoch, step, train loss, valid UAR / WA / segment UAR,
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import os
 import time
 from typing import Any, Callable, Mapping
@@ -47,6 +48,7 @@ from tqdm import tqdm
 
 from ssa_jax import constraint as constraint_lib
 from ssa_jax import checkpointing, features, input_pipeline, metrics, models, ops, parallel, splits
+from ssa_jax import io as io_lib
 from ssa_jax import summary as summary_lib
 
 
@@ -222,41 +224,6 @@ def evaluate(eval_fn: Callable, state: TrainState, arrays: Mapping[str, np.ndarr
 
 
 # ----------------------------------------------------------------------------------------------
-# Files
-# ----------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: str, text: str) -> None:
-  """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
-  summary_lib.write_atomic(path, text)
-
-
-def _write_json(path: str, obj: Any) -> None:
-  _atomic_write(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-  if isinstance(o, np.generic):
-    return o.item()
-  if isinstance(o, (np.ndarray, tuple)):
-    return list(o)
-  raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
-  if not os.path.exists(path):
-    return []
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:  # a line torn by an interrupted write: dropped on resume
-        logging.warning("%s: skipping an unreadable line", path)
-  return rows
-
-
-# ----------------------------------------------------------------------------------------------
 # One fold
 # ----------------------------------------------------------------------------------------------
 
@@ -377,7 +344,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
   # --- restore ---
   if is_main:
     os.makedirs(fold_dir, exist_ok=True)
-    _write_json(os.path.join(fold_dir, "config.json"), config.to_dict())
+    io_lib.write_json(os.path.join(fold_dir, "config.json"), config.to_dict())
   manager = checkpointing.checkpoint_manager(os.path.join(fold_dir, "checkpoints"))
   meta = {"epoch": 0, "batch": 0, "best": None, "bad_epochs": 0, "elapsed": 0.0,
           "train_loss": None}
@@ -395,9 +362,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
     logging.info("resumed fold %d from step %d (epoch %d, batch %d)", fold, int(state.step),
                  meta["epoch"], meta["batch"])
   metrics_path = os.path.join(fold_dir, "metrics.jsonl")
-  history = [r for r in _read_jsonl(metrics_path) if r["epoch"] <= meta["epoch"]]
+  history = [r for r in io_lib.read_jsonl(metrics_path, missing_ok=True)
+             if r["epoch"] <= meta["epoch"]]
   if is_main:  # drop lines of evaluations newer than the checkpoint (an interrupted epoch)
-    _atomic_write(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+    io_lib.write_jsonl(metrics_path, history)
 
   # --- loop ---
   def stopped() -> str | None:
@@ -465,8 +433,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
                  if k in result},
               "elapsed": round(meta["elapsed"], 3)}
       if is_main:
-        with open(metrics_path, "a") as f:
-          f.write(json.dumps(line) + "\n")
+        io_lib.append_jsonl(metrics_path, line)
         tb.write(epoch_done, line)
       bar.set_postfix(loss=f"{train_loss:.3f}", uar=f"{last_uar:.3f}")
 
@@ -501,5 +468,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
                  "this_run_s": round(time.time() - t_start, 3)},
   }
   if is_main:
-    _write_json(os.path.join(fold_dir, "result.json"), out)
+    io_lib.write_json(os.path.join(fold_dir, "result.json"), out)
   return out

@@ -12,23 +12,19 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ssa_jax.config import base_config
+from conftest import tiny_config
 from ssa_jax.models import ACRNN, SSACRNN, build_model
 
 SETTINGS = settings(max_examples=3, deadline=None, derandomize=True)
 
 
 def tiny_cfg(name: str, **overrides) -> ml_collections.ConfigDict:
-  c = base_config().model
-  c.name = name
-  c.conv_features = (3, 4)
-  c.dense_units = 8
-  c.lstm_units = 5
-  c.embed_dim = 6
-  c.num_speakers = 3 if name == "ssa_crnn" else 0
-  for k, v in overrides.items():
-    c[k] = v
-  return c
+  """The shared tiny model config (tests/tiny_config.py) with two conv layers of 3 and 4 filters
+  (these property tests compile many variants; unequal widths catch a swapped axis), 3 speakers
+  for SSA-CRNN, then `overrides` (model fields)."""
+  model = {"model.conv_features": (3, 4), "model.num_speakers": 3 if name == "ssa_crnn" else 0}
+  model.update({f"model.{k}": v for k, v in overrides.items()})
+  return tiny_config(name, overrides=model).model
 
 
 def make_batch(seed: int, b: int, t: int, m: int, c: int, lengths):

@@ -1,10 +1,9 @@
 """Training: the jitted step (loss falls, Eq. 8 invariant, one trace per epoch), the fold loop
-(files, checkpoints, exact resume, non-finite loss), checkpoint fallback, and the CLI's errors."""
+(files, checkpoints, exact resume, non-finite loss) and checkpoint fallback. The CLI's errors are
+in test_cli.py."""
 
 import json
 import os
-import subprocess
-import sys
 
 import chex
 import jax
@@ -15,8 +14,6 @@ import pytest
 
 from conftest import fake_dataset, tiny_config
 from ssa_jax import checkpointing, features, input_pipeline, models, parallel, train
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +107,11 @@ def test_loss_falls_on_a_fixed_batch(step_setup):
     losses_em.append(float(m["loss_em"]))
   assert set(m) >= {"loss", "loss_em", "loss_sp", "accuracy_em", "accuracy_sp", "grad_norm"}
   assert float(m["loss"]) == pytest.approx(float(m["loss_em"]) + float(m["loss_sp"]), rel=1e-6)
-  # Eq. 8 bounds the emotion logits (|logit| <= max|z| / (K mean ||z||_1) for z >= 0), so CE_em
-  # stays near log K and falls slowly; the total (with CE_sp) must fall clearly.
+  # Eq. 8 alone bounds the emotion logits by about 1/K; the logit temperature (model.logit_scale,
+  # K * embed_dim by default for the constrained systems, DESIGN §4) lets CE_em fit the batch: it
+  # must end well below ln K (about 0.5 here), and the total (with CE_sp) must fall clearly.
   assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.15, losses
-  assert np.mean(losses_em[-5:]) < np.mean(losses_em[:3]), losses_em
+  assert np.mean(losses_em[-5:]) < np.log(4) - 0.3, losses_em
 
 
 def _result(workdir, fold=0):
@@ -124,9 +122,9 @@ def _result(workdir, fold=0):
   return r
 
 
-def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch):
+def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch, tiny):
   ds = fake_dataset()
-  cfg = tiny_config()
+  cfg = tiny
   cfg.train.epochs = 2
   full = train.train_and_evaluate(cfg, str(tmp_path / "full"), 0, dataset=ds)
 
@@ -208,18 +206,3 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_best(tmp_path, capsys):
   np.testing.assert_array_equal(state["w"], [2.0, 2.0, 2.0])
   assert meta == {"epoch": 2}
   assert "checkpoint step 3" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("args,message", [
-    (["--fold", "10"], "fold 10 is out of range: the random split has folds 0..9"),
-    (["--config.train.nosuchkey=1"], "nosuchkey"),
-    (["--config.data.corpus=iemocap", "--config.data.root=/nonexistent/iemocap"],
-     "/nonexistent/iemocap"),
-])
-def test_cli_errors_are_one_line(tmp_path, args, message):
-  proc = subprocess.run(
-      [sys.executable, "-m", "bin.train", "--config", "configs/quickstart.py",
-       "--workdir", str(tmp_path)] + args, cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 1, proc.stderr
-  assert message in proc.stderr
-  assert "Traceback" not in proc.stderr

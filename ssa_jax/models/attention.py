@@ -1,4 +1,4 @@
-"""Self attention (seed Eq. 1-2) and Self Speaker Attention (seed Eq. 3-7, DESIGN §3 reading).
+"""Self attention (seed Eq. 1-2) and Self Speaker Attention (seed Eq. 3-7, docs/DESIGN.md §3 reading).
 
 Both run in float32 whatever the model's compute dtype, and give padded frames exactly zero
 weight (`mask (B, T')` False). A fully padded example gets all-zero weights and a zero context.
@@ -41,7 +41,7 @@ class SelfAttention(nn.Module):
 
 
 class SelfSpeakerAttention(nn.Module):
-  """Eq. 3-7 (DESIGN §3): attention of the emotion branch over itself and the speaker branch.
+  """Eq. 3-7 (docs/DESIGN.md §3): attention of the emotion branch over itself and the speaker branch.
 
     q      = sum_t mask_t W^q_t h_em,t            W^q in R^{T'}      -> (B, d)
     a_em   = h_em W^k_em                          W^k_em in R^d      -> (B, T')

@@ -1,4 +1,4 @@
-"""The CRNN branch shared by ACRNN and SSA-CRNN (seed §2.2.1, DESIGN §3).
+"""The CRNN branch shared by ACRNN and SSA-CRNN (seed §2.2.1, docs/DESIGN.md §3).
 
   x (B, T, M, C) NHWC, mask (B, T) bool
     -> 6 x [conv k_t x k_f, SAME, leaky ReLU] with one max-pool after conv1
