@@ -37,10 +37,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.strict = False  # a bad file is an error instead of a reported skip
   # The built-in generated corpus (ssa_jax/corpora/synthetic.py).
   c.data.synthetic = ml_collections.ConfigDict()
-  c.data.synthetic.num_speakers = 8
+  c.data.synthetic.num_speakers = 8  # any >= 1 (>= 4 with strategies=swapped); e.g. 8, 10, 20
   c.data.synthetic.num_phrases = 12
   c.data.synthetic.repetitions = 2
   c.data.synthetic.seed = 0
+  # Class proportions: balanced (every (speaker, class) has num_phrases phrases) | iemocap (the
+  # improvised IEMOCAP proportions neu 1099 : hap 284 : ang 289 : sad 608, by dropping whole
+  # repetition groups; at least 2 phrases per (speaker, class); 4 classes only).
+  c.data.synthetic.class_weights = "balanced"
+  # How speakers express the classes: shared (all the same way) | per_speaker (each speaker a
+  # personal mix of the prototypes) | swapped (two speaker groups, both sexes in each, that express
+  # hap and ang by each other's cues). Exact definitions in ssa_jax/corpora/synthetic.py.
+  c.data.synthetic.strategies = "per_speaker"
 
   # --- features (docs/DESIGN.md §2) ---
   c.features = ml_collections.ConfigDict()

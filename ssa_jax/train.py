@@ -215,7 +215,8 @@ def evaluate(eval_fn: Callable, state: TrainState, arrays: Mapping[str, np.ndarr
   pooled = metrics.pool_posteriors(probs, seg_utt, len(utt_labels), pooling)
   cm = metrics.confusion_matrix(utt_labels, pooled.argmax(-1), num_classes)
   out = {"uar": metrics.uar(cm), "wa": metrics.wa(cm), "segment_uar": metrics.uar(seg_cm),
-         "confusion": cm.tolist()}
+         "confusion": cm.tolist(),
+         "recalls": [None if np.isnan(r) else float(r) for r in metrics.recalls(cm)]}
   if "speaker_mass" in gathered:
     out["speaker_mass"] = float(np.mean(gathered["speaker_mass"]))
     out["speaker_accuracy"] = float(np.mean(gathered["speaker_pred"] == arrays["speaker"]))
@@ -457,6 +458,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
       "corpus": config.data.corpus, "split": tcfg.split, "fold": fold,
       "best_epoch": best["epoch"], "best_step": best["step"], "uar": best["uar"],
       "wa": best["wa"], "segment_uar": best["segment_uar"], "confusion": best["confusion"],
+      "recalls": best.get("recalls"),  # per-class recall (class order; None: class not in valid)
       **{k: best[k] for k in ("speaker_mass", "speaker_accuracy", "train_speaker_accuracy")
          if k in best},
       "classes": list(classes), "counts": counts, "epochs_run": meta["epoch"],

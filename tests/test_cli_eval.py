@@ -10,10 +10,11 @@ import textwrap
 
 import numpy as np
 import pytest
+import scipy.stats
 import soundfile as sf
 from PIL import Image
 
-from bin import crossval
+from ssa_jax import crossval
 from ssa_jax import predict, summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,9 +69,20 @@ def test_crossval_writes_summary(run):
   results = [json.load(open(os.path.join(wd, f"fold{k}", "result.json"))) for k in (0, 1)]
   assert [r["fold"] for r in s["folds"]] == [0, 1]
   assert [r["uar"] for r in s["folds"]] == [r["uar"] for r in results]
-  ci = summary.mean_ci([r["uar"] for r in results])
-  assert s["metrics"]["uar"]["mean"] == pytest.approx(ci.mean)
-  assert s["metrics"]["uar"]["ci"] == pytest.approx(ci.half_width)
+  # The random split: the corrected resampled t (Nadeau & Bengio), written out here.
+  uars = np.array([r["uar"] for r in results])
+  ratio = np.mean([sum(r["counts"]["valid_utterances"].values())
+                   / sum(r["counts"]["train_utterances"].values()) for r in results])
+  half = scipy.stats.t.ppf(0.975, 1) * uars.std(ddof=1) * np.sqrt(1 / 2 + ratio)
+  assert s["metrics"]["uar"]["mean"] == pytest.approx(uars.mean())
+  assert s["metrics"]["uar"]["ci"] == pytest.approx(half)
+  assert s["statistics"]["method"] == "corrected resampled t"
+  # Per-class recalls from the confusion matrices, also in result.json.
+  for row, r in zip(s["folds"], results):
+    cm = np.array(r["confusion"])
+    np.testing.assert_allclose(row["recalls"], np.diag(cm) / cm.sum(1))
+    np.testing.assert_allclose(r["recalls"], np.diag(cm) / cm.sum(1))
+    assert row["collapse"] == pytest.approx(min(np.diag(cm) / cm.sum(1)))
   assert s["system"] == "SSA-CRNN-r"
   md = open(os.path.join(wd, "summary.md")).read()
   assert len([l for l in md.splitlines() if l.startswith(("| 0 |", "| 1 |"))]) == 2
@@ -151,9 +163,14 @@ def test_compare_one_row_per_system_overrides_for_all(run, tmp_path):
   assert seen == [("tiny_acrnn", "tiny_acrnn", 0), ("tiny_acrnn", "tiny_acrnn", 1),
                   ("tiny_ssa_crnn", "tiny_ssa_crnn", 0), ("tiny_ssa_crnn", "tiny_ssa_crnn", 1)]
   md = open(tmp_path / "compare.md").read()
-  rows = [l for l in md.splitlines() if l.startswith("| ") and not l.startswith("| SER")]
+  table1 = md.split("\n\n")[1]  # the first table: one row per system
+  rows = [l for l in table1.splitlines() if l.startswith("| ") and not l.startswith("| SER")]
   assert [r.split("|")[1].strip() for r in rows] == ["ACRNN", "SSA-CRNN-r"]
-  assert all("55.00 ± 63.53" in r for r in rows)  # folds 0.5 and 0.6: t_{0.975,1} s / sqrt(2)
+  # Folds 0.5 and 0.6, the random split, no counts in these results: n_valid/n_train from
+  # valid_fraction 0.5 = 1; t_{0.975,1} s sqrt(1/2 + 1) = 12.7062 x 0.070711 x 1.224745 = 1.10039.
+  assert all("55.00 ± 110.04" in r for r in rows)
+  paired = json.load(open(tmp_path / "compare.json"))["paired"]
+  assert [p["system"] for p in paired] == ["SSA-CRNN-r"] and paired[0]["uar"]["mean"] == 0.0
   assert os.path.isfile(tmp_path / "tiny_acrnn" / "summary.md")
   with pytest.raises(ValueError, match="not found"):
     crossval.load_config("configs/nope.py", {})

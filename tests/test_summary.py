@@ -1,6 +1,7 @@
-"""Cross-validation summary: mean and Student-t interval against scipy, Markdown tables, the
-TensorBoard writer (its event files parsed back here by hand: the TFRecord framing and
-tensorboardX's Event proto; TensorBoard itself is not a dependency)."""
+"""Cross-validation summary: mean and Student-t interval against scipy, the corrected resampled t
+and the paired tests against hand computations (mpmath, written out), per-class recalls against
+scikit-learn, Markdown tables, the TensorBoard writer (its event files parsed back here by hand: the
+TFRecord framing and tensorboardX's Event proto; TensorBoard itself is not a dependency)."""
 
 import json
 import math
@@ -62,7 +63,8 @@ def test_markdown_has_one_row_per_fold_and_the_mean_ci_row():
   md = summary.render_markdown(s)
   rows = [l for l in md.splitlines() if l.startswith("| ") and l[2].isdigit()]
   assert len(rows) == 3
-  assert rows[0] == "| 0 | 70.00 | 80.00 | 60.00 | 1 |"
+  # fold, UAR, WA, segment UAR, recall a, recall b, collapse, best epoch
+  assert rows[0] == "| 0 | 70.00 | 80.00 | 60.00 | 100.00 | 100.00 | 100.00 | 1 |"
   ci = summary.mean_ci([0.7, 0.5, 0.6])
   mean_rows = [l for l in md.splitlines() if l.startswith("| mean ± 95 % CI")]
   assert len(mean_rows) == 1
@@ -81,9 +83,21 @@ def test_compare_table_has_one_row_per_system():
                           name=name, system=name, corpus="synthetic")
     systems.append(s)
   md = summary.render_compare(systems)
-  body = [l for l in md.splitlines() if l.startswith("| ") and not l.startswith("| SER")]
+  body = _table(md, "| SER system | corpus |")
   assert [l.split("|")[1].strip() for l in body] == ["ACRNN", "ACRNN-r", "SSA-CRNN-r"]
   assert "45.00 ± " in body[1]
+
+
+def _table(md, header):
+  """The body rows of the Markdown table whose header line starts with `header`."""
+  lines = md.splitlines()
+  start = next(i for i, l in enumerate(lines) if l.startswith(header)) + 2
+  rows = []
+  for l in lines[start:]:
+    if not l.startswith("|"):
+      break
+    rows.append(l)
+  return rows
 
 
 def _read_scalars(logdir):
@@ -138,3 +152,178 @@ def test_system_labels_follow_table1():
   assert summary.system_label(c) == "ACRNN"
   c.train.constraint = "l1_sphere"
   assert summary.system_label(c) == "ACRNN-r"
+
+
+# --- corrected resampled t, paired tests, per-class recalls ------------------------------------
+
+A = [0.80, 0.85, 0.78, 0.90, 0.82]
+B = [0.75, 0.84, 0.74, 0.86, 0.80]  # A - B = [0.05, 0.01, 0.04, 0.04, 0.02]
+# Hand computation (mpmath, 30 digits; t quantile by root finding, p = I_{df/(df+t^2)}(df/2, 1/2)):
+#   A: mean 0.83, s^2 = 0.0088 / 4 = 0.0022; t_{0.975,4} = 2.7764451051977944
+#     Student:   half = t sqrt(0.0022 / 5)           = 0.058239203855803079
+#     corrected: half = t sqrt((1/5 + 0.25) 0.0022)  = 0.087358805783704618
+#   d = A - B: mean 0.032, s_d^2 = 0.00108 / 4 = 0.00027
+#     paired t:  se = sqrt(0.00027 / 5) = 0.0073484692283495343, t = 4.3546484316145388,
+#                p = 0.012112835399944045, half = 0.020402621419747677
+#     corrected: se = sqrt(0.45 * 0.00027) = 0.011022703842524301, t = 2.9030989544096926,
+#                p = 0.043981110268420941, half = 0.030603932129621516
+T975_4 = 2.7764451051977944
+
+
+def test_corrected_mean_ci_matches_the_hand_computation():
+  plain = summary.mean_ci(A)
+  corrected = summary.mean_ci(A, test_train_ratio=0.25)
+  assert plain.mean == corrected.mean == pytest.approx(0.83, abs=1e-12)
+  assert plain.half_width == pytest.approx(0.058239203855803079, rel=1e-10)
+  assert corrected.half_width == pytest.approx(0.087358805783704618, rel=1e-10)
+  assert (plain.method, corrected.method) == ("t", "corrected resampled t")
+  assert corrected.to_json()["test_train_ratio"] == 0.25
+  with pytest.raises(ValueError, match="test_train_ratio.*-0.1"):
+    summary.mean_ci(A, test_train_ratio=-0.1)
+
+
+def test_paired_t_matches_the_hand_computation_and_scipy():
+  res = summary.paired_test(A, B)
+  assert res.mean == pytest.approx(0.032, abs=1e-12)
+  assert res.t == pytest.approx(4.3546484316145388, rel=1e-9)
+  assert res.p == pytest.approx(0.012112835399944045, rel=1e-8)
+  assert res.half_width == pytest.approx(0.020402621419747677, rel=1e-9)
+  assert res.df == 4 and res.method == "t"
+  ref = scipy.stats.ttest_rel(A, B)
+  assert (res.t, res.p) == pytest.approx((ref.statistic, ref.pvalue), rel=1e-12)
+
+
+def test_corrected_paired_t_matches_the_hand_computation():
+  res = summary.paired_test(A, B, test_train_ratio=0.25)
+  assert res.mean == pytest.approx(0.032, abs=1e-12)
+  assert res.t == pytest.approx(2.9030989544096926, rel=1e-9)
+  assert res.p == pytest.approx(0.043981110268420941, rel=1e-8)
+  assert res.half_width == pytest.approx(0.030603932129621516, rel=1e-9)
+  j = res.to_json()
+  assert j["low"] == pytest.approx(0.032 - 0.030603932129621516, rel=1e-9)
+  assert j["method"] == "corrected resampled t" and j["df"] == 4
+  # Swapping the systems flips the sign, not the p-value.
+  back = summary.paired_test(B, A, test_train_ratio=0.25)
+  assert (back.mean, back.t, back.p) == pytest.approx((-0.032, -res.t, res.p), rel=1e-12)
+
+
+def test_paired_degenerate_cases():
+  assert summary.paired_test([0.5], [0.4]).p is None  # one fold
+  same = summary.paired_test([0.5, 0.6], [0.4, 0.5])  # constant difference
+  assert same.half_width == 0.0 and same.p == 0.0
+  assert summary.paired_test([0.5, 0.6], [0.5, 0.6]).p == 1.0
+  with pytest.raises(ValueError, match="same folds"):
+    summary.paired_test([0.5, 0.6], [0.5])
+
+
+def _counts(n_valid, n_train):
+  """result.json counts with two classes holding the utterances (3/5 and 2/5)."""
+  return {"valid_utterances": {"a": 3 * n_valid // 5, "b": n_valid - 3 * n_valid // 5},
+          "train_utterances": {"a": 3 * n_train // 5, "b": n_train - 3 * n_train // 5}}
+
+
+# Per fold n_valid / n_train: 36/150 = 0.24, 39/150 = 0.26, then 0.25 three times: mean 0.25.
+RATIOS = [(36, 150), (39, 150), (40, 160), (40, 160), (40, 160)]
+
+
+def _system(uars, split="random", name="sys", confusions=None):
+  results = {}
+  for fold, u in enumerate(uars):
+    r = {"uar": u, "wa": u, "segment_uar": u, "best_epoch": 1, "classes": ["a", "b"],
+         "counts": _counts(*RATIOS[fold])}
+    if confusions is not None:
+      r["confusion"] = confusions[fold]
+    results[fold] = r
+  return summary.summarize(results, name=name, system=name, split=split, corpus="synthetic")
+
+
+def test_summary_uses_the_corrected_t_for_the_random_split_only():
+  rnd = _system(A, "random")
+  assert rnd["statistics"]["method"] == "corrected resampled t"
+  assert rnd["statistics"]["test_train_ratio"] == pytest.approx(0.25, abs=1e-12)
+  assert rnd["statistics"]["ratio_source"] == "counts"
+  assert rnd["metrics"]["uar"]["ci"] == pytest.approx(0.087358805783704618, rel=1e-9)
+  assert "Nadeau & Bengio" in summary.render_markdown(rnd)
+  for split in ("linguistic", "loso"):
+    s = _system(A, split)
+    assert s["statistics"]["method"] == "t" and s["statistics"]["test_train_ratio"] is None
+    assert s["metrics"]["uar"]["ci"] == pytest.approx(0.058239203855803079, rel=1e-9)
+  # No counts: the configured valid fraction (0.2 -> 0.2 / 0.8 = 0.25); neither: an error.
+  bare = {f: {"uar": u, "wa": u, "segment_uar": u} for f, u in enumerate(A)}
+  s = summary.summarize(bare, split="random", valid_fraction=0.2)
+  assert s["statistics"]["ratio_source"] == "valid_fraction"
+  assert s["metrics"]["uar"]["ci"] == pytest.approx(0.087358805783704618, rel=1e-9)
+  with pytest.raises(ValueError, match="n_valid / n_train"):
+    summary.summarize(bare, split="random")
+
+
+def test_compare_systems_pairs_matching_folds():
+  ref, other = _system(B, name="ACRNN"), _system(A, name="ACRNN-r")
+  (entry,) = summary.compare_systems([ref, other])
+  assert entry["system"] == "ACRNN-r" and entry["reference"] == "ACRNN" and entry["folds"] == [0, 1, 2, 3, 4]
+  uar = entry["uar"]
+  assert uar["mean"] == pytest.approx(0.032, abs=1e-12)
+  assert uar["p"] == pytest.approx(0.043981110268420941, rel=1e-8)
+  assert uar["ci"] == pytest.approx(0.030603932129621516, rel=1e-9)
+  assert entry["collapse"] is None  # no confusion matrices
+  md = summary.render_compare([ref, other], paired=[entry])
+  (row,) = _table(md, "| SER system | folds | Δ UAR")
+  assert row.startswith("| ACRNN-r | 5 | +3.20 [+0.14, +6.26] | 0.044 |")
+  assert "paired corrected resampled t" in row and "n_valid/n_train = 0.2500" in md
+  # Disjoint folds: the ordinary paired t; one fold missing in a system: only the common ones.
+  ref, other = _system(B, "loso", "ACRNN"), _system(A, "loso", "ACRNN-r")
+  (entry,) = summary.compare_systems([ref, other])
+  assert entry["uar"]["p"] == pytest.approx(0.012112835399944045, rel=1e-8)
+  assert entry["uar"]["method"] == "t"
+  del other["folds"][2]
+  (entry,) = summary.compare_systems([ref, other])
+  assert entry["folds"] == [0, 1, 3, 4] and entry["uar"]["n"] == 4
+  ref4 = [b for i, b in enumerate(B) if i != 2]
+  a4 = [a for i, a in enumerate(A) if i != 2]
+  assert entry["uar"]["p"] == pytest.approx(scipy.stats.ttest_rel(a4, ref4).pvalue, rel=1e-12)
+  # Different splits cannot be paired.
+  (entry,) = summary.compare_systems([_system(B, "random"), _system(A, "loso")])
+  assert "splits differ" in entry["error"]
+
+
+def test_recalls_and_collapse_match_scikit_learn():
+  from sklearn.metrics import confusion_matrix, recall_score
+  rng = np.random.default_rng(3)
+  confusions, recalls = [], []
+  for _ in range(5):
+    y = rng.integers(0, 3, size=60)
+    y[:3] = [0, 1, 2]  # every class present
+    pred = np.where(rng.random(60) < 0.7, y, rng.integers(0, 3, size=60))
+    confusions.append(confusion_matrix(y, pred, labels=[0, 1, 2]).tolist())
+    recalls.append(recall_score(y, pred, average=None, labels=[0, 1, 2]))
+  results = {f: {"uar": 0.5, "wa": 0.5, "segment_uar": 0.5, "confusion": confusions[f],
+                 "classes": ["neu", "hap", "ang"], "counts": _counts(*RATIOS[f])} for f in range(5)}
+  s = summary.summarize(results, split="random")
+  recalls = np.array(recalls)
+  for f, row in enumerate(s["folds"]):
+    np.testing.assert_allclose(row["recalls"], recalls[f], rtol=1e-12)
+    assert row["collapse"] == pytest.approx(recalls[f].min(), rel=1e-12)
+  assert s["classes"] == ["neu", "hap", "ang"]
+  for k, c in enumerate(s["classes"]):
+    ref = summary.mean_ci(recalls[:, k], test_train_ratio=0.25)
+    assert s["recalls"][c]["mean"] == pytest.approx(recalls[:, k].mean(), rel=1e-12)
+    assert s["recalls"][c]["ci"] == pytest.approx(ref.half_width, rel=1e-12)
+  assert s["metrics"]["collapse"]["mean"] == pytest.approx(recalls.min(axis=1).mean(), rel=1e-12)
+  md = summary.render_markdown(s)
+  assert "recall hap (%)" in md and "collapse: min recall (%)" in md
+  rows = [l for l in md.splitlines() if l.startswith("| 0 |")]
+  assert f"| {100 * recalls[0, 1]:.2f} |" in rows[0]
+
+
+def test_absent_class_has_no_recall_and_is_left_out_of_collapse():
+  results = {0: {"uar": 0.5, "wa": 0.5, "segment_uar": 0.5, "classes": ["a", "b", "c"],
+                 "confusion": [[3, 1, 0], [0, 0, 0], [2, 0, 2]]},
+             1: {"uar": 0.5, "wa": 0.5, "segment_uar": 0.5, "classes": ["a", "b", "c"],
+                 "confusion": [[4, 0, 0], [1, 1, 0], [0, 0, 4]]}}
+  s = summary.summarize(results, split="loso")
+  assert s["folds"][0]["recalls"] == [0.75, None, 0.5] and s["folds"][0]["collapse"] == 0.5
+  assert s["folds"][1]["collapse"] == 0.5
+  assert s["recalls"]["b"]["n"] == 1 and s["recalls"]["b"]["mean"] == 0.5
+  assert s["recalls"]["a"]["mean"] == pytest.approx(0.875)
+  with pytest.raises(ValueError, match="fold 0: confusion must be a square"):
+    summary.summarize({0: {"uar": 0.5, "wa": 0.5, "segment_uar": 0.5, "confusion": [[1, 2]]}})

@@ -21,9 +21,9 @@ from ssa_jax.corpora.base import CorpusError
 SR = 16000
 
 
-def _cfg(num_speakers=2, num_phrases=2, repetitions=1, seed=0) -> ml_collections.ConfigDict:
+def _cfg(num_speakers=2, num_phrases=2, repetitions=1, seed=0, **knobs) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(num_speakers=num_speakers, num_phrases=num_phrases,
-                                        repetitions=repetitions, seed=seed))
+                                        repetitions=repetitions, seed=seed, **knobs))
 
 
 def _voiced_f0(y: np.ndarray) -> np.ndarray:
@@ -245,3 +245,193 @@ def test_bad_classes_and_indices_are_clear_errors(tmp_path):
     synthetic.synthesize(2, 0, 0, 0, _cfg())
   with pytest.raises(CorpusError, match="emotion index 4"):
     synthetic.synthesize(0, 0, 4, 0, _cfg())
+
+
+# ----------------------------------------------------------------------------------------------
+# Corpus knobs: class_weights, strategies, num_speakers.
+
+IEMOCAP_COUNTS = np.array([1099, 284, 289, 608])  # improvised IEMOCAP: neu, hap, ang, sad
+
+
+def test_iemocap_weights_match_the_proportions():
+  # Default sizes: 8 speakers x 12 phrases = 96 groups of 2 repetitions per balanced class.
+  kept = synthetic.kept_phrases(_cfg(8, 12, 2, class_weights="iemocap"), 4)
+  assert kept.shape == (8, 4, 12)
+  counts = 2 * kept.sum(axis=(0, 2))
+  # Hand computation: 96 groups x 1099 / 1099, x 284 / 1099 = 24.8, x 289 / 1099 = 25.2,
+  # x 608 / 1099 = 53.1 groups, rounded, 2 utterances each.
+  np.testing.assert_array_equal(counts, [192, 50, 50, 106])
+  np.testing.assert_allclose(counts / counts.sum(), IEMOCAP_COUNTS / IEMOCAP_COUNTS.sum(), atol=0.003)
+  assert kept.sum(axis=2).min() >= 2  # at least 2 phrases per (speaker, class)
+  assert kept[:, 0].all()  # the largest class keeps every phrase
+  # Deterministic from the seed; another seed keeps other phrases (same counts).
+  np.testing.assert_array_equal(kept, synthetic.kept_phrases(_cfg(8, 12, 2, class_weights="iemocap"), 4))
+  other = synthetic.kept_phrases(_cfg(8, 12, 2, seed=1, class_weights="iemocap"), 4)
+  assert not np.array_equal(other, kept)
+  np.testing.assert_array_equal(2 * other.sum(axis=(0, 2)), counts)
+  for n in (10, 20):  # more speakers: the same proportions
+    c = synthetic.kept_phrases(_cfg(n, 12, 2, class_weights="iemocap"), 4).sum(axis=(0, 2))
+    np.testing.assert_allclose(c / c.sum(), IEMOCAP_COUNTS / IEMOCAP_COUNTS.sum(), atol=0.004)
+  # Few phrases: the floor of 2 phrases per (speaker, class) wins over the proportions.
+  few = synthetic.kept_phrases(_cfg(4, 4, 1, class_weights="iemocap"), 4)
+  np.testing.assert_array_equal(few.sum(axis=2).min(axis=0), [4, 2, 2, 2])
+  assert synthetic.kept_phrases(_cfg(8, 12, 2), 4).all()  # balanced: everything
+
+
+def test_iemocap_corpus_drops_whole_repetition_groups(tmp_path):
+  cfg = _cfg(4, 8, 2, class_weights="iemocap")
+  listing = synthetic.generate(cfg, str(tmp_path), EMOTIONS)
+  groups = {}
+  for u in listing.utterances:
+    groups.setdefault((u.speaker, u.label, u.phrase), []).append(u.utt_id)
+  assert all(len(g) == 2 for g in groups.values())  # both repetitions or none
+  per_class = {e: sum(u.label == e for u in listing.utterances) for e in EMOTIONS}
+  kept = synthetic.kept_phrases(cfg, 4)
+  assert per_class == {e: 2 * int(kept[:, i].sum()) for i, e in enumerate(EMOTIONS)}
+  # Hand computation: 32 groups per class x (1, 284/1099, 289/1099, 608/1099), rounded.
+  assert per_class == {"neu": 64, "hap": 16, "ang": 16, "sad": 36}
+  for (spk, label, _), _ in groups.items():
+    assert sum(1 for k in groups if k[:2] == (spk, label)) >= 2
+  # A kept utterance is the balanced corpus's utterance (the knob only selects).
+  u = next(u for u in listing.utterances if u.label == "hap")
+  s, p, r = int(u.speaker[3:5]), int(u.phrase[1:]), int(u.utt_id[-1])
+  y = synthetic.synthesize(s, p, EMOTIONS.index("hap"), r, _cfg(4, 8, 2))
+  np.testing.assert_allclose(sf.read(u.path, dtype="float32")[0], y, atol=1.0 / 32768)
+
+
+def _class_pair_diffs(vectors, pairs, classes_a, classes_b):
+  """RMS per dimension of v[a, ea] - v[b, eb] over speaker pairs and class pairs."""
+  d = [vectors[a][ea] - vectors[b][eb] for a, b in pairs for ea, eb in zip(classes_a, classes_b)]
+  return float(np.sqrt(np.mean(np.square(d))))
+
+
+def test_shared_strategies_agree_up_to_the_idiosyncratic_noise():
+  pairs = [(a, b) for a in range(10) for b in range(a + 1, 10)]
+  classes = range(4)
+  shared = [synthetic.speaker_strategies(0, s, 4, "shared") for s in range(10)]
+  per_speaker = [synthetic.speaker_strategies(0, s, 4, "per_speaker") for s in range(10)]
+  # Two independent N(0, 0.4^2) offsets differ by N(0, 2 x 0.4^2): RMS 0.566 per dimension.
+  assert 0.45 < _class_pair_diffs(shared, pairs, classes, classes) < 0.7
+  assert _class_pair_diffs(per_speaker, pairs, classes, classes) > 1.0
+  # Nearest class centroid of the other speakers, for each speaker: right everywhere under
+  # shared (speaker-independent), often wrong under per_speaker.
+  def loso_nearest_centroid(vectors):
+    right = 0
+    for s in range(len(vectors)):
+      cent = np.mean([vectors[o] for o in range(len(vectors)) if o != s], axis=0)  # (4, 8)
+      right += sum(int(np.argmin(np.linalg.norm(cent - vectors[s][e], axis=1)) == e) for e in classes)
+    return right / (4 * len(vectors))
+  assert loso_nearest_centroid(shared) == 1.0
+  assert loso_nearest_centroid(per_speaker) < 0.7
+  # The default mode is today's corpus: per_speaker is what speaker_strategies gave before.
+  np.testing.assert_array_equal(per_speaker[3], synthetic.speaker_strategies(0, 3, 4))
+
+
+@pytest.mark.parametrize("num_speakers", [8, 10, 20])
+def test_swapped_groups_hold_both_sexes_and_swap_hap_and_ang(num_speakers):
+  groups = [synthetic.speaker_group(s) for s in range(num_speakers)]
+  names = [synthetic.speaker_name(s) for s in range(num_speakers)]
+  for g in (0, 1):
+    sexes = {n[-1] for n, k in zip(names, groups) if k == g}
+    assert sexes == {"F", "M"}, (g, names, groups)
+  assert abs(groups.count(0) - groups.count(1)) <= 1
+  v = [synthetic.speaker_strategies(0, s, 4, "swapped") for s in range(num_speakers)]
+  a_spk = [s for s in range(num_speakers) if groups[s] == 0]
+  b_spk = [s for s in range(num_speakers) if groups[s] == 1]
+  cross = [(a, b) for a in a_spk for b in b_spk]
+  within = [(a, b) for a in a_spk for b in a_spk if a < b] + [(a, b) for a in b_spk for b in b_spk if a < b]
+  hap, ang = EMOTIONS.index("hap"), EMOTIONS.index("ang")
+  # Across the groups, A's hap is B's ang and the other way round (up to the noise, RMS 0.566) ...
+  assert _class_pair_diffs(v, cross, [hap, ang], [ang, hap]) < 0.7
+  assert _class_pair_diffs(v, cross, [hap, ang], [hap, ang]) > 0.8  # 1.30 |P_hap - P_ang| + noise
+  # Each B speaker's hap is nearest to A's ang centroid (and its ang to A's hap), among A's classes.
+  cent_a = np.mean([v[a] for a in a_spk], axis=0)
+  for b in b_spk:
+    assert np.argmin(np.linalg.norm(cent_a - v[b][hap], axis=1)) == ang, b
+    assert np.argmin(np.linalg.norm(cent_a - v[b][ang], axis=1)) == hap, b
+  # ... within a group they agree, and neu and sad agree everywhere.
+  assert _class_pair_diffs(v, within, [hap, ang], [hap, ang]) < 0.7
+  assert _class_pair_diffs(v, cross + within, [0, 3], [0, 3]) < 0.7
+
+
+def test_strategy_modes_keep_the_class_separation_comparable():
+  """Mean distance between a speaker's class strategies, 20 speakers: within 10 % across modes."""
+  iu = np.triu_indices(4, 1)
+  mean_sep = {}
+  for mode in synthetic.STRATEGIES:
+    d = [np.linalg.norm(v[:, None] - v[None], axis=-1)[iu]
+         for v in (synthetic.speaker_strategies(0, s, 4, mode) for s in range(20))]
+    mean_sep[mode] = float(np.mean(d))
+    assert np.min(d) >= 2.0 - 1e-9 or mode == "per_speaker", (mode, np.min(d))
+  ref = mean_sep["per_speaker"]
+  assert all(abs(m / ref - 1) < 0.1 for m in mean_sep.values()), mean_sep
+
+
+def test_many_speakers_alternate_sexes(tmp_path):
+  listing = synthetic.generate(_cfg(20, 1, 1), str(tmp_path), ("neu", "ang"))
+  speakers = sorted({u.speaker for u in listing.utterances})
+  assert len(speakers) == 20 and len(listing.utterances) == 40
+  assert sum(s.endswith("F") for s in speakers) == 10
+  assert speakers[-1] == "spk19M"
+
+
+def test_strategies_change_the_audio():
+  base = synthetic.synthesize(1, 0, 1, 0, _cfg())
+  np.testing.assert_array_equal(base, synthetic.synthesize(1, 0, 1, 0, _cfg(strategies="per_speaker")))
+  for mode in ("shared", "swapped"):
+    cfg = _cfg(num_speakers=4, strategies=mode)
+    y = synthetic.synthesize(1, 0, 1, 0, cfg)
+    assert y.shape != base.shape or not np.array_equal(y, base), mode
+
+
+def test_cache_key_records_each_knob(tmp_path):
+  old_style = synthetic.corpus_dir(_cfg(8, 12, 2), str(tmp_path), EMOTIONS)  # no knob fields
+  explicit = synthetic.corpus_dir(_cfg(8, 12, 2, class_weights="balanced", strategies="per_speaker"),
+                                  str(tmp_path), EMOTIONS)
+  assert explicit == old_style  # defaults leave the default corpus where it was
+  dirs = {synthetic.corpus_dir(_cfg(8, 12, 2, **{k: v}), str(tmp_path), EMOTIONS)
+          for k, v in (("class_weights", "iemocap"), ("strategies", "shared"), ("strategies", "swapped"))}
+  dirs |= {synthetic.corpus_dir(_cfg(8, 12, 2, class_weights="iemocap", strategies="swapped"),
+                                str(tmp_path), EMOTIONS),
+           synthetic.corpus_dir(_cfg(10, 12, 2), str(tmp_path), EMOTIONS)}
+  assert len(dirs) == 5 and old_style not in dirs
+
+
+def test_knob_recorded_in_listing(tmp_path):
+  listing = synthetic.generate(_cfg(4, 2, 1, strategies="swapped"), str(tmp_path), EMOTIONS)
+  import json
+  meta = json.load(open(os.path.join(listing.root, "listing.json")))
+  assert meta["config"]["strategies"] == "swapped" and "class_weights" not in meta["config"]
+
+
+@pytest.mark.parametrize("knobs,classes,match", [
+    (dict(strategies="personal"), EMOTIONS, "strategies must be one of .*'personal'"),
+    (dict(class_weights="imbalanced"), EMOTIONS, "class_weights must be one of .*'imbalanced'"),
+    (dict(class_weights=None), EMOTIONS, "class_weights .*None"),
+    (dict(strategies="swapped", num_speakers=2), EMOTIONS, "num_speakers >= 4.*got 2"),
+    (dict(strategies="swapped", num_speakers=4), ("neu", "hap"), "at least 3 classes, got 2"),
+    (dict(class_weights="iemocap"), EMOTIONS + ("fear",), "4 classes, got 5"),
+])
+def test_bad_knob_is_a_clear_value_error(tmp_path, knobs, classes, match):
+  cfg = _cfg(**{"num_speakers": 2, **knobs})
+  with pytest.raises(ValueError, match=match):
+    synthetic.generate(cfg, str(tmp_path), classes)
+  assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_learnability_benchmark_statistics():
+  """benchmarks/corpus_learnability.py's per-utterance statistics against a direct computation."""
+  from types import SimpleNamespace
+  from benchmarks import corpus_learnability
+  rng = np.random.default_rng(0)
+  segs = rng.normal(size=(5, 6, 3, 2))
+  mask = np.ones((5, 6), bool)
+  mask[1, 4:] = mask[4, 2:] = False
+  seg_utt = np.array([0, 0, 1, 2, 2])
+  ds = SimpleNamespace(segments=segs, mask=mask, seg_utt=seg_utt, utt_ids=("a", "b", "c"))
+  got = corpus_learnability.utterance_stats(ds)
+  assert got.shape == (3, 2 * 3 * 2)
+  for u in range(3):
+    frames = np.concatenate([segs[i][mask[i]] for i in np.flatnonzero(seg_utt == u)])  # (F, M, C)
+    np.testing.assert_allclose(got[u], np.concatenate([frames.mean(0).ravel(), frames.std(0).ravel()]),
+                               atol=1e-9)

@@ -1,5 +1,5 @@
-"""The built-in generated speech corpus (docs/DESIGN.md §7): speech-like audio whose emotions are prosodic
-strategies that differ between speakers.
+"""The built-in generated speech corpus (docs/DESIGN.md §7): speech-like audio whose emotions are
+prosodic strategies that differ between speakers (or not: `config.data.synthetic.strategies`).
 
 Every utterance is a pure function of `(seed, speaker, phrase, emotion, repetition)`:
 `synthesize` seeds its own `numpy.random.Generator` from that tuple, so each file is reproducible
@@ -61,17 +61,76 @@ Each class index `e` has a canonical prototype `P[e]` (for the default classes n
 | 4 (fear-like) | 1.0 | -0.4 | 0.8 | -0.3 | -0.3 | 0.6 | 1.0 | 0.2 |
 | 5 (bored-like) | -0.5 | -1.0 | -0.5 | -0.3 | -0.2 | 0.3 | -0.6 | 0.6 |
 
-Speaker `s` expresses class `e` with
-`v[s, e] = SHARED_WEIGHT·P[e] + PERSONAL_WEIGHT·P[π_s(e)] + δ[s, e]`, where `π_s` is a personal
-permutation of the classes (the speakers take distinct permutations, in an order shuffled from the
-seed, so for up to K! speakers no two share one: one speaker's anger is another's joy) and `δ[s, e]`
-is an idiosyncratic offset (N(0, 0.4²) per dimension), redrawn until the speaker's K strategies are
-at least `MIN_SEPARATION` = 2.0 apart (Euclidean; SHARED_WEIGHT = 0.7, PERSONAL_WEIGHT = 1.1). The
-shared part keeps the task partly speaker-independent; the personal part makes speaker identity
-genuinely useful (logistic regression on per-utterance log-Mel statistics of the default corpus,
-80/20 splits: UAR ~0.77 without the speaker, ~0.84 on per-speaker normalised statistics, ~0.99 with
-per-speaker weights). Every utterance adds N(0, 0.12²) per dimension (within-emotion variability, well below the separation), plus its
-own random jitter, noise, etc.
+Speaker `s` expresses class `e` with the strategy `v[s, e] = B[s, e] + δ[s, e]`: a noiseless base
+`B[s, e]` that depends on `config.data.synthetic.strategies` (below), plus an idiosyncratic offset
+`δ[s, e]` (N(0, 0.4²) per dimension), redrawn from `(seed, 3, s)` until the speaker's K strategies
+are at least `MIN_SEPARATION` = 2.0 apart (Euclidean). Every utterance adds N(0, 0.12²) per
+dimension (within-emotion variability, well below the separation), plus its own random jitter,
+noise, etc. The bases (SHARED_WEIGHT = 0.7, PERSONAL_WEIGHT = 1.1, c = hypot(0.7, 1.1) = 1.304):
+
+  per_speaker (the default, the corpus as it was before the knob):
+      `B[s, e] = 0.7·P[e] + 1.1·P[π_s(e)]`, `π_s` a personal permutation of the classes (the
+      speakers take distinct permutations, in an order shuffled from the seed, so for up to K!
+      speakers (24 for 4 classes) no two share one; beyond that they repeat, speaker s taking
+      the (s mod K!)-th): one speaker's anger is another's joy. The shared part keeps the task
+      partly speaker-independent, the personal part makes speaker identity genuinely useful.
+  shared: `B[s, e] = c·P[e]` for every speaker: only `δ[s, e]` differs between speakers.
+  swapped: `B[s, e] = c·P[σ_s(e)]`, σ_s the identity for group A and the transposition of
+      classes 1 and 2 (hap, ang) for group B: A shows happiness mainly by pitch and range and
+      anger by loudness and effort, B the reverse; neu and sad are expressed alike. Speaker s
+      is in group `(s // 2 + s % 2) % 2` (0 = A): A = spk00F, spk03M, spk04F, spk07M, ...,
+      B = spk01M, spk02F, spk05M, spk06F, ..., so each group holds both sexes (needs >= 4
+      speakers and >= 3 classes). Pooled over the speakers, hap and ang then have the same cues.
+  c is chosen so that the separation between classes stays comparable: averaged over all K!
+  permutations, the RMS distance between two classes' `per_speaker` bases is exactly c times the
+  prototypes' (the cross terms cancel). Measured on the 8 default speakers (with δ): mean
+  distance between a speaker's classes 3.97 (per_speaker), 3.92 (shared), 3.75 (swapped).
+
+How learnable each mode is (`python benchmarks/corpus_learnability.py`: logistic regression on
+per-utterance means and standard deviations of the 40 × 3 log-Mel/Δ/ΔΔ features, UAR in %, folds
+0-4 of the random split with repetition groups kept together; "pooled": one classifier, raw
+statistics; "spk-norm": statistics z-scored per speaker; "per-speaker": one classifier per
+speaker; "loso": spk-norm tested on each unseen speaker in turn; 8 speakers, 12 phrases, 2 reps):
+
+| strategies | class_weights | pooled | spk-norm | per-speaker | loso | loso recall neu/hap/ang/sad |
+| --- | --- | ---: | ---: | ---: | ---: | --- |
+| shared | balanced | 97.2 | 97.5 | 97.9 | 95.2 | 93 / 89 / 99 / 99 |
+| per_speaker | balanced | 70.5 | 73.4 | 95.9 | 36.8 | 51 / 23 / 37 / 37 |
+| swapped | balanced | 87.5 | 86.3 | 97.8 | 69.5 | 92 / 45 / 43 / 98 |
+| shared | iemocap | 91.7 | 90.9 | 85.6 | 92.2 | 99 / 76 / 93 / 100 |
+| swapped | iemocap | 76.6 | 79.2 | 82.8 | 75.1 | 98 / 43 / 59 / 100 |
+
+Knowing the speaker gains nothing under `shared` and resolves hap / ang under `swapped`: on an
+unseen speaker those two are at chance between each other (loso recalls 45 / 43), as designed. With
+every speaker seen in training (the random split), a pooled classifier still gets part of the way
+(hap / ang recalls 75 / 78 under swapped): the voice tells the 8 speakers apart, and 16 speaker ×
+class clusters are close to linearly separable in 240 dimensions. (The per-speaker classifiers of the
+iemocap rows have only ~5 training utterances of hap and of ang per speaker.)
+
+Class proportions (`config.data.synthetic.class_weights`):
+  balanced (default): every (speaker, class) holds all `num_phrases` phrases × `repetitions`.
+  iemocap: the improvised IEMOCAP proportions neu 1099, hap 284, ang 289, sad 608 (4 classes
+      only), by dropping whole repetition groups (a phrase's repetitions stay together):
+      class e keeps `G_e = round(S·P·w_e / max w)` (speaker, phrase) groups in all, at least 2
+      phrases per (speaker, class); each speaker gets `G_e // S` of them and `G_e mod S` speakers
+      (drawn from `(seed, 6, e)`) one more; which phrases is drawn from `(seed, 7, s, e)`. The kept
+      utterances are byte-identical to the balanced corpus's. Measured (12 phrases, 2 repetitions):
+
+      | speakers | neu | hap | ang | sad | total |
+      | ---: | ---: | ---: | ---: | ---: | ---: |
+      | 8 | 192 | 50 | 50 | 106 | 398 |
+      | 10 | 240 | 62 | 64 | 132 | 498 |
+      | 20 | 480 | 124 | 126 | 266 | 996 |
+
+      (8 speakers: shares 48.2 / 12.6 / 12.6 / 26.6 % against IEMOCAP's 48.2 / 12.5 / 12.7 / 26.7 %.)
+
+Speakers (`config.data.synthetic.num_speakers`): any number >= 1 (>= 4 with `swapped`); 8, 10
+and 20 are tested. Speakers alternate female / male, so 10 speakers are 5 F + 5 M.
+
+Cache key: the corpus folder is `synthetic-<hash>` of the config, the classes and the generator
+version; `class_weights` and `strategies` enter it only when they differ from their defaults, so
+the default corpus keeps the key (and bytes) it had before the knobs. Generating the default
+768 utterances takes about 30 s on one core.
 
 Lengths: 1-6 s (a phrase rendered longer than 5.9 s or shorter than 1.1 s is time-scaled to fit).
 Classes: 2 to 6 (the table's first K prototypes, by position).
@@ -104,6 +163,21 @@ PERSONAL_WEIGHT = 1.1
 IDIOSYNCRASY_STD = 0.4
 UTTERANCE_STD = 0.12
 MIN_SEPARATION = 2.0
+# `shared` and `swapped` scale the prototypes by hypot(SHARED_WEIGHT, PERSONAL_WEIGHT): over all
+# permutations, the RMS distance between two classes of a `per_speaker` speaker equals this scale
+# times the prototypes' (module docstring), so only the speaker dependence differs between modes.
+COMMON_SCALE = float(np.hypot(SHARED_WEIGHT, PERSONAL_WEIGHT))
+SWAPPED_CLASSES = (1, 2)  # `swapped`: group B expresses class 1 (hap) as group A expresses 2 (ang)
+
+# The corpus knobs of `config.data.synthetic` (string valued) and their defaults (today's corpus).
+STRATEGIES = ("shared", "per_speaker", "swapped")
+CLASS_WEIGHTS = {
+    "balanced": None,
+    # Improvised IEMOCAP utterances of neu, hap, ang, sad (class indices 0-3).
+    "iemocap": (1099, 284, 289, 608),
+}
+KNOB_DEFAULTS = {"class_weights": "balanced", "strategies": "per_speaker"}
+MIN_PHRASES = 2  # class_weights: repetition groups kept per (speaker, class), at least
 
 STRATEGY_DIMS = ("pitch", "range", "tempo", "loud", "effort", "breath", "irregular", "pauses")
 PROTOTYPES = np.array([
@@ -149,23 +223,45 @@ def _rng(*key: int) -> np.random.Generator:
   return np.random.default_rng([int(k) for k in key])
 
 
-def _cfg_values(syn_cfg: Any) -> dict[str, int]:
-  """The integer fields of `config.data.synthetic`, validated."""
-  def get(name: str) -> int:
+def _cfg_values(syn_cfg: Any) -> dict[str, Any]:
+  """The fields of `config.data.synthetic`, validated: the integers num_speakers, num_phrases,
+  repetitions, seed, and the knobs class_weights and strategies (their defaults when absent)."""
+  def get(name: str) -> Any:
     try:
-      value = syn_cfg[name]
+      return syn_cfg[name]
     except (KeyError, AttributeError, TypeError) as e:
+      if name in KNOB_DEFAULTS:
+        return KNOB_DEFAULTS[name]
       raise CorpusError(f"synthetic corpus config: missing field {name!r}") from e
-    if isinstance(value, bool) or int(value) != value:
+
+  def get_int(name: str) -> int:
+    value = get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+        or int(value) != value:
       raise CorpusError(f"synthetic corpus config: {name} must be an integer, got {value!r}")
     return int(value)
-  vals = {k: get(k) for k in ("num_speakers", "num_phrases", "repetitions", "seed")}
+  vals: dict[str, Any] = {k: get_int(k) for k in ("num_speakers", "num_phrases", "repetitions", "seed")}
   for k in ("num_speakers", "num_phrases", "repetitions"):
     if vals[k] < 1:
       raise CorpusError(f"synthetic corpus config: {k} must be >= 1, got {vals[k]}")
   if vals["seed"] < 0:
     raise CorpusError(f"synthetic corpus config: seed must be >= 0, got {vals['seed']}")
+  for name, choices in (("class_weights", tuple(CLASS_WEIGHTS)), ("strategies", STRATEGIES)):
+    value = get(name)
+    if value not in choices:
+      raise CorpusError(f"synthetic corpus config: {name} must be one of {', '.join(choices)}, "
+                        f"got {value!r}")
+    vals[name] = str(value)
+  if vals["strategies"] == "swapped" and vals["num_speakers"] < 4:
+    raise CorpusError(f"synthetic corpus config: strategies='swapped' needs num_speakers >= 4 "
+                      f"(two groups, each with both sexes), got {vals['num_speakers']}")
   return vals
+
+
+def _key_values(vals: dict[str, Any]) -> dict[str, Any]:
+  """The config as recorded in the cache key and listing.json: knobs at their default are left
+  out, so the default corpus keeps the key it had before the knobs existed."""
+  return {k: v for k, v in vals.items() if KNOB_DEFAULTS.get(k, object()) != v}
 
 
 def speaker_name(speaker: int) -> str:
@@ -226,15 +322,39 @@ def _permutation_order(seed: int, num_classes: int) -> tuple[tuple[int, ...], ..
   return tuple(perms[i] for i in order)
 
 
-@functools.lru_cache(maxsize=256)
-def speaker_strategies(seed: int, speaker: int, num_classes: int) -> np.ndarray:
-  """`(num_classes, 8)` strategy vectors of a speaker (rows: class index), see the docstring."""
+def speaker_group(speaker: int) -> int:
+  """`swapped` group of a speaker: 0 (A) or 1 (B), `(speaker // 2 + speaker % 2) % 2`, so that each
+  group holds both sexes (A = spk00F, spk03M, spk04F, spk07M, ...; B = spk01M, spk02F, ...)."""
+  return (speaker // 2 + speaker % 2) % 2
+
+
+def strategy_base(seed: int, speaker: int, num_classes: int, mode: str = "per_speaker") -> np.ndarray:
+  """`(num_classes, 8)` noiseless strategy vectors of a speaker (before `δ[s, e]`), see the docstring."""
   if not 2 <= num_classes <= len(PROTOTYPES):
     raise CorpusError(f"synthetic corpus: 2 to {len(PROTOTYPES)} classes supported, got {num_classes}")
-  perms = _permutation_order(seed, num_classes)
-  perm = np.array(perms[speaker % len(perms)])
+  if mode not in STRATEGIES:
+    raise CorpusError(f"synthetic corpus: strategies must be one of {', '.join(STRATEGIES)}, got {mode!r}")
   protos = PROTOTYPES[:num_classes]
-  base = SHARED_WEIGHT * protos + PERSONAL_WEIGHT * protos[perm]
+  if mode == "per_speaker":
+    perms = _permutation_order(seed, num_classes)
+    perm = np.array(perms[speaker % len(perms)])
+    return SHARED_WEIGHT * protos + PERSONAL_WEIGHT * protos[perm]
+  order = np.arange(num_classes)
+  if mode == "swapped":
+    if num_classes <= max(SWAPPED_CLASSES):
+      raise CorpusError(f"synthetic corpus: strategies='swapped' swaps classes {SWAPPED_CLASSES} and "
+                        f"needs at least {max(SWAPPED_CLASSES) + 1} classes, got {num_classes}")
+    if speaker_group(speaker) == 1:
+      a, b = SWAPPED_CLASSES
+      order[[a, b]] = order[[b, a]]
+  return COMMON_SCALE * protos[order]
+
+
+@functools.lru_cache(maxsize=1024)
+def speaker_strategies(seed: int, speaker: int, num_classes: int,
+                       mode: str = "per_speaker") -> np.ndarray:
+  """`(num_classes, 8)` strategy vectors of a speaker (rows: class index), see the docstring."""
+  base = strategy_base(seed, speaker, num_classes, mode)
   g = _rng(seed, 3, speaker)
   best, best_sep = base, -1.0
   for _ in range(1000):  # accepts within a few draws; keeps the best draw in any case
@@ -246,6 +366,35 @@ def speaker_strategies(seed: int, speaker: int, num_classes: int) -> np.ndarray:
       break
   best.setflags(write=False)
   return best
+
+
+def kept_phrases(vals: Any, num_classes: int) -> np.ndarray:
+  """`(num_speakers, num_classes, num_phrases)` bool: the repetition groups the corpus holds.
+
+  `balanced`: all. `iemocap`: class e keeps `G_e = round(S·P·w_e / max(w))` groups in all (S
+  speakers, P phrases, w the proportions), at least `min(MIN_PHRASES, P)` per speaker; each speaker
+  gets `G_e // S`, `G_e % S` speakers (drawn from `(seed, 6, e)`) one more, and each (speaker,
+  class) keeps a random subset of its phrases (drawn from `(seed, 7, speaker, e)`).
+  """
+  vals = _cfg_values(vals)
+  n_spk, n_phr = vals["num_speakers"], vals["num_phrases"]
+  weights = CLASS_WEIGHTS[vals["class_weights"]]
+  kept = np.ones((n_spk, num_classes, n_phr), bool)
+  if weights is None:
+    return kept
+  if num_classes != len(weights):
+    raise CorpusError(f"synthetic corpus: class_weights={vals['class_weights']!r} gives proportions "
+                      f"for {len(weights)} classes, got {num_classes}")
+  w = np.asarray(weights, np.float64) / max(weights)
+  low = min(MIN_PHRASES, n_phr)
+  for e in range(num_classes):
+    total = int(np.clip(np.floor(n_spk * n_phr * w[e] + 0.5), n_spk * low, n_spk * n_phr))
+    per_speaker = np.full(n_spk, total // n_spk)
+    per_speaker[_rng(vals["seed"], 6, e).permutation(n_spk)[:total % n_spk]] += 1
+    for s in range(n_spk):
+      keep = _rng(vals["seed"], 7, s, e).permutation(n_phr)[:per_speaker[s]]
+      kept[s, e] = np.isin(np.arange(n_phr), keep)
+  return kept
 
 
 @functools.lru_cache(maxsize=16)
@@ -310,7 +459,8 @@ def synthesize(speaker: int, phrase: int, emotion: int, repetition: int, syn_cfg
 
   Args:
     speaker, phrase, emotion, repetition: indices (emotion indexes the class list).
-    syn_cfg: `config.data.synthetic` (uses `seed`; the counts only bound the indices).
+    syn_cfg: `config.data.synthetic` (uses `seed` and `strategies`; the counts only bound the
+      indices; `class_weights` does not change any utterance, only which ones the corpus holds).
     sample_rate: output rate (the features expect 16 kHz).
     num_classes: number of classes (selects the prototypes and the speakers' permutations).
   """
@@ -325,7 +475,8 @@ def synthesize(speaker: int, phrase: int, emotion: int, repetition: int, syn_cfg
   spk = speaker_params(seed, speaker)
   words = phrase_plan(seed, phrase)
   g = _rng(seed, 4, speaker, phrase, emotion, repetition)
-  v = speaker_strategies(seed, speaker, num_classes)[emotion] + g.normal(0.0, UTTERANCE_STD, size=8)
+  v = (speaker_strategies(seed, speaker, num_classes, vals["strategies"])[emotion]
+       + g.normal(0.0, UTTERANCE_STD, size=8))
   pitch, rng_, tempo, loud, effort, breath, irregular, pauses = v
   sr = sample_rate
 
@@ -454,7 +605,7 @@ def synthesize(speaker: int, phrase: int, emotion: int, repetition: int, syn_cfg
 
 def corpus_dir(syn_cfg: Any, cache_dir: str, classes: Sequence[str]) -> str:
   """`<cache_dir>/synthetic-<hash of config, classes and generator version>`."""
-  key = json.dumps({"config": _cfg_values(syn_cfg), "classes": list(classes), "version": GENERATOR_VERSION,
+  key = json.dumps({"config": _key_values(_cfg_values(syn_cfg)), "classes": list(classes), "version": GENERATOR_VERSION,
                     "sample_rate": SAMPLE_RATE}, sort_keys=True)
   digest = hashlib.sha256(key.encode()).hexdigest()[:12]
   return os.path.join(os.path.expanduser(str(cache_dir)), f"{CORPUS_NAME}-{digest}")
@@ -464,7 +615,7 @@ def _utt_id(spk: str, label: str, phrase: int, rep: int) -> str:
   return f"{spk}_{label}_p{phrase:02d}_r{rep}"
 
 
-def _write_one(job: tuple[str, int, int, int, int, dict[str, int], int]) -> None:
+def _write_one(job: tuple[str, int, int, int, int, dict[str, Any], int]) -> None:
   path, s, p, e, r, vals, num_classes = job
   audio = synthesize(s, p, e, r, vals, SAMPLE_RATE, num_classes)
   io_lib.write_with(path, lambda f: sf.write(f, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV"))
@@ -491,7 +642,8 @@ def generate(syn_cfg: Any, cache_dir: str, classes: Sequence[str], progress: boo
   """The generated corpus as a `Listing`, writing it under `corpus_dir(...)` on the first call.
 
   Args:
-    syn_cfg: `config.data.synthetic` (num_speakers, num_phrases, repetitions, seed).
+    syn_cfg: `config.data.synthetic` (num_speakers, num_phrases, repetitions, seed,
+      class_weights, strategies).
     cache_dir: `config.data.cache_dir` (`~` expanded).
     classes: class names in logit order (2 to 6); the class index selects the prototype.
     progress: print a line when generating.
@@ -505,6 +657,8 @@ def generate(syn_cfg: Any, cache_dir: str, classes: Sequence[str], progress: boo
   if not 2 <= len(classes) <= len(PROTOTYPES):
     raise CorpusError(f"synthetic corpus: 2 to {len(PROTOTYPES)} classes supported, got {classes}")
   vals = _cfg_values(syn_cfg)
+  kept = kept_phrases(vals, len(classes))  # validates class_weights against the classes
+  strategy_base(vals["seed"], 0, len(classes), vals["strategies"])  # and the strategies
   folder = corpus_dir(vals, cache_dir, classes)
   cached = _read_listing(folder, classes)
   if cached is not None:
@@ -521,7 +675,7 @@ def generate(syn_cfg: Any, cache_dir: str, classes: Sequence[str], progress: boo
   jobs, records = [], []
   for s in range(vals["num_speakers"]):
     for e, label in enumerate(classes):
-      for p in range(vals["num_phrases"]):
+      for p in np.flatnonzero(kept[s, e]).tolist():
         for r in range(vals["repetitions"]):
           uid = _utt_id(speaker_name(s), label, p, r)
           jobs.append((os.path.join(folder, uid + ".wav"), s, p, e, r, vals, len(classes)))
@@ -532,7 +686,8 @@ def generate(syn_cfg: Any, cache_dir: str, classes: Sequence[str], progress: boo
     print(f"generating the synthetic corpus ({len(jobs)} utterances) in {folder} ...", flush=True)
   for job in jobs:  # ~15 ms an utterance in one process: no pool needed
     _write_one(job)
-  meta = {"corpus": CORPUS_NAME, "version": GENERATOR_VERSION, "config": vals, "classes": list(classes),
+  meta = {"corpus": CORPUS_NAME, "version": GENERATOR_VERSION, "config": _key_values(vals),
+          "classes": list(classes),
           "sample_rate": SAMPLE_RATE, "utterances": records}
   io_lib.write_json(os.path.join(folder, "listing.json"), meta, indent=1)
   if progress:

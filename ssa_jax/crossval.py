@@ -1,0 +1,333 @@
+"""Cross-validation of one system or several (`bin.crossval`): trains (or resumes) every fold, then
+writes the summaries in the paper's Table 1 form, the paired comparison, and prints progress.
+
+  parse_folds(spec, num_folds) -> list[int]          '0-9' / '0,2,5' / '0-2,7' / None (all)
+  complete_result(fold_dir, config) -> dict | None   result.json of a finished fold
+  load_config(spec, overrides) -> ConfigDict          a config file (`path[:arg]`) + overrides
+  run_crossval(config, workdir, folds) -> (summary, errors)
+        `<workdir>/fold<K>/` per fold (as `bin.train`), then `<workdir>/summary.json` and
+        `summary.md` (`ssa_jax.summary.summarize`: per-fold table, per-class recalls, collapse,
+        mean ± 95 % CI: the corrected resampled t for the random split, Student's t otherwise)
+  run_compare(configs, workdir, folds) -> (summaries, errors)
+        each system in `<workdir>/<config.name>/`, then `<workdir>/compare.md` / compare.json:
+        one Table 1 row per system, per-class recalls, and each system's paired UAR and collapse
+        differences against the first (`summary.compare_systems`)
+  Progress, eta_seconds, format_duration             the per-fold progress line and its ETA
+
+A fold whose result.json is complete (all its epochs run, or stopped by patience) is not retrained;
+an interrupted fold resumes from its latest checkpoint. A fold that fails (ValueError,
+FloatingPointError, OSError) is reported and the others still run and are summarised.
+
+Progress: one line per finished fold, `[system] fold K: UAR …, trained in 2 min 10 s; 7 folds
+left, about 15 min`. The estimate is the mean time of the folds trained in this invocation times
+the folds still to train, over all the systems of a `--compare` (folds already complete are
+neither counted as trained nor as left).
+
+Several hosts: every process runs the same calls; only process 0 writes the summaries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from ssa_jax import distributed
+from ssa_jax import io as io_lib
+
+REQUIRED = ("uar", "wa", "segment_uar", "best_epoch")
+
+
+def parse_folds(spec: str | None, num_folds: int) -> list[int]:
+  """'0-9' / '0,2,5' / '0-2,7' -> sorted distinct folds; None -> 0..num_folds-1.
+
+  Raises:
+    ValueError: malformed spec or a fold outside 0..num_folds-1.
+  """
+  if spec is None or not spec.strip():
+    return list(range(num_folds))
+  folds: set[int] = set()
+  for part in spec.split(","):
+    part = part.strip()
+    try:
+      if "-" in part:
+        lo, hi = (int(x) for x in part.split("-", 1))
+        if lo > hi:
+          raise ValueError
+        folds.update(range(lo, hi + 1))
+      else:
+        folds.add(int(part))
+    except ValueError:
+      raise ValueError(f"--folds: cannot read {part!r} in {spec!r} (use e.g. 0-9 or 0,2,5)") from None
+  bad = sorted(f for f in folds if not 0 <= f < num_folds)
+  if bad:
+    raise ValueError(f"--folds: fold(s) {bad} outside 0..{num_folds - 1}")
+  return sorted(folds)
+
+
+def complete_result(fold_dir: str, config: Any, warn: bool = True) -> dict[str, Any] | None:
+  """result.json of a finished fold, or None if it is missing, unreadable or incomplete (fewer
+  epochs run than `config.train.epochs` and not stopped by patience). `warn`: say so on stderr
+  when the file exists but cannot be read."""
+  path = os.path.join(fold_dir, "result.json")
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      result = json.load(f)
+  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    if warn:
+      print(f"warning: {path} is unreadable ({e}); the fold will be resumed", file=sys.stderr)
+    return None
+  if not isinstance(result, dict) or any(k not in result for k in REQUIRED):
+    return None
+  if result.get("stopped_by") == "patience":
+    return result
+  if int(result.get("epochs_run", 0)) < int(config.train.epochs):
+    return None
+  return result
+
+
+def load_config(spec: str, overrides: dict[str, Any]) -> Any:
+  """A config file with optional `:arg` (as `--config` reads it), plus flattened overrides.
+
+  Raises:
+    ValueError: no such file, `get_config()` returned None, or an override does not apply.
+  """
+  from ml_collections.config_flags import config_flags as cf  # pylint: disable=g-import-not-at-top
+  path = spec.split(":", 1)[0]
+  if not os.path.isfile(path):
+    raise ValueError(f"{path}: config file not found")
+  config = cf.ConfigFileFlagParser("compare").parse(spec)
+  if config is None:
+    raise ValueError(f"{path}: get_config() returned None")
+  try:
+    config.update_from_flattened_dict(dict(overrides))
+  except (KeyError, TypeError, AttributeError) as e:
+    raise ValueError(f"{spec}: cannot apply the overrides {overrides}: {e}") from e
+  return config
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress
+
+
+def format_duration(seconds: float) -> str:
+  """`42 s`, `3 min 05 s`, `2 h 07 min`."""
+  s = int(round(max(float(seconds), 0.0)))
+  if s < 60:
+    return f"{s} s"
+  if s < 3600:
+    return f"{s // 60} min {s % 60:02d} s"
+  return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def eta_seconds(durations: Sequence[float], remaining: int) -> float | None:
+  """Mean of `durations` times `remaining` (0 if nothing remains; None if nothing was timed)."""
+  if remaining <= 0:
+    return 0.0
+  if not durations:
+    return None
+  return sum(durations) / len(durations) * remaining
+
+
+@dataclasses.dataclass
+class Progress:
+  """The folds still to train in this invocation (all systems) and the times of those trained.
+
+  `remaining` starts at the number of folds to train; `finished(seconds)` counts one fold off
+  (None: it failed and is not timed).
+  """
+
+  remaining: int
+  durations: list[float] = dataclasses.field(default_factory=list)
+
+  def finished(self, seconds: float | None) -> None:
+    self.remaining = max(self.remaining - 1, 0)
+    if seconds is not None:
+      self.durations.append(float(seconds))
+
+  def eta(self) -> float | None:
+    return eta_seconds(self.durations, self.remaining)
+
+  def describe(self) -> str:
+    """`7 folds left, about 15 min 00 s` / `no fold left`."""
+    if self.remaining <= 0:
+      return "no fold left"
+    eta = self.eta()
+    left = f"{self.remaining} fold{'s' if self.remaining != 1 else ''} left"
+    return left + ("" if eta is None else f", about {format_duration(eta)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# One system, several systems
+
+
+def _num_folds(config: Any, dataset_fn: Callable[[], Any]) -> int:
+  if config.train.split == "loso":
+    return len(dataset_fn().speaker_names)
+  return int(config.train.num_folds)
+
+
+class _Loader:
+  """`prepare_fn` with the last dataset kept: configs with the same data and features (the
+  systems of a comparison) share one; a different one replaces it (one in memory at a time)."""
+
+  def __init__(self, prepare_fn: Callable[[Any], Any]):
+    self._prepare = prepare_fn
+    self._key: str | None = None
+    self._dataset: Any = None
+
+  def __call__(self, config: Any) -> Any:
+    key = json.dumps({"data": config.data.to_dict(), "features": config.features.to_dict()},
+                     sort_keys=True, default=str)
+    if key != self._key:
+      self._key, self._dataset = None, None  # the old one can go before the new one is made
+      self._dataset, self._key = self._prepare(config), key
+    return self._dataset
+
+
+def _fold_list(config: Any, folds: str | Sequence[int] | None, load: Callable[[Any], Any]
+               ) -> list[int]:
+  if folds is None or isinstance(folds, str):
+    return parse_folds(folds, _num_folds(config, lambda: load(config)))
+  return list(folds)
+
+
+def _pending(config: Any, workdir: str, folds: Sequence[int]) -> int:
+  return sum(complete_result(os.path.join(workdir, f"fold{k}"), config, warn=False) is None
+             for k in folds)
+
+
+def run_crossval(config: Any, workdir: str, folds: str | Sequence[int] | None = None,
+                 train_fn: Callable[..., dict[str, Any]] | None = None,
+                 prepare_fn: Callable[[Any], Any] | None = None,
+                 progress: Progress | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> tuple[dict[str, Any], list[str]]:
+  """Trains the folds that are not complete, then writes summary.json and summary.md.
+
+  Args:
+    config: the full config.
+    workdir: run directory (fold directories inside).
+    folds: a fold spec ("0-9", "0,2,5"), a list of folds, or None for all.
+    train_fn: `train.train_and_evaluate` (replaceable in tests).
+    prepare_fn: `data.prepare` (replaceable in tests); called at most once, when needed.
+    progress: the ETA bookkeeping shared by the systems of a comparison (default: this system's).
+    clock: seconds, for the fold times (replaceable in tests).
+
+  Returns:
+    (summary dict, error messages of failed folds).
+
+  Raises:
+    ValueError: a bad fold spec; RuntimeError: no fold finished.
+  """
+  from ssa_jax import summary  # pylint: disable=g-import-not-at-top
+  if train_fn is None:
+    from ssa_jax import train  # pylint: disable=g-import-not-at-top
+    train_fn = train.train_and_evaluate
+  if prepare_fn is None:
+    from ssa_jax import data  # pylint: disable=g-import-not-at-top
+    prepare_fn = data.prepare
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  load = prepare_fn if isinstance(prepare_fn, _Loader) else _Loader(prepare_fn)
+  folds = _fold_list(config, folds, load)
+  if progress is None:
+    progress = Progress(_pending(config, workdir, folds))
+  label = summary.system_label(config)
+  results, errors = {}, []
+  for fold in folds:
+    fold_dir = os.path.join(workdir, f"fold{fold}")
+    result = complete_result(fold_dir, config)
+    if result is not None:
+      print(f"[{label}] fold {fold}: complete ({fold_dir}/result.json), not retrained: "
+            f"UAR {100 * result['uar']:.2f} %", flush=True)
+      results[fold] = result
+      continue
+    print(f"[{label}] fold {fold}: training in {fold_dir}", flush=True)
+    start = clock()
+    try:
+      result = train_fn(config, workdir, fold, dataset=load(config))
+    except (ValueError, FloatingPointError, OSError) as e:
+      progress.finished(None)
+      msg = f"[{label}] fold {fold} failed: {type(e).__name__}: {' '.join(str(e).split())}"
+      print(msg, file=sys.stderr, flush=True)
+      errors.append(msg)
+      continue
+    seconds = clock() - start
+    progress.finished(seconds)
+    results[fold] = result
+    print(f"[{label}] fold {fold}: UAR {100 * result['uar']:.2f} %, WA {100 * result['wa']:.2f} %, "
+          f"segment UAR {100 * result['segment_uar']:.2f} % (best epoch {result['best_epoch']}); "
+          f"trained in {format_duration(seconds)}; {progress.describe()}", flush=True)
+  if not results:
+    raise RuntimeError(f"{workdir}: no fold finished; " + "; ".join(errors))
+  missing = [f for f in folds if f not in results]
+  s = summary.summarize(results, name=str(config.name), system=label,
+                        corpus=str(config.data.corpus), split=str(config.train.split),
+                        valid_fraction=float(config.train.valid_fraction), workdir=workdir,
+                        folds_requested=list(folds), folds_failed=missing)
+  md = summary.render_markdown(s)
+  if missing:
+    md += f"\nFolds {missing} failed and are not in the table.\n"
+  if distributed.is_main_process():  # several hosts: process 0 writes
+    io_lib.write_json(os.path.join(workdir, "summary.json"), s)
+    io_lib.write_text(os.path.join(workdir, "summary.md"), md)
+  return s, errors
+
+
+def _subdirs(configs: Sequence[Any]) -> list[str]:
+  """`config.name` per system, `_2`, `_3`, ... appended to repeated names."""
+  used: set[str] = set()
+  out = []
+  for config in configs:
+    name = sub = str(config.name)
+    k = 2
+    while sub in used:
+      sub, k = f"{name}_{k}", k + 1
+    used.add(sub)
+    out.append(sub)
+  return out
+
+
+def run_compare(configs: Sequence[Any], workdir: str, folds: str | Sequence[int] | None,
+                train_fn: Callable[..., dict[str, Any]] | None = None,
+                prepare_fn: Callable[[Any], Any] | None = None,
+                clock: Callable[[], float] = time.monotonic,
+                ) -> tuple[list[dict[str, Any]], list[str]]:
+  """Cross-validates each system in `<workdir>/<config.name>/`; writes compare.json (the
+  summaries and the paired comparisons) and compare.md (`summary.render_compare`).
+
+  The progress estimate covers the folds still to train of every system. A system with no
+  finished fold is reported (an error) and left out of the table.
+  """
+  from ssa_jax import summary  # pylint: disable=g-import-not-at-top
+  if prepare_fn is None:
+    from ssa_jax import data  # pylint: disable=g-import-not-at-top
+    prepare_fn = data.prepare
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  load = _Loader(prepare_fn)
+  plans = []
+  for config, sub in zip(configs, _subdirs(configs)):
+    fold_list = _fold_list(config, folds, load)
+    plans.append((config, os.path.join(workdir, sub), fold_list))
+  progress = Progress(sum(_pending(c, d, f) for c, d, f in plans))
+  summaries, errors = [], []
+  for config, sub_dir, fold_list in plans:
+    try:
+      s, errs = run_crossval(config, sub_dir, fold_list, train_fn=train_fn, prepare_fn=load,
+                             progress=progress, clock=clock)
+    except RuntimeError as e:
+      errors.append(str(e))
+      print(f"error: {e}", file=sys.stderr)
+      continue
+    summaries.append(s)
+    errors += errs
+  if summaries and distributed.is_main_process():
+    paired = summary.compare_systems(summaries)
+    io_lib.write_json(os.path.join(workdir, "compare.json"), {"systems": summaries, "paired": paired})
+    io_lib.write_text(os.path.join(workdir, "compare.md"),
+                      summary.render_compare(summaries, paired=paired))
+  return summaries, errors

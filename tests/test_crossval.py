@@ -1,0 +1,98 @@
+"""ssa_jax/crossval.py without training: the per-fold progress lines and their time estimate over
+all the systems of a comparison, the shared dataset, the duration format."""
+
+import json
+import os
+
+import pytest
+
+from ssa_jax import crossval
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(REPO, "configs", "quickstart.py")
+
+
+def _result(fold, epochs, uar=0.5):
+  return {"uar": uar, "wa": uar, "segment_uar": uar, "best_epoch": 1, "epochs_run": epochs,
+          "fold": fold, "confusion": [[2, 0, 0, 0], [0, 1, 1, 0], [0, 0, 2, 0], [1, 0, 0, 1]],
+          "classes": ["neu", "hap", "ang", "sad"]}
+
+
+def _write(fold_dir, result):
+  os.makedirs(fold_dir, exist_ok=True)
+  with open(os.path.join(fold_dir, "result.json"), "w") as f:
+    json.dump(result, f)
+
+
+def test_progress_lines_and_eta_over_all_systems(tmp_path, capsys):
+  overrides = {"train.num_folds": 3, "train.epochs": 2}
+  configs = [crossval.load_config(f"{QUICKSTART}:acrnn", overrides),
+             crossval.load_config(QUICKSTART, overrides)]
+  _write(tmp_path / configs[0].name / "fold1", _result(1, 2, 0.7))  # complete: not trained
+  now = [1000.0]
+  seconds = {("quickstart_acrnn", 0): 60.0, ("quickstart_acrnn", 2): 120.0,
+             ("quickstart_ssa_crnn_r", 0): 90.0, ("quickstart_ssa_crnn_r", 2): 30.0}
+  prepared = []
+
+  def fake_train(config, workdir, fold, dataset=None):
+    assert dataset == "the dataset"
+    if (config.name, fold) == ("quickstart_ssa_crnn_r", 1):
+      now[0] += 500.0  # a failure is not timed
+      raise FloatingPointError("non-finite loss")
+    now[0] += seconds[(config.name, fold)]
+    r = _result(fold, 2, 0.6 + fold / 100)
+    _write(os.path.join(workdir, f"fold{fold}"), r)
+    return r
+
+  summaries, errors = crossval.run_compare(
+      configs, str(tmp_path), None, train_fn=fake_train,
+      prepare_fn=lambda c: prepared.append(c.name) or "the dataset", clock=lambda: now[0])
+  captured = capsys.readouterr()
+  assert prepared == ["quickstart_acrnn"]  # one dataset for both systems (same data config)
+  assert len(errors) == 1 and "fold 1" in errors[0] and "non-finite" in captured.err
+  lines = [l for l in captured.out.splitlines() if "trained in" in l]
+  # 5 folds to train (fold 1 of ACRNN is complete). Left after each, and the mean time so far:
+  # 60 s -> 4 left x 60 = 240 s; 120 s -> 3 x 90 = 270 s; 90 s -> 2 x 90 = 180 s;
+  # the failure -> 1 left; 30 s -> none left.
+  assert [l.split(":")[0] for l in lines] == ["[ACRNN] fold 0", "[ACRNN] fold 2", "[SSA-CRNN-r] fold 0",
+                                              "[SSA-CRNN-r] fold 2"]
+  assert lines[0].startswith("[ACRNN] fold 0: UAR 60.00 %")
+  assert lines[0].endswith("trained in 1 min 00 s; 4 folds left, about 4 min 00 s")
+  assert lines[1].endswith("trained in 2 min 00 s; 3 folds left, about 4 min 30 s")
+  assert lines[2].endswith("trained in 1 min 30 s; 2 folds left, about 3 min 00 s")
+  assert lines[3].endswith("trained in 30 s; no fold left")
+  assert "[ACRNN] fold 1: complete" in captured.out and "not retrained: UAR 70.00 %" in captured.out
+  assert [s["num_folds"] for s in summaries] == [3, 2]
+  compare = json.load(open(tmp_path / "compare.json"))
+  assert compare["paired"][0]["folds"] == [0, 2]  # SSA-CRNN-r's fold 1 failed: not paired
+
+
+def test_single_system_counts_only_its_unfinished_folds(tmp_path, capsys):
+  config = crossval.load_config(QUICKSTART, {"train.num_folds": 4, "train.epochs": 1})
+  for k in (0, 1):
+    _write(tmp_path / f"fold{k}", _result(k, 1))
+  now = [0.0]
+
+  def fake_train(config, workdir, fold, dataset=None):
+    now[0] += 10.0
+    return _result(fold, 1)
+
+  crossval.run_crossval(config, str(tmp_path), None, train_fn=fake_train, prepare_fn=lambda c: None,
+                        clock=lambda: now[0])
+  lines = [l for l in capsys.readouterr().out.splitlines() if "trained in" in l]
+  assert [l.split(";")[-1].strip() for l in lines] == ["1 fold left, about 10 s", "no fold left"]
+
+
+def test_duration_format_and_eta():
+  assert crossval.format_duration(42.4) == "42 s"
+  assert crossval.format_duration(185) == "3 min 05 s"
+  assert crossval.format_duration(7620) == "2 h 07 min"
+  assert crossval.eta_seconds([10.0, 20.0], 3) == pytest.approx(45.0)
+  assert crossval.eta_seconds([], 3) is None
+  assert crossval.eta_seconds([10.0], 0) == 0.0
+  p = crossval.Progress(2)
+  assert p.describe() == "2 folds left"  # nothing timed yet: no estimate
+  p.finished(None)
+  assert p.describe() == "1 fold left"
+  p.finished(5.0)
+  assert p.describe() == "no fold left"
