@@ -19,6 +19,12 @@ For each model, at the config's sizes (default: the paper's) and the given batch
 * data: one batch of the real input pipeline (`input_pipeline.train_batches` + `parallel.
   global_batch`) from an in-memory training set, as a fraction of the JAX step.
 Prints a table; `--json` writes it with the machine's description.
+
+Numbers that hold (benchmarks/loadcheck.py): the run records the 1-minute load average before and
+after, the CPU model and core count, and the other processes' share of the CPU time during the
+run. Only a quiet run (load average <= 0.5 at the start and others <= 10 % of the CPU time during
+it) prints the verdict against the goals (JAX train step <= PyTorch's, JAX inference segments/s
+>= PyTorch's, both >= 90 % of the GEMM rate); otherwise the table is headed "LOADED — no verdict".
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from benchmarks import loadcheck  # pylint: disable=g-import-not-at-top
 from ssa_jax import input_pipeline, models, ops, parallel, train  # pylint: disable=g-import-not-at-top
 from ssa_jax.config import base_config  # pylint: disable=g-import-not-at-top
 
@@ -289,6 +296,43 @@ def machine() -> dict[str, Any]:
   return info
 
 
+GOALS = {"step_ratio_max": 1.0, "infer_ratio_min": 1.0, "pct_gemm_min": 90.0}  # issue 14
+
+
+def goal_checks(rows: list[dict[str, Any]]) -> list[tuple[str, str, float, bool]]:
+  """(model, goal, value, met) for every JAX row that has a PyTorch row of the same model.
+
+  Goals (GOALS): JAX train-step time / PyTorch's <= 1.0 (medians); JAX inference segments/s /
+  PyTorch's >= 1.0; the JAX train step's and inference's GFLOP/s >= 90 % of the GEMM rate.
+  """
+  torch_rows = {r["model"]: r for r in rows if r["framework"] == "torch"}
+  checks = []
+  for j in rows:
+    t = torch_rows.get(j["model"])
+    if j["framework"] != "jax" or t is None:
+      continue
+    name = f"{j['model']} ({j['xla_options']}, {j['dtype']})"
+    step = j["step_s"]["median"] / t["step_s"]["median"]
+    infer = j["segments_per_s"] / t["segments_per_s"]
+    checks += [(name, "train step JAX / PyTorch <= 1.0", step, step <= GOALS["step_ratio_max"]),
+               (name, "inference segments/s JAX / PyTorch >= 1.0", infer,
+                infer >= GOALS["infer_ratio_min"]),
+               (name, "train step % GEMM >= 90", j["step_pct_gemm"],
+                j["step_pct_gemm"] >= GOALS["pct_gemm_min"]),
+               (name, "inference % GEMM >= 90", j["infer_pct_gemm"],
+                j["infer_pct_gemm"] >= GOALS["pct_gemm_min"])]
+  return checks
+
+
+def format_verdict(rows: list[dict[str, Any]], readings: dict[str, Any]) -> str:
+  """The load header, then the goal checks only if the run was quiet."""
+  lines = [loadcheck.header(readings)]
+  if readings.get("quiet"):
+    for name, goal, value, met in goal_checks(rows):
+      lines.append(f"  {'MET ' if met else 'MISSED'} {name}: {goal}: {value:.2f}")
+  return "\n".join(lines)
+
+
 def format_table(rows: list[dict[str, Any]], gemm: dict[str, float]) -> str:
   head = ("| model | framework | conv | XLA options | compile s | step median s (min-max) | step GFLOP/s | "
           "% GEMM | CPU s/step | infer s | segments/s | infer GFLOP/s | % GEMM | data s (% step) | "
@@ -353,6 +397,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   if args.dtype == "bfloat16" and "torch" in args.framework:
     print("note: --dtype bfloat16 applies to JAX only; PyTorch runs float32")
   config = load_config(args.config)
+  monitor = loadcheck.LoadMonitor.start()
   info = machine()
   gemm = gemm_rates()
   rate = max(gemm.values())
@@ -360,11 +405,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   for name in [m.strip() for m in args.models.split(",") if m.strip()]:
     rows.extend(bench_model(config, name, args, rate))
     print(f"{name} done", flush=True)
+  readings = monitor.stop()
   info["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-  table = format_table(rows, gemm)
+  table = format_verdict(rows, readings) + "\n" + format_table(rows, gemm)
   print(table)
-  out = {"machine": info, "gemm_gflops": gemm, "args": {k: v for k, v in vars(args).items()},
-         "rows": rows, "table": table}
+  out = {"machine": info, "load": readings, "gemm_gflops": gemm,
+         "args": {k: v for k, v in vars(args).items()}, "rows": rows, "table": table}
   if args.json:
     with open(args.json, "w") as f:
       json.dump(out, f, indent=2, default=str)
