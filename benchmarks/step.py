@@ -1,8 +1,8 @@
 """Train-step and inference throughput: the JAX step of ssa_jax.train against PyTorch eager.
 
   python benchmarks/step.py [--config configs/ssa_crnn_r.py] [--models ssa_crnn,acrnn]
-      [--batch 40] [--steps 5] [--warmup 1] [--framework jax,torch] [--dtype float32|bfloat16]
-      [--conv-impl auto|gemm|xla] [--json out.json]
+      [--batch 40] [--steps 5] [--warmup 1] [--framework jax,torch] [--dtype float32,bfloat16]
+      [--conv-impl auto,gemm,xla] [--xla-options tuned,default] [--json out.json]
 
 For each model, at the config's sizes (default: the paper's) and the given batch:
 * JAX: the train step users run, `ssa_jax.train.make_train_step` (jit, state donated), and the
@@ -66,14 +66,17 @@ def load_config(path: str | None):
   return module.get_config()
 
 
-def model_config(config, name: str, args) -> Any:
+def model_config(config, name: str, args, dtype: str | None = None,
+                 conv_impl: str | None = None) -> Any:
+  """The config of one benchmarked model: `args.dtype` / `args.conv_impl` unless given."""
   cfg = config.copy_and_resolve_references()
   cfg.model.name = name
   cfg.model.num_speakers = NUM_SPEAKERS if name == "ssa_crnn" else max(
       int(cfg.model.num_speakers), 0)
-  cfg.model.dtype = args.dtype
-  if args.conv_impl:
-    cfg.model.conv_impl = args.conv_impl  # a field the base config may not have yet
+  cfg.model.dtype = dtype or args.dtype
+  conv_impl = args.conv_impl if conv_impl is None else conv_impl
+  if conv_impl:
+    cfg.model.conv_impl = conv_impl  # a field the base config may not have yet
   cfg.train.batch_size = args.batch
   return cfg
 
@@ -221,12 +224,17 @@ def stats(times: list[float]) -> dict[str, float]:
 
 
 def bench_model(config, name: str, args, gemm: float) -> list[dict[str, Any]]:
-  cfg = model_config(config, name, args)
+  cfg = model_config(config, name, args, dtype="float32", conv_impl="")
   arrays = fake_arrays(max(4 * args.batch, 64), cfg, seed=0)
   batch = {k: v[:args.batch] for k, v in arrays.items()}
   runners: dict[str, Any] = {}
-  for options in args.xla_options:  # the first JAX runner's initial weights serve all
-    runners[f"jax:{options}"] = JaxRunner(cfg, batch, options)
+  cfgs: dict[str, Any] = {}
+  for options in args.xla_options:  # every JAX runner starts from the same weights (same seed)
+    for dtype in args.dtypes:
+      for impl in args.conv_impls:
+        key = f"jax:{options}:{dtype}:{impl}"
+        cfgs[key] = model_config(config, name, args, dtype=dtype, conv_impl=impl)
+        runners[key] = JaxRunner(cfgs[key], batch, options)
   first_jax = next(iter(runners.values()))
   flops_step, flops_fwd = nominal_flops(cfg, first_jax)
   if "torch" in args.framework:
@@ -254,10 +262,12 @@ def bench_model(config, name: str, args, gemm: float) -> list[dict[str, Any]]:
   for k, r in runners.items():
     st, inf = stats(steps[k]), stats(infers[k])
     is_jax = k.startswith("jax")
+    rcfg = cfgs.get(k, cfg)
     rows.append({
-        "model": name, "framework": k.split(":")[0], "batch": args.batch, "dtype": args.dtype,
+        "model": name, "framework": k.split(":")[0], "batch": args.batch,
+        "dtype": str(rcfg.model.dtype) if is_jax else "float32",
         "xla_options": r.options if is_jax else "",
-        "conv_impl": (ops.resolve_impl(str(cfg.model.get("conv_impl", "auto"))) if is_jax
+        "conv_impl": (ops.resolve_impl(str(rcfg.model.get("conv_impl", "auto"))) if is_jax
                       else "torch"),
         "compile_s": (first[k] - st["median"] + first_infer[k] - inf["median"]) if is_jax
                      else 0.0,
@@ -356,7 +366,8 @@ def format_table(rows: list[dict[str, Any]], gemm: dict[str, float]) -> str:
     t = torch_rows.get(j["model"])
     if j["framework"] == "jax" and t is not None:
       lines.append(
-          f"{j['model']} (XLA options {j['xla_options']}): JAX / PyTorch train-step time "
+          f"{j['model']} (XLA options {j['xla_options']}, conv {j['conv_impl']}, {j['dtype']}): "
+          f"JAX / PyTorch train-step time "
           f"{j['step_s']['median'] / t['step_s']['median']:.2f} (min / min "
           f"{j['step_s']['min'] / t['step_s']['min']:.2f}); inference segments/s JAX / PyTorch "
           f"{j['segments_per_s'] / t['segments_per_s']:.2f}; {j['step_tflop']:.2f} TFLOP per "
@@ -376,10 +387,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--steps", type=int, default=5, help="timed steps (after the warm-up)")
   parser.add_argument("--warmup", type=int, default=1, help="untimed steps, the first compiles")
   parser.add_argument("--framework", default="jax,torch")
-  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                      help="compute dtype of JAX's convs and matmuls (params and losses float32)")
-  parser.add_argument("--conv-impl", default="", choices=["", "auto", "gemm", "xla"],
-                      help="JAX convolution (ssa_jax.ops); default: the config's")
+  parser.add_argument("--dtype", default="float32",
+                      help="compute dtype(s) of JAX's convs and matmuls, comma-separated JAX "
+                           "runners: float32 and/or bfloat16 (params and losses float32)")
+  parser.add_argument("--conv-impl", default="",
+                      help="JAX convolution(s) (ssa_jax.ops.IMPLS), comma-separated runners; "
+                           "default: the config's")
   parser.add_argument("--xla-options", default="tuned",
                       help="JAX train-step compile options, comma-separated runners: tuned "
                            "(ops.train_compiler_options, as train.py) and/or default (XLA's defaults)")
@@ -394,8 +407,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.error(f"--xla-options takes tuned and/or default, got {args.xla_options}")
   if args.steps < 1 or args.warmup < 1 or args.batch < 1:
     parser.error("--steps, --warmup and --batch must be >= 1")
-  if args.dtype == "bfloat16" and "torch" in args.framework:
-    print("note: --dtype bfloat16 applies to JAX only; PyTorch runs float32")
+  args.dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+  if set(args.dtypes) - {"float32", "bfloat16"} or not args.dtypes:
+    parser.error(f"--dtype takes float32 and/or bfloat16, got {args.dtype!r}")
+  args.dtype = args.dtypes[0]
+  args.conv_impls = [c.strip() for c in args.conv_impl.split(",")] if args.conv_impl else [""]
+  if set(args.conv_impls) - set(ops.IMPLS) - {""}:
+    parser.error(f"--conv-impl takes {', '.join(ops.IMPLS)}, got {args.conv_impl!r}")
+  if "bfloat16" in args.dtypes and "torch" in args.framework:
+    print("note: bfloat16 applies to JAX only; PyTorch runs float32")
   config = load_config(args.config)
   monitor = loadcheck.LoadMonitor.start()
   info = machine()
