@@ -131,6 +131,22 @@ def _snapshot() -> tuple[tuple[int, int] | None, int | None]:
   return (parse_proc_stat(stat) if stat else None, parse_self_stat(own) if own else None)
 
 
+def wait_for_quiet(max_wait_s: float, max_load: float = MAX_LOAD_BEFORE, poll_s: float = 5.0,
+                   log=None) -> float:
+  """Waits (at most `max_wait_s`) until the 1-minute load average is <= `max_load`: the load of
+  work that just ended takes about a minute to decay. Returns the seconds waited."""
+  t0 = time.time()
+  while True:
+    load = _loadavg()
+    waited = time.time() - t0
+    if load is None or load <= max_load or waited >= max_wait_s:
+      return waited
+    if log is not None:
+      log(f"waiting for a quiet machine: load average {load:.2f} > {max_load} "
+          f"({waited:.0f} of {max_wait_s:.0f} s)")
+    time.sleep(poll_s)
+
+
 @dataclasses.dataclass
 class LoadMonitor:
   """Readings at `start()` and at `stop()`; see the module docstring."""

@@ -298,6 +298,12 @@ def classify_instrs(instrs: dict[str, Instr], kernel_size: tuple[int, int]
 # ----------------------------------------------------------------------------------------------
 
 _CONTAINERS = ("while", "conditional", "call")
+_ASYNC = ("convolution", "dot", "custom-call", "sort")
+
+
+def async_ops(hlo: dict[str, Instr]) -> list[str]:
+  """Instructions whose thunks run asynchronously on the CPU (XLA's Eigen convolutions, dots)."""
+  return [n for n, i in hlo.items() if i.opcode in _ASYNC]
 
 
 def shared_time(intervals: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
@@ -327,12 +333,15 @@ def shared_time(intervals: dict[str, list[tuple[float, float]]]) -> dict[str, fl
   return dict(out)
 
 
-def trace_events(fn, steps: int, skip: Iterable[str] = ()) -> tuple[dict[str, float], float]:
+def trace_events(fn, steps: int, skip: Iterable[str] = (), asynchronous: Iterable[str] = ()
+                 ) -> tuple[dict[str, float], float]:
   """(seconds per step by HLO instruction name, wall seconds per step) of `fn()` x steps.
 
-  An op runs from its thunk's trace event to its `end: <op>` event (asynchronous thunks, e.g.
-  Eigen's convolutions, return at once and finish later); ops in flight together share the time
-  (`shared_time`). `skip`: instruction names not to count (loops: their bodies' thunks count).
+  An op runs for its thunk's trace event, except the `asynchronous` ones (XLA's own convolutions
+  and dots: their thunk returns at once and the work finishes on the Eigen pool), which run
+  until their `end: <op>` event; ops in flight together share the time (`shared_time`).
+  (Synchronous thunks get `end:` events too, but those can wait behind other work.)
+  `skip`: instruction names not to count (loops: their bodies' thunks count).
   """
   logdir = tempfile.mkdtemp(prefix="ssa_jax_profile_")
   with jax.profiler.trace(logdir):
@@ -344,7 +353,7 @@ def trace_events(fn, steps: int, skip: Iterable[str] = ()) -> tuple[dict[str, fl
   if not files:
     raise RuntimeError(f"jax.profiler.trace wrote no .xplane.pb under {logdir}")
   data = jax.profiler.ProfileData.from_file(files[0])
-  skip = set(skip)
+  skip, asynchronous = set(skip), set(asynchronous)
   starts: dict[int, tuple[str, float, float]] = {}  # flow id -> (op, start, end of its event)
   ends: dict[int, float] = {}
   for plane in data.planes:
@@ -359,7 +368,7 @@ def trace_events(fn, steps: int, skip: Iterable[str] = ()) -> tuple[dict[str, fl
   intervals: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
   for flow, (op, a, b) in starts.items():
     if op not in skip:
-      intervals[op].append((a, max(b, ends.get(flow, b))))
+      intervals[op].append((a, max(b, ends.get(flow, b)) if op in asynchronous else b))
   shutil.rmtree(logdir, ignore_errors=True)
   return {op: t * 1e-9 / steps for op, t in shared_time(intervals).items()}, wall
 
@@ -380,10 +389,11 @@ def jax_table(instrs: dict[str, Instr], kernel_size, train_ops: dict[str, float]
   return table
 
 
-def profile_jax(cfg, batch: dict[str, np.ndarray], steps: int, options: str
+def profile_jax(cfg, batch: dict[str, np.ndarray], steps: int, options: str,
+                eval_options: str = "default"
                 ) -> tuple[dict[str, dict[str, float]], dict[str, float], Any]:
   """Per-layer table, wall seconds {train, infer}, and the runner (for the torch weights)."""
-  runner = step_bench.JaxRunner(cfg, batch, options)
+  runner = step_bench.JaxRunner(cfg, batch, options, eval_options)
   train = runner.train_fn.lower(runner.state, runner.batch).compile()
   evaluate = runner.eval_fn.lower(runner.state, runner.batch).compile()
   state = {"s": runner.state}
@@ -399,8 +409,8 @@ def profile_jax(cfg, batch: dict[str, np.ndarray], steps: int, options: str
   infer_once()
   train_hlo, infer_hlo = parse_hlo(train.as_text()), parse_hlo(evaluate.as_text())
   loops = lambda hlo: [n for n, i in hlo.items() if i.opcode in _CONTAINERS]  # noqa: E731
-  train_ops, train_wall = trace_events(train_once, steps, loops(train_hlo))
-  infer_ops, infer_wall = trace_events(infer_once, steps, loops(infer_hlo))
+  train_ops, train_wall = trace_events(train_once, steps, loops(train_hlo), async_ops(train_hlo))
+  infer_ops, infer_wall = trace_events(infer_once, steps, loops(infer_hlo), async_ops(infer_hlo))
   runner.state = state["s"]
   kernel = tuple(int(k) for k in cfg.model.kernel_size)
   table = jax_table(train_hlo, kernel, train_ops, infer_hlo, infer_ops)
@@ -577,7 +587,9 @@ def format_profile(title: str, table: dict[str, dict[str, float]], wall: dict[st
         f"{f(tot)} | {100 * tot / max(total_train, 1e-12):.1f} | {f(c.get(INFER, 0.0))} | "
         f"{100 * c.get(INFER, 0.0) / max(total_infer, 1e-12):.1f} |")
   lines.append(f"| **sum of ops** | | | | | **{f(total_train)}** | 100 | **{f(total_infer)}** | 100 |")
-  lines.append(f"| wall per step (profiled) | | | | | {f(wall['train'])} | | {f(wall['infer'])} | |")
+  lines.append(f"| wall per step (profiled; time in no op) | | | | | {f(wall['train'])} "
+               f"({f(max(wall['train'] - total_train, 0))}) | | {f(wall['infer'])} "
+               f"({f(max(wall['infer'] - total_infer, 0))}) | |")
   return "\n".join(lines)
 
 
@@ -590,8 +602,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--framework", default="jax,torch")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--conv-impl", default="", help="JAX convolution (ssa_jax.ops); default: the config's")
-  parser.add_argument("--xla-options", default="tuned", choices=["tuned", "default"])
+  parser.add_argument("--xla-options", default="tuned",
+                      help="train step: tuned (as train.py) or a name of ops.CPU_OPTION_SETS")
+  parser.add_argument("--eval-options", default="default",
+                      help="eval step: a name of ops.CPU_OPTION_SETS (default: XLA's, as train.py)")
+  parser.add_argument("--lstm-impl", default="", help="BLSTM (ops.LSTM_IMPLS); default: the config's")
   parser.add_argument("--quick", action="store_true", help="batch 8, 1 step")
+  parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                      help="first wait up to this long for the 1-minute load average to fall "
+                           "to 0.5 (benchmarks/loadcheck.py)")
   parser.add_argument("--json", default="")
   args = parser.parse_args(argv)
   if args.quick:
@@ -600,6 +619,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   if set(frameworks) - {"jax", "torch"} or not frameworks:
     parser.error(f"--framework takes jax and/or torch, got {args.framework!r}")
   config = step_bench.load_config(args.config)
+  if args.wait_quiet > 0:
+    loadcheck.wait_for_quiet(args.wait_quiet, log=lambda m: print(m, file=sys.stderr, flush=True))
   monitor = loadcheck.LoadMonitor.start()
   out: dict[str, Any] = {"args": vars(args), "tables": {}}
   texts = []
@@ -609,10 +630,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n_convs = len(cfg.model.conv_features)
     runner = None
     if "jax" in frameworks or "torch" in frameworks:  # torch takes JAX's initial weights
-      table, wall, runner = profile_jax(cfg, arrays, args.steps, args.xla_options)
+      table, wall, runner = profile_jax(cfg, arrays, args.steps, args.xla_options,
+                                        args.eval_options)
       if "jax" in frameworks:
-        title = (f"{name}, JAX ({args.xla_options} XLA options, conv "
-                 f"{cfg.model.get('conv_impl', 'auto')}, {args.dtype}), batch {args.batch}")
+        title = (f"{name}, JAX (XLA options {args.xla_options} / eval {args.eval_options}, conv "
+                 f"{cfg.model.get('conv_impl', 'auto')}, BLSTM {cfg.model.get('lstm_impl', 'auto')}, "
+                 f"{args.dtype}), batch {args.batch}")
         texts.append(format_profile(title, table, wall, n_convs))
         out["tables"][f"{name}/jax"] = {"rows": {k: dict(v) for k, v in table.items()}, "wall": wall}
         print(texts[-1] + "\n", flush=True)

@@ -2,7 +2,9 @@
 
   python benchmarks/step.py [--config configs/ssa_crnn_r.py] [--models ssa_crnn,acrnn]
       [--batch 40] [--steps 5] [--warmup 1] [--framework jax,torch] [--dtype float32,bfloat16]
-      [--conv-impl auto,gemm,xla] [--xla-options tuned,default] [--json out.json]
+      [--conv-impl auto,gemm,xla] [--lstm-impl flax,hoisted]
+      [--xla-options tuned,default,eigen,eigen_conv] [--eval-options default,eigen,eigen_conv]
+      [--wait-quiet SECONDS] [--json out.json]
 
 For each model, at the config's sizes (default: the paper's) and the given batch:
 * JAX: the train step users run, `ssa_jax.train.make_train_step` (jit, state donated), and the
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -67,7 +70,7 @@ def load_config(path: str | None):
 
 
 def model_config(config, name: str, args, dtype: str | None = None,
-                 conv_impl: str | None = None) -> Any:
+                 conv_impl: str | None = None, lstm_impl: str | None = None) -> Any:
   """The config of one benchmarked model: `args.dtype` / `args.conv_impl` unless given."""
   cfg = config.copy_and_resolve_references()
   cfg.model.name = name
@@ -77,6 +80,9 @@ def model_config(config, name: str, args, dtype: str | None = None,
   conv_impl = args.conv_impl if conv_impl is None else conv_impl
   if conv_impl:
     cfg.model.conv_impl = conv_impl  # a field the base config may not have yet
+  lstm_impl = getattr(args, "lstm_impl", "") if lstm_impl is None else lstm_impl
+  if lstm_impl:
+    cfg.model.lstm_impl = lstm_impl
   cfg.train.batch_size = args.batch
   return cfg
 
@@ -115,11 +121,14 @@ def gemm_rates(n: int = 2048, rounds: int = 5) -> dict[str, float]:
 class JaxRunner:
   """The project's jitted train and eval steps on one fixed batch.
 
-  options "tuned": `train.make_train_step` with its compile options
-  (`ops.train_compiler_options()`); "default": the same step compiled with XLA's default options.
+  options: the train step's XLA options, "tuned" (`train.make_train_step`'s own,
+  `ops.train_compiler_options()`, as train.py runs it) or a name of `ops.CPU_OPTION_SETS`
+  ("default": XLA's defaults); eval_options: the eval step's, a name of `ops.CPU_OPTION_SETS`
+  ("default", as train.py and predict.py compile it).
   """
 
-  def __init__(self, cfg, batch: dict[str, np.ndarray], options: str = "default"):
+  def __init__(self, cfg, batch: dict[str, np.ndarray], options: str = "default",
+               eval_options: str = "default"):
     self.mesh = parallel.make_mesh()
     self.model = models.build_model(cfg.model)
     self.tx = train.make_optimizer(cfg.train)
@@ -127,10 +136,12 @@ class JaxRunner:
     init = jax.jit(lambda rng, x, mask: train.create_train_state(self.model, self.tx, rng, x, mask),
                    out_shardings=parallel.replicated(self.mesh))
     self.state = init(jax.random.PRNGKey(0), self.batch["x"], self.batch["mask"])
-    self.options = options  # "tuned": as train.py compiles it; "default": XLA's default options
-    self.train_fn = train.make_train_step(self.model, self.tx, cfg.train.constraint, self.mesh,
-                                          compiler_options="tuned" if options == "tuned" else None)
-    self.eval_fn = train.make_eval_step(self.model, self.mesh)
+    self.options, self.eval_options = options, eval_options
+    self.train_fn = train.make_train_step(
+        self.model, self.tx, cfg.train.constraint, self.mesh,
+        compiler_options="tuned" if options == "tuned" else ops.cpu_compiler_options(options))
+    self.eval_fn = train.make_eval_step(self.model, self.mesh,
+                                        ops.cpu_compiler_options(eval_options))
     self.loss = float("nan")
 
   def variables(self) -> dict[str, Any]:
@@ -224,17 +235,17 @@ def stats(times: list[float]) -> dict[str, float]:
 
 
 def bench_model(config, name: str, args, gemm: float) -> list[dict[str, Any]]:
-  cfg = model_config(config, name, args, dtype="float32", conv_impl="")
+  cfg = model_config(config, name, args, dtype="float32", conv_impl="", lstm_impl="")
   arrays = fake_arrays(max(4 * args.batch, 64), cfg, seed=0)
   batch = {k: v[:args.batch] for k, v in arrays.items()}
   runners: dict[str, Any] = {}
   cfgs: dict[str, Any] = {}
-  for options in args.xla_options:  # every JAX runner starts from the same weights (same seed)
-    for dtype in args.dtypes:
-      for impl in args.conv_impls:
-        key = f"jax:{options}:{dtype}:{impl}"
-        cfgs[key] = model_config(config, name, args, dtype=dtype, conv_impl=impl)
-        runners[key] = JaxRunner(cfgs[key], batch, options)
+  variants = itertools.product(args.xla_options, args.eval_options, args.dtypes,
+                               args.conv_impls, args.lstm_impls)
+  for options, eval_options, dtype, impl, lstm in variants:  # all start from the same weights
+    key = f"jax:{options}:{eval_options}:{dtype}:{impl}:{lstm}"
+    cfgs[key] = model_config(config, name, args, dtype=dtype, conv_impl=impl, lstm_impl=lstm)
+    runners[key] = JaxRunner(cfgs[key], batch, options, eval_options)
   first_jax = next(iter(runners.values()))
   flops_step, flops_fwd = nominal_flops(cfg, first_jax)
   if "torch" in args.framework:
@@ -267,6 +278,9 @@ def bench_model(config, name: str, args, gemm: float) -> list[dict[str, Any]]:
         "model": name, "framework": k.split(":")[0], "batch": args.batch,
         "dtype": str(rcfg.model.dtype) if is_jax else "float32",
         "xla_options": r.options if is_jax else "",
+        "eval_options": r.eval_options if is_jax else "",
+        "lstm_impl": (ops.resolve_lstm_impl(str(rcfg.model.get("lstm_impl", "auto"))) if is_jax
+                      else "torch"),
         "conv_impl": (ops.resolve_impl(str(rcfg.model.get("conv_impl", "auto"))) if is_jax
                       else "torch"),
         "compile_s": (first[k] - st["median"] + first_infer[k] - inf["median"]) if is_jax
@@ -321,7 +335,8 @@ def goal_checks(rows: list[dict[str, Any]]) -> list[tuple[str, str, float, bool]
     t = torch_rows.get(j["model"])
     if j["framework"] != "jax" or t is None:
       continue
-    name = f"{j['model']} ({j['xla_options']}, {j['dtype']})"
+    name = (f"{j['model']} ({j['xla_options']} / {j.get('eval_options', '')}, "
+            f"{j.get('conv_impl', '')}, {j.get('lstm_impl', '')}, {j['dtype']})")
     step = j["step_s"]["median"] / t["step_s"]["median"]
     infer = j["segments_per_s"] / t["segments_per_s"]
     checks += [(name, "train step JAX / PyTorch <= 1.0", step, step <= GOALS["step_ratio_max"]),
@@ -344,7 +359,7 @@ def format_verdict(rows: list[dict[str, Any]], readings: dict[str, Any]) -> str:
 
 
 def format_table(rows: list[dict[str, Any]], gemm: dict[str, float]) -> str:
-  head = ("| model | framework | conv | XLA options | compile s | step median s (min-max) | step GFLOP/s | "
+  head = ("| model | framework | conv | BLSTM | XLA options (train / eval) | compile s | step median s (min-max) | step GFLOP/s | "
           "% GEMM | CPU s/step | infer s | segments/s | infer GFLOP/s | % GEMM | data s (% step) | "
           "recompiles |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -355,7 +370,8 @@ def format_table(rows: list[dict[str, Any]], gemm: dict[str, float]) -> str:
     lines.append(
         f"| {r['model']} | {r['framework']} | {r['conv_impl']}"
         f"{'' if r['framework'] == 'torch' or r['dtype'] == 'float32' else ' ' + r['dtype']} | "
-        f"{r['xla_options']} | "
+        f"{r.get('lstm_impl', '')} | "
+        f"{(r['xla_options'] + ' / ' + r.get('eval_options', '')) if r['framework'] == 'jax' else ''} | "
         f"{r['compile_s']:.1f} | "
         f"{st['median']:.2f} ({st['min']:.2f}-{st['max']:.2f}) | {r['step_gflops']:.0f} | "
         f"{r['step_pct_gemm']:.0f} | {r['step_cpu_s']:.1f} | {inf['median']:.2f} | {r['segments_per_s']:.2f} | "
@@ -366,7 +382,8 @@ def format_table(rows: list[dict[str, Any]], gemm: dict[str, float]) -> str:
     t = torch_rows.get(j["model"])
     if j["framework"] == "jax" and t is not None:
       lines.append(
-          f"{j['model']} (XLA options {j['xla_options']}, conv {j['conv_impl']}, {j['dtype']}): "
+          f"{j['model']} (XLA options {j['xla_options']} / {j.get('eval_options', '')}, conv "
+          f"{j['conv_impl']}, BLSTM {j.get('lstm_impl', '')}, {j['dtype']}): "
           f"JAX / PyTorch train-step time "
           f"{j['step_s']['median'] / t['step_s']['median']:.2f} (min / min "
           f"{j['step_s']['min'] / t['step_s']['min']:.2f}); inference segments/s JAX / PyTorch "
@@ -395,7 +412,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "default: the config's")
   parser.add_argument("--xla-options", default="tuned",
                       help="JAX train-step compile options, comma-separated runners: tuned "
-                           "(ops.train_compiler_options, as train.py) and/or default (XLA's defaults)")
+                           "(ops.train_compiler_options, as train.py) and/or names of "
+                           "ops.CPU_OPTION_SETS (default = XLA's defaults, eigen, eigen_conv)")
+  parser.add_argument("--eval-options", default="default",
+                      help="JAX eval-step compile options (names of ops.CPU_OPTION_SETS), "
+                           "comma-separated runners; default: XLA's, as train.py")
+  parser.add_argument("--lstm-impl", default="",
+                      help="JAX BLSTM implementation(s) (ops.LSTM_IMPLS), comma-separated "
+                           "runners; default: the config's")
+  parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                      help="first wait up to this long for the 1-minute load average to fall "
+                           "to 0.5 (benchmarks/loadcheck.py)")
   parser.add_argument("--json", default="", help="write the rows and machine info here")
   args = parser.parse_args(argv)
   args.framework = [f.strip() for f in args.framework.split(",") if f.strip()]
@@ -403,8 +430,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   if bad or not args.framework:
     parser.error(f"--framework takes jax and/or torch, got {sorted(bad) or 'nothing'}")
   args.xla_options = [o.strip() for o in args.xla_options.split(",") if o.strip()]
-  if set(args.xla_options) - {"tuned", "default"} or not args.xla_options:
-    parser.error(f"--xla-options takes tuned and/or default, got {args.xla_options}")
+  if set(args.xla_options) - {"tuned", *ops.CPU_OPTION_SETS} or not args.xla_options:
+    parser.error(f"--xla-options takes tuned and/or {sorted(ops.CPU_OPTION_SETS)}, "
+                 f"got {args.xla_options}")
+  args.eval_options = [o.strip() for o in args.eval_options.split(",") if o.strip()]
+  if set(args.eval_options) - set(ops.CPU_OPTION_SETS) or not args.eval_options:
+    parser.error(f"--eval-options takes {sorted(ops.CPU_OPTION_SETS)}, got {args.eval_options}")
+  args.lstm_impls = [c.strip() for c in args.lstm_impl.split(",")] if args.lstm_impl else [""]
+  if set(args.lstm_impls) - set(ops.LSTM_IMPLS) - {""}:
+    parser.error(f"--lstm-impl takes {', '.join(ops.LSTM_IMPLS)}, got {args.lstm_impl!r}")
   if args.steps < 1 or args.warmup < 1 or args.batch < 1:
     parser.error("--steps, --warmup and --batch must be >= 1")
   args.dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
@@ -417,6 +451,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   if "bfloat16" in args.dtypes and "torch" in args.framework:
     print("note: bfloat16 applies to JAX only; PyTorch runs float32")
   config = load_config(args.config)
+  if args.wait_quiet > 0:
+    loadcheck.wait_for_quiet(args.wait_quiet, log=lambda m: print(m, file=sys.stderr, flush=True))
   monitor = loadcheck.LoadMonitor.start()
   info = machine()
   gemm = gemm_rates()

@@ -80,6 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
   # default, for the constrained -r systems); 1 is the literal reading; use 1 without a constraint.
   c.model.logit_scale = 0.0
   c.model.conv_impl = "auto"  # auto (= xla) | xla | gemm (custom-VJP kernel gradient, ssa_jax/ops.py)
+  c.model.lstm_impl = "auto"  # auto (= hoisted) | hoisted (input projection out of the loop) | flax
   c.model.dtype = "float32"  # compute dtype of convs and matmuls: float32 | bfloat16
 
   # --- training (DESIGN §4-5) ---

@@ -161,11 +161,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
                  compiler_options=compiler_options)
 
 
-def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
-  """jit signature: (state P(), batch P("data")) -> posteriors (B, K) P("data")."""
+def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
+                   compiler_options: Mapping[str, str] | None = None) -> Callable:
+  """jit signature: (state P(), batch P("data")) -> posteriors (B, K) P("data").
+
+  `compiler_options`: XLA's defaults unless given (benchmarks compare `ops.CPU_OPTION_SETS`)."""
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
   return jax.jit(functools.partial(eval_step, model=model), in_shardings=(repl, data),
-                 out_shardings=data)
+                 out_shardings=data, compiler_options=compiler_options)
 
 
 def evaluate(eval_fn: Callable, state: TrainState, arrays: Mapping[str, np.ndarray],

@@ -127,3 +127,14 @@ def test_goal_checks_and_verdict_lines():
   loaded = {"load_before": 4.0, "load_after": 6.0, "others_share": 0.5, "quiet": False}
   text = step.format_verdict(rows, loaded)
   assert text.startswith("LOADED — no verdict") and "MET" not in text and "MISSED" not in text
+
+
+def test_wait_for_quiet(monkeypatch):
+  loads = iter([3.0, 1.0, 0.4, 0.1])
+  monkeypatch.setattr(loadcheck, "_loadavg", lambda: next(loads))
+  monkeypatch.setattr(loadcheck.time, "sleep", lambda s: None)
+  said = []
+  loadcheck.wait_for_quiet(60, log=said.append)
+  assert len(said) == 2 and "load average 3.00" in said[0]  # stopped at 0.4
+  monkeypatch.setattr(loadcheck, "_loadavg", lambda: 5.0)
+  assert loadcheck.wait_for_quiet(0) == pytest.approx(0, abs=1)  # gives up at once

@@ -32,12 +32,13 @@ class ACRNN(nn.Module):
   mask_padding: bool = True
   dtype: jnp.dtype = jnp.float32
   conv_impl: str = "auto"
+  lstm_impl: str = "auto"
   logit_scale: float = 1.0  # emotion logits = logit_scale * classifier(z) (softmax temperature)
 
   def crnn(self, name: str) -> CRNN:
     return CRNN(self.conv_features, self.kernel_size, self.pool_size, self.dense_units,
                 self.lstm_units, self.leaky_slope, self.bn_momentum, self.mask_padding,
-                self.dtype, self.conv_impl, name=name)
+                self.dtype, self.conv_impl, self.lstm_impl, name=name)
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, train: bool = False):
