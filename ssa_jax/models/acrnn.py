@@ -38,7 +38,7 @@ class ACRNN(nn.Module):
   def crnn(self, name: str) -> CRNN:
     return CRNN(self.conv_features, self.kernel_size, self.pool_size, self.dense_units,
                 self.lstm_units, self.leaky_slope, self.bn_momentum, self.mask_padding,
-                self.dtype, self.conv_impl, self.lstm_impl, name=name)
+                self.dtype, self.conv_impl, lstm_impl=self.lstm_impl, name=name)
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, train: bool = False):
