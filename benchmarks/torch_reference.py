@@ -1,7 +1,7 @@
 """ACRNN and SSA-CRNN in PyTorch: the parity reference for the flax models and the speed
 reference for the step benchmark.
 
-Same layers, shapes, masking and parameter count as `ssa_jax.models` (DESIGN §3):
+Same layers, shapes, masking and parameter count as `ssa_jax.models` (docs/DESIGN.md §3):
 
   model = build_torch_model(config.model, num_frames=300, num_mels=40, channels=3)
   load_flax_variables(model, variables)           # weights and running statistics from flax
@@ -83,7 +83,8 @@ class TorchCRNN(nn.Module):
     cins = [channels] + list(conv_features[:-1])
     self.convs = nn.ModuleList(nn.Conv2d(ci, co, (kt, kf), padding=(kt // 2, kf // 2))
                                for ci, co in zip(cins, conv_features))
-    self.dense = nn.Linear((num_mels // pool_size[1]) * conv_features[-1], dense_units)
+    self.dense = nn.Linear((num_mels // pool_size[1]) * conv_features[-1], dense_units,
+                           bias=False)  # BatchNorm follows
     self.bn = MaskedBatchNorm(dense_units, bn_momentum)
     self.lstm = nn.LSTM(dense_units, lstm_units, batch_first=True, bidirectional=True)
     for name, p in self.lstm.named_parameters():
@@ -128,10 +129,11 @@ class TorchSelfAttention(nn.Module):
 
 
 class TorchSSA(nn.Module):
-  """Self Speaker Attention (DESIGN §3 reading), as ssa_jax.models.SelfSpeakerAttention."""
+  """Self Speaker Attention (docs/DESIGN.md §3 reading), as ssa_jax.models.SelfSpeakerAttention."""
 
-  def __init__(self, t: int, d: int):
+  def __init__(self, t: int, d: int, mode: str = "full"):
     super().__init__()
+    self.mode = mode
     self.w_q = nn.Parameter(torch.randn(t) / math.sqrt(t))
     self.w_k_em = nn.Parameter(torch.randn(d) / math.sqrt(d))
     self.w_k_sp, self.w_v_em, self.w_v_sp = (nn.Parameter(torch.randn(d, d) / math.sqrt(d))
@@ -142,52 +144,82 @@ class TorchSSA(nn.Module):
     q = torch.einsum("t,btd->bd", self.w_q, h_em * mask[..., None])
     a_em = h_em @ self.w_k_em
     a_sp = torch.einsum("btd,bd->bt", h_sp @ self.w_k_sp, q) / math.sqrt(t)
-    alpha = masked_softmax(torch.cat([a_em, a_sp], 1), torch.cat([mask, mask], 1))
+    off = torch.zeros_like(mask)
+    halves = {"full": (mask, mask), "self_only": (mask, off), "speaker_only": (off, mask)}
+    alpha = masked_softmax(torch.cat([a_em, a_sp], 1), torch.cat(halves[self.mode], 1))
     alpha_em, alpha_sp = alpha[:, :t], alpha[:, t:]
     c = torch.cat([torch.einsum("bt,btd->bd", alpha_em, h_em @ self.w_v_em),
                    torch.einsum("bt,btd->bd", alpha_sp, h_sp @ self.w_v_sp)], 1)
     return c, alpha_em, alpha_sp
 
 
+class TorchHead(nn.Module):
+  """The emotion head of ssa_jax.models.acrnn: s (z W + b) | s z W + b | s z W, s fixed or
+  exp(log_logit_scale) (learned)."""
+
+  def __init__(self, embed_dim: int, num_classes: int, logit_scale: float | str = 1.0,
+               logit_scale_init: float = 1.0, bias: str = "scaled"):
+    super().__init__()
+    self.bias_mode = bias
+    self.classifier = nn.Linear(embed_dim, num_classes, bias=bias != "none")
+    self.learned = logit_scale == "learned"
+    if self.learned:
+      self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
+    else:
+      self.fixed_scale = float(logit_scale)
+
+  def forward(self, z):
+    """z (B, E) -> (logits (B, K), s ())."""
+    s = torch.exp(self.log_logit_scale) if self.learned else torch.tensor(self.fixed_scale)
+    zw = z @ self.classifier.weight.T
+    if self.bias_mode == "scaled":
+      return s * (zw + self.classifier.bias), s
+    if self.bias_mode == "unscaled":
+      return s * zw + self.classifier.bias, s
+    return s * zw, s
+
+
 class TorchACRNN(nn.Module):
   """ACRNN: CRNN + self attention + embedding + classifier. forward -> (logits, aux)."""
 
   def __init__(self, crnn_kwargs: dict, embed_dim: int, num_classes: int, leaky_slope: float,
-               logit_scale: float = 1.0):
+               head_kwargs: dict | None = None):
     super().__init__()
     d = 2 * crnn_kwargs["lstm_units"]
     self.slope = leaky_slope
-    self.logit_scale = float(logit_scale)
     self.crnn = TorchCRNN(**crnn_kwargs)
     self.attention = TorchSelfAttention(d)
     self.embed = nn.Linear(d, embed_dim)
-    self.classifier = nn.Linear(embed_dim, num_classes)
+    self.head = TorchHead(embed_dim, num_classes, **(head_kwargs or {}))
+    self.classifier = self.head.classifier  # the Eq. 8 kernel
 
   def forward(self, x, mask):
     h, pmask = self.crnn(x, mask)
     c, alpha = self.attention(h, pmask)
     z = F.leaky_relu(self.embed(c), self.slope)
-    logits = self.logit_scale * self.classifier(z)
-    return logits, {"emotion_logits": logits, "z_em": z, "mask": pmask, "alpha": alpha}
+    logits, scale = self.head(z)
+    return logits, {"emotion_logits": logits, "z_em": z, "mask": pmask, "alpha": alpha,
+                    "logit_scale": scale}
 
 
 class TorchSSACRNN(nn.Module):
   """SSA-CRNN: speaker branch + emotion branch joined by the SSA. forward -> (logits, aux)."""
 
   def __init__(self, crnn_kwargs: dict, embed_dim: int, num_classes: int, num_speakers: int,
-               leaky_slope: float, num_pooled_frames: int, logit_scale: float = 1.0):
+               leaky_slope: float, num_pooled_frames: int, head_kwargs: dict | None = None,
+               ssa_mode: str = "full"):
     super().__init__()
     d = 2 * crnn_kwargs["lstm_units"]
     self.slope = leaky_slope
-    self.logit_scale = float(logit_scale)
     self.crnn_sp = TorchCRNN(**crnn_kwargs)
     self.attention_sp = TorchSelfAttention(d)
     self.embed_sp = nn.Linear(d, embed_dim)
     self.speaker_classifier = nn.Linear(embed_dim, num_speakers)
     self.crnn_em = TorchCRNN(**crnn_kwargs)
-    self.ssa = TorchSSA(num_pooled_frames, d)
+    self.ssa = TorchSSA(num_pooled_frames, d, ssa_mode)
     self.embed = nn.Linear(2 * d, embed_dim)
-    self.classifier = nn.Linear(embed_dim, num_classes)
+    self.head = TorchHead(embed_dim, num_classes, **(head_kwargs or {}))
+    self.classifier = self.head.classifier  # the Eq. 8 kernel
 
   def forward(self, x, mask):
     h_sp, pmask = self.crnn_sp(x, mask)
@@ -197,10 +229,11 @@ class TorchSSACRNN(nn.Module):
     h_em, _ = self.crnn_em(x, mask)
     c_em, alpha_em, alpha_sp = self.ssa(h_em, h_sp, pmask)
     z_em = F.leaky_relu(self.embed(c_em), self.slope)
-    logits = self.logit_scale * self.classifier(z_em)
+    logits, scale = self.head(z_em)
     return logits, {"emotion_logits": logits, "z_em": z_em, "mask": pmask,
                     "speaker_logits": speaker_logits, "z_sp": z_sp,
-                    "alpha_sp_self": alpha_sp_self, "alpha_em": alpha_em, "alpha_sp": alpha_sp}
+                    "alpha_sp_self": alpha_sp_self, "alpha_em": alpha_em, "alpha_sp": alpha_sp,
+                    "logit_scale": scale}
 
 
 def build_torch_model(model_cfg, num_frames: int = 300, num_mels: int = 40,
@@ -212,15 +245,19 @@ def build_torch_model(model_cfg, num_frames: int = 300, num_mels: int = 40,
                      dense_units=model_cfg.dense_units, lstm_units=model_cfg.lstm_units,
                      leaky_slope=model_cfg.leaky_slope, bn_momentum=model_cfg.bn_momentum,
                      mask_padding=model_cfg.mask_padding)
+  scale, init = resolve_logit_scale(model_cfg)
+  head_kwargs = dict(logit_scale=scale, logit_scale_init=init,
+                     bias=str(model_cfg.get("classifier_bias", "scaled")))
   if model_cfg.name == "acrnn":
     return TorchACRNN(crnn_kwargs, model_cfg.embed_dim, model_cfg.num_classes,
-                      model_cfg.leaky_slope, resolve_logit_scale(model_cfg))
+                      model_cfg.leaky_slope, head_kwargs)
   if model_cfg.name == "ssa_crnn":
     if model_cfg.num_speakers <= 0:
       raise ValueError(f"ssa_crnn needs model.num_speakers > 0, got {model_cfg.num_speakers}")
     return TorchSSACRNN(crnn_kwargs, model_cfg.embed_dim, model_cfg.num_classes,
                         model_cfg.num_speakers, model_cfg.leaky_slope,
-                        num_frames // model_cfg.pool_size[0], resolve_logit_scale(model_cfg))
+                        num_frames // model_cfg.pool_size[0], head_kwargs,
+                        str(model_cfg.get("ssa", "full")))
   raise ValueError(f"unknown model.name {model_cfg.name!r}")
 
 
@@ -244,7 +281,8 @@ def _copy(param: torch.Tensor, value: torch.Tensor) -> None:
 
 def _load_dense(linear: nn.Linear, p) -> None:
   _copy(linear.weight, _t(p["kernel"]).T)
-  _copy(linear.bias, _t(p["bias"]))
+  if linear.bias is not None or "bias" in p:
+    _copy(linear.bias, _t(p["bias"]))
 
 
 def load_lstm_direction(lstm: nn.LSTM, cell, suffix: str = "") -> None:
@@ -291,6 +329,8 @@ def load_flax_variables(model: nn.Module, variables) -> nn.Module:
     raise TypeError(f"expected TorchACRNN or TorchSSACRNN, got {type(model).__name__}")
   _load_dense(model.embed, p["embed"])
   _load_dense(model.classifier, p["classifier"])
+  if model.head.learned:
+    _copy(model.head.log_logit_scale, _t(p["log_logit_scale"]))
   return model
 
 
@@ -322,7 +362,7 @@ def project_l1_sphere_columns(kernel: torch.Tensor, radius: torch.Tensor) -> tor
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                mask: torch.Tensor, labels: torch.Tensor, speakers: torch.Tensor | None = None,
-               constraint: str = "l1_sphere") -> float:
+               constraint: str = "l1_sphere", speaker_loss_weight: float = 1.0) -> float:
   """One step: CE_em (+ CE_sp), NAdam update, then the Eq. 8 projection of the classifier."""
   model.train()
   optimizer.zero_grad(set_to_none=True)
@@ -330,7 +370,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
   with record_function("loss"):  # scopes for benchmarks/profile_step.py
     loss = F.cross_entropy(logits, labels)
     if "speaker_logits" in aux:
-      loss = loss + F.cross_entropy(aux["speaker_logits"], speakers)
+      loss = loss + speaker_loss_weight * F.cross_entropy(aux["speaker_logits"], speakers)
   loss.backward()
   with record_function("optimizer"):
     optimizer.step()

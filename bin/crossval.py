@@ -15,7 +15,8 @@ each in `<workdir>/<config.name>/`, and one table with a row per system in `<wor
 (and compare.json), like Table 1. `--config.key=value` overrides apply to every compared system;
 `--config FILE`, if given as well, is the first system.
 
-Exit code 1 if a fold failed (the others are still run and summarised).
+Exit code 1 if a fold failed (the others are still run and summarised). A bad flag, config file,
+key, value or fold spec, or a missing corpus, is one line on stderr and exit code 1 (`bin/_cli.py`).
 
 Several hosts: the flags of `bin.train` (--coordinator HOST:PORT --num_processes N --process_id I,
 or none on a TPU VM / Slurm / Open MPI job; see ssa_jax/distributed.py), the same command on every
@@ -29,12 +30,13 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from bin import _cli
 
 from ssa_jax import distributed
+from ssa_jax import io as io_lib
 
 _CONFIG = _cli.define_config_flag("quickstart.py")
 _FOLDS = flags.DEFINE_string("folds", None, "Folds to run: '0-9', '0,2,5', '0-2,7' "
@@ -165,8 +167,8 @@ def run_crossval(config: Any, workdir: str, folds: str | Sequence[int] | None = 
   if missing:
     md += f"\nFolds {missing} failed and are not in the table.\n"
   if distributed.is_main_process():  # several hosts: process 0 writes
-    summary.write_json_atomic(os.path.join(workdir, "summary.json"), s)
-    summary.write_atomic(os.path.join(workdir, "summary.md"), md)
+    io_lib.write_json(os.path.join(workdir, "summary.json"), s)
+    io_lib.write_text(os.path.join(workdir, "summary.md"), md)
   return s, errors
 
 
@@ -208,28 +210,21 @@ def run_compare(configs: Sequence[Any], workdir: str, folds: str | None,
     summaries.append(s)
     errors += errs
   if summaries and distributed.is_main_process():
-    summary.write_json_atomic(os.path.join(workdir, "compare.json"), {"systems": summaries})
-    summary.write_atomic(os.path.join(workdir, "compare.md"), summary.render_compare(summaries))
+    io_lib.write_json(os.path.join(workdir, "compare.json"), {"systems": summaries})
+    io_lib.write_text(os.path.join(workdir, "compare.md"), summary.render_compare(summaries))
   return summaries, errors
 
 
 def main(argv: list[str]) -> int:
-  logging.set_verbosity(logging.WARNING)
   compare = list(_COMPARE.value)
   extra = argv[1:]
   if extra and not compare:
-    raise app.UsageError(f"unexpected arguments: {' '.join(extra)}")
+    _cli.no_arguments(argv)
   compare += extra  # `--compare a.py b.py c.py`: absl keeps b.py and c.py as positional args
   overrides = config_flags.get_override_values(flags.FLAGS["config"])
-  try:  # before anything touches a device
-    plan = distributed.initialize_from_flags(_DISTRIBUTED)
-  except distributed.DistributedError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  import jax  # pylint: disable=g-import-not-at-top  (after flag parsing: --help stays fast)
   # As bin.train: compiled XLA programs are cached, so folds after the first start faster.
-  cache_dir = os.path.expanduser(str(_CONFIG.value.data.cache_dir))  # overrides included
-  jax.config.update("jax_compilation_cache_dir", os.path.join(cache_dir, "xla"))
+  _cli.setup_jax(_cli.config(_CONFIG).data.cache_dir)  # overrides included
+  plan = distributed.initialize_from_flags(_DISTRIBUTED)  # before anything touches a device
   if plan.kwargs is not None:
     print(f"{plan.reason}: {distributed.describe()}", file=sys.stderr)
   main_process = distributed.is_main_process()
@@ -245,15 +240,12 @@ def main(argv: list[str]) -> int:
         print(open(os.path.join(workdir, "compare.md"), encoding="utf-8").read())
         print(f"wrote {os.path.join(os.path.abspath(workdir), 'compare.md')} and compare.json")
     else:
-      config = _CONFIG.value
+      config = _cli.config(_CONFIG)
       workdir = _WORKDIR.value or os.path.join("runs", str(config.name))
       _, errors = run_crossval(config, workdir, _FOLDS.value)
       if main_process:
         print(open(os.path.join(workdir, "summary.md"), encoding="utf-8").read())
         print(f"wrote {os.path.join(os.path.abspath(workdir), 'summary.md')} and summary.json")
-  except (ValueError, RuntimeError, OSError) as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    return 1
   except KeyboardInterrupt:
     print("\ninterrupted; rerun the same command to resume (finished folds are kept)",
           file=sys.stderr)
@@ -262,4 +254,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_cli.parse_flags)
+  _cli.run(main, user_errors=(ValueError, RuntimeError, OSError))

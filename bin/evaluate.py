@@ -11,14 +11,18 @@ did (data cache, split, training speaker statistics) and writes into `<workdir>/
                       validation utterance
   tsne.png            t-SNE of the validation emotion embeddings z_em by class (Figure 5)
   evaluation.json     UAR, WA, segment UAR, confusion matrix, the files written
+
+A bad or missing flag, a folder that is not a trained fold or an unknown utterance is one line on
+stderr and exit code 1 (`bin/_cli.py`).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags
+
+from bin import _cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (holding fold<K>/).")
 _FOLD = flags.DEFINE_integer("fold", None, "Fold to evaluate.")
@@ -29,25 +33,20 @@ flags.mark_flags_as_required(["workdir", "fold"])
 
 
 def main(argv: list[str]) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.ERROR)  # JAX backend and orbax restore chatter
-  import jax  # pylint: disable=g-import-not-at-top  (keeps --help fast)
-  from ssa_jax import plots, predict  # pylint: disable=g-import-not-at-top
+  _cli.no_arguments(argv)
+  if not os.path.isdir(_WORKDIR.value):
+    raise _cli.Error(f"--workdir {_WORKDIR.value}: no such folder")
+  from ssa_jax import plots, predict  # pylint: disable=g-import-not-at-top  (keeps --help fast)
   fold_dir = os.path.join(_WORKDIR.value, f"fold{_FOLD.value}")
-  try:
-    config = predict.load_run_config(fold_dir)
-    # As bin.train: compiled XLA programs are cached, so the next call starts faster.
-    jax.config.update("jax_compilation_cache_dir",
-                      os.path.join(os.path.expanduser(str(config.data.cache_dir)), "xla"))
-    report = plots.evaluate_fold(fold_dir, _FOLD.value, _UTTERANCE.value, _OUT.value)
-  except (ValueError, OSError) as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    return 1
+  config = predict.load_run_config(fold_dir)  # ValueError (one line) for an untrained fold
+  _cli.setup_jax(config.data.cache_dir)  # as bin.train: the same compilation cache
+  report = plots.evaluate_fold(fold_dir, _FOLD.value, _UTTERANCE.value, _OUT.value)
   print(f"{report['system']}, fold {report['fold']} (checkpoint step {report['step']}): "
         f"{report['valid_utterances']} validation utterances, UAR {100 * report['uar']:.2f} %, "
         f"WA {100 * report['wa']:.2f} %, segment UAR {100 * report['segment_uar']:.2f} %")
+  if "speaker_mass" in report:
+    print(f"SSA attention mass on the speaker half (mean over validation segments): "
+          f"{report['speaker_mass']:.4f}")
   for name, path in report["figures"].items():
     print(f"wrote {name}: {path}")
   print(f"wrote {os.path.join(os.path.dirname(report['figures']['confusion']), 'evaluation.json')}")
@@ -55,4 +54,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

@@ -7,10 +7,14 @@ Folders are searched recursively for audio files. Any sample rate, mono or multi
 0.1 s. For each file: the predicted class, the class probabilities (the utterance decision pools
 the segment posteriors as in training, `config.train.pooling` unless --pooling) and the
 per-segment predictions. A file that cannot be used is reported on its own line (stderr) and the
-others are still predicted; the exit code is then 1.
+others are still predicted; the exit code is then 1. A path that does not exist stops the command
+before anything is loaded.
 
 --norm self (default, a new speaker): normalise each file with its own statistics;
 --norm train: with the global statistics of the training speakers.
+
+A bad or missing flag, no file given, or a --workdir that is not a trained fold is one line on
+stderr and exit code 1 (`bin/_cli.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags
+
+from bin import _cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Trained fold directory: <run workdir>/fold<K>.")
@@ -34,32 +40,25 @@ flags.mark_flag_as_required("workdir")
 
 def main(argv: list[str]) -> int:
   paths = argv[1:]
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.ERROR)  # orbax's restore chatter; --verbosity=0 shows it
   if not paths:
-    raise app.UsageError("give at least one audio file or folder")
-  import jax  # pylint: disable=g-import-not-at-top  (keeps --help fast)
-  from ssa_jax import predict  # pylint: disable=g-import-not-at-top
-  try:
-    config = predict.load_run_config(FLAGS.workdir)
-    # As bin.train: compiled XLA programs are cached, so the next call starts faster.
-    jax.config.update("jax_compilation_cache_dir",
-                      os.path.join(os.path.expanduser(str(config.data.cache_dir)), "xla"))
-    predictor = predict.load_predictor(FLAGS.workdir)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    raise _cli.Error("give at least one audio file or folder after the flags")
+  missing = [p for p in paths if not os.path.exists(p)]
+  if missing:  # before the model is loaded: a typo is reported at once
+    raise _cli.Error(f"no such file or folder: {', '.join(missing)}")
+  from ssa_jax import predict  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+  config = predict.load_run_config(FLAGS.workdir)  # ValueError (one line) for an untrained fold
+  _cli.setup_jax(config.data.cache_dir)  # as bin.train: the same compilation cache
+  predictor = predict.load_predictor(FLAGS.workdir)
   norm = FLAGS.norm
   if norm is None:
     norm = "train" if predictor.config.features.get("norm_fallback") == "global" else "self"
   files = predict.find_audio_files(paths)
   if not files:
-    print(f"error: no audio file found in {', '.join(paths)}", file=sys.stderr)
-    return 1
+    raise _cli.Error(f"no audio file found in {', '.join(paths)}")
   results = predict.predict_files(predictor, files, norm=norm, pooling=FLAGS.pooling)
   failed = [r for r in results if "error" in r]
   for r in failed:
-    print(f"error: {r['error']}", file=sys.stderr)
+    print(f"error: {_cli.one_line(r['error'])}", file=sys.stderr)
   if FLAGS.json:
     doc = {"workdir": FLAGS.workdir, "step": predictor.step, "classes": list(predictor.classes),
            "norm": norm, "pooling": FLAGS.pooling or str(predictor.config.train.pooling),
@@ -74,4 +73,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

@@ -7,16 +7,13 @@
   python -m bin.prepare --config.data.corpus=manifest --config.data.root=my_corpus.csv
 
 Prints the speakers x classes table, the skipped files with their reasons, the number of segments
-and where the cache is. A broken corpus or config is one line on stderr and exit code 1.
+and where the cache is. A bad flag, a broken corpus or config is one line on stderr and exit
+code 1 (`bin/_cli.py`).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-from absl import app
-from absl import logging
 
 from bin import _cli
 
@@ -31,23 +28,19 @@ def _stamp(path: Path) -> int | None:
 
 
 def main(argv: list[str]) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)  # JAX's INFO lines about absent TPU/GPU backends are noise here
+  _cli.no_arguments(argv)
+  config = _cli.config(_CONFIG)
+  _cli.setup_jax(config.data.cache_dir)
   # Imported here so that `--help` and flag errors do not wait for JAX.
   from ssa_jax import data  # pylint: disable=g-import-not-at-top
   from ssa_jax.corpora import list_corpus  # pylint: disable=g-import-not-at-top
 
-  config = _CONFIG.value
-  try:
-    listing = list_corpus(config.data, progress=True)
-    location = data.cache_location(config, listing)
-    before = _stamp(location / "meta.json")
-    dataset = data.prepare(config, progress=True, listing=listing)
-    reused = before is not None and before == _stamp(location / "meta.json")
-  except (ValueError, OSError) as e:  # CorpusError, AudioError, bad config values, unreadable paths
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    return 1
+  # CorpusError, AudioError, bad config values, unreadable paths: one line (bin/_cli.py).
+  listing = list_corpus(config.data, progress=True)
+  location = data.cache_location(config, listing)
+  before = _stamp(location / "meta.json")
+  dataset = data.prepare(config, progress=True, listing=listing)
+  reused = before is not None and before == _stamp(location / "meta.json")
   n, t, m, c = dataset.segments.shape
   print(dataset.listing.report())
   print(f"{n} segments of {t} frames x {m} mel bands x {c} channels "
@@ -57,4 +50,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_cli.parse_flags)
+  _cli.run(main)

@@ -8,7 +8,8 @@
 Writes `<workdir>/fold<K>/` (config.json, metrics.jsonl, result.json, checkpoints/); `--workdir`
 defaults to `runs/<config.name>`. Rerunning the same command resumes from the latest checkpoint.
 Compiled XLA programs are cached under `<config.data.cache_dir>/xla`, so a rerun starts faster.
-A bad fold, config key or value, or a missing corpus is one line on stderr and exit code 1.
+A bad flag, fold, config key or value, or a missing corpus is one line on stderr and exit code 1
+(`bin/_cli.py`). The library's INFO lines (e.g. "resumed fold 3 from step 120") go to stderr.
 
 Several hosts (the same command on every process; `ssa_jax/distributed.py` has the full rule):
   python -m bin.train --config ... --coordinator HOST0:1234 --num_processes N --process_id I
@@ -22,9 +23,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app
 from absl import flags
-from absl import logging
 
 from bin import _cli
 from ssa_jax import distributed
@@ -55,33 +54,17 @@ def _summary(result: dict, fold_dir: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)  # JAX's INFO lines about absent TPU/GPU backends are noise
-  try:
-    config = _CONFIG.value
-    config.name  # pylint: disable=pointless-statement  # a failed load raises on first access
-  except OSError as e:  # the config file is missing or failed to load
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    return 1
+  _cli.no_arguments(argv)
+  config = _cli.config(_CONFIG)
   workdir = _WORKDIR.value or os.path.join("runs", str(config.name))
-  try:  # before anything touches a device
-    plan = distributed.initialize_from_flags(_DISTRIBUTED)
-  except distributed.DistributedError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  # Imported here so that `--help` and flag errors do not wait for JAX.
-  import jax  # pylint: disable=g-import-not-at-top
+  _cli.setup_jax(config.data.cache_dir)
+  plan = distributed.initialize_from_flags(_DISTRIBUTED)  # before anything touches a device
+  # Imported here so that `--help` and flag errors do not wait for the library.
   from ssa_jax import train  # pylint: disable=g-import-not-at-top
-  cache = os.path.join(os.path.expanduser(str(config.data.cache_dir)), "xla")
-  jax.config.update("jax_compilation_cache_dir", cache)
   if plan.kwargs is not None:
     print(f"{plan.reason}: {distributed.describe()}", file=sys.stderr)
-  try:
+  try:  # CorpusError, AudioError, bad config values, NonFiniteLossError: one line (bin/_cli.py)
     result = train.train_and_evaluate(config, workdir, _FOLD.value)
-  except (ValueError, OSError, train.NonFiniteLossError) as e:  # CorpusError, AudioError, config
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    return 1
   except KeyboardInterrupt:
     print(f"\ninterrupted; rerun the same command to resume from the last checkpoint in "
           f"{workdir}", file=sys.stderr)
@@ -92,4 +75,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_cli.parse_flags)
+  _cli.run(main, user_errors=(ValueError, OSError, FloatingPointError))

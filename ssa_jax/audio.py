@@ -1,4 +1,4 @@
-"""Audio loading: any file soundfile reads -> mono float32 at the model's sample rate (DESIGN §2).
+"""Audio loading: any file soundfile reads -> mono float32 at the model's sample rate (docs/DESIGN.md §2).
 
 Channels are averaged, other sample rates are resampled with soxr. Anything unusable (missing,
 unreadable or corrupt file, no samples, shorter than 100 ms, NaN/inf samples, digital silence)

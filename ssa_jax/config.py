@@ -1,14 +1,14 @@
 """The base configuration every file in `configs/` starts from.
 
-Each value that reads an ambiguity of the papers (DESIGN.md) is a field here, so a user can switch to
+Each value that reads an ambiguity of the papers (docs/DESIGN.md) is a field here, so a user can switch to
 the other reading with `--config.<path>=<value>`; every run writes the config it ran with.
 
 Layout (all fields always present, so that overrides are type-checked by ml_collections):
   config.name, config.seed
   config.data      which corpus, where, which classes, how bad files are handled
-  config.features  front end (DESIGN §2)
-  config.model     architecture (DESIGN §3)
-  config.train     optimisation, batches, folds, model selection (DESIGN §4-5)
+  config.features  front end (docs/DESIGN.md §2)
+  config.model     architecture (docs/DESIGN.md §3)
+  config.train     optimisation, batches, folds, model selection (docs/DESIGN.md §4-5)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.name = "ssa_crnn_r"
   c.seed = 0
 
-  # --- data (DESIGN §7) ---
+  # --- data (docs/DESIGN.md §7) ---
   c.data = ml_collections.ConfigDict()
   c.data.corpus = "synthetic"  # synthetic | iemocap | atthack | manifest
   c.data.root = ""  # corpus root (iemocap / atthack) or the manifest CSV's path
@@ -42,7 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.synthetic.repetitions = 2
   c.data.synthetic.seed = 0
 
-  # --- features (DESIGN §2) ---
+  # --- features (docs/DESIGN.md §2) ---
   c.features = ml_collections.ConfigDict()
   c.features.sample_rate = 16000
   c.features.win_length = 400  # 25 ms Hamming window
@@ -58,7 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.features.backend = "jax"  # jax (batched) | librosa (per-file reference)
   c.features.norm_fallback = "self"  # unseen speaker at prediction: self | global
 
-  # --- model (DESIGN §3) ---
+  # --- model (docs/DESIGN.md §3) ---
   c.model = ml_collections.ConfigDict()
   c.model.name = "ssa_crnn"  # acrnn | ssa_crnn
   c.model.conv_features = (128, 256, 256, 256, 256, 256)
@@ -72,18 +72,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.leaky_slope = 0.01
   c.model.bn_momentum = 0.99
   c.model.mask_padding = True
-  # Emotion logits = logit_scale * FC^c(z). Eq. 8 fixes each classifier column's L1 norm to
-  # N / (K ||sum_i z_i||_1) = 1 / (K mean_i ||z_i||_1) (z >= 0 after leaky ReLU), which bounds every
-  # logit by about 1/K: the softmax stays near uniform and cross-entropy learns almost nothing
-  # (quickstart ACRNN-r, fold 3: UAR 0.55 at scale 1 vs 0.85 at scale K*E). The scale is a fixed
-  # softmax temperature; Eq. 8 still holds exactly on the kernel. 0 means K * embed_dim (the
-  # default, for the constrained -r systems); 1 is the literal reading; use 1 without a constraint.
-  c.model.logit_scale = 0.0
+  # The emotion head (docs/DESIGN.md "Eq. 8 head"): logits = s * (z W + b) (bias "scaled"),
+  # s * z W + b ("unscaled") or s * z W ("none"). Eq. 8 fixes each column of W to the L1 norm
+  # 1 / (K mean_i ||z_i||_1) (z >= 0), so the logits z W are bounded by about 1/K: without the
+  # temperature s the softmax stays near uniform. s: a positive number, "auto" = K * embed_dim,
+  # or "learned" (a trained scalar, log-parametrised, starting at logit_scale_init). Use 1 for
+  # an unconstrained classifier (it learns its own scale).
+  c.model.logit_scale = ml_collections.FieldReference("auto", field_type=object)
+  c.model.logit_scale_init = ml_collections.FieldReference("auto", field_type=object)
+  c.model.classifier_bias = "scaled"  # scaled | unscaled | none
+  c.model.ssa = "full"  # SSA-CRNN ablations: full | self_only | speaker_only
   c.model.conv_impl = "auto"  # auto (= xla) | xla | gemm (custom-VJP kernel gradient, ssa_jax/ops.py)
   c.model.lstm_impl = "auto"  # auto (= hoisted) | hoisted (input projection out of the loop) | flax
   c.model.dtype = "float32"  # compute dtype of convs and matmuls: float32 | bfloat16
 
-  # --- training (DESIGN §4-5) ---
+  # --- training (docs/DESIGN.md §4-5) ---
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 40  # global; emotion-balanced (batch_size / num_classes per class)
   c.train.eval_batch_size = 40
@@ -92,6 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.b2 = 0.999
   c.train.eps = 1e-8
   c.train.constraint = "l1_sphere"  # l1_sphere | rescale | none (Eq. 8)
+  c.train.speaker_loss_weight = 1.0  # SSA-CRNN: loss = CE_em + w * CE_sp (the paper: 1)
   c.train.epochs = 100
   c.train.patience = 20  # epochs without a better validation UAR before stopping; 0: never
   c.train.split = "random"  # random (IEMOCAP) | linguistic (Att-HACK) | loso

@@ -1,4 +1,4 @@
-"""The Eq. 8 constraint on the emotion classifier FC^c (seed §2.4, DESIGN §4).
+"""The Eq. 8 constraint on the emotion classifier FC^c (seed §2.4, docs/DESIGN.md §4).
 
 For a classifier kernel W (n, K) fed with a batch x (N, n), every column must satisfy
 

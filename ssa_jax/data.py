@@ -1,4 +1,4 @@
-"""From a corpus listing to raw segment features, with a hash-keyed on-disk cache (DESIGN §1, §2, §9).
+"""From a corpus listing to raw segment features, with a hash-keyed on-disk cache (docs/DESIGN.md §1, §2, §9).
 
   prepare(config, progress=True) -> Dataset
 
@@ -13,12 +13,13 @@ segments (`features.segment`) and caches the result under
 `key` hashes the feature config and the file list (utterance ids, paths, speakers, labels, phrases,
 sizes and modification times), so a changed file or feature setting rebuilds and an unchanged corpus
 is read back. Arrays are read with `allow_pickle=False` and the metadata is JSON: nothing is unpickled.
-Every file is written under a temporary name then `os.replace`d; `meta.json` comes last and marks a
-complete cache, so an interrupted run is rebuilt, never taken for a whole one.
+Every file is written atomically (`ssa_jax.io.write_with`: temporary name, fsync, `os.replace`);
+`meta.json` comes last and marks a complete cache, so an interrupted run is rebuilt, never taken
+for a whole one.
 
 A file `load_audio` rejects (AudioError) is a reported skip in `Dataset.listing.skipped` (a
 `CorpusError` with `config.data.strict`); no utterance left is a `CorpusError`.
-Normalisation is not cached: it depends on the fold (DESIGN §2).
+Normalisation is not cached: it depends on the fold (docs/DESIGN.md §2).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,11 +38,11 @@ import numpy as np
 import tqdm
 
 from ssa_jax import audio, features
+from ssa_jax import io as io_lib
 from ssa_jax.corpora import IGNORED, list_corpus
 from ssa_jax.corpora.base import CorpusError, Listing, Utterance
 
 FORMAT_VERSION = 1  # bump when the cache layout or the feature code changes what is stored
-BACKENDS = ("jax", "librosa")
 _CHUNK = 256  # utterances whose audio is in memory at once
 _ARRAYS = {"segments": np.float32, "mask": np.bool_, "seg_utt": np.int32}
 # config.features fields that do not change the cached (unnormalised) features.
@@ -119,11 +119,6 @@ def cache_location(config: Any, listing: Listing) -> Path:
   return base / f"features-{cache_key(config.features, listing)}"
 
 
-def is_cached(location: Path) -> bool:
-  """Whether a complete cache (its meta.json) exists at `location` (it is still validated on read)."""
-  return (Path(location) / "meta.json").is_file()
-
-
 # --------------------------------------------------------------------------- building
 
 
@@ -140,19 +135,16 @@ def _reason(err: Exception, path: str) -> str:
   return msg[len(path) + 2:] if msg.startswith(f"{path}: ") else msg
 
 
-def _features(waves: Sequence[np.ndarray], features_cfg: Any, backend: str) -> list[np.ndarray]:
-  if backend == "jax":
-    return features.extract(list(waves), features_cfg, progress=False)
-  sr = int(features_cfg.sample_rate)
-  return [features.log_mel_3d(w, sr, features_cfg) for w in waves]
+def _features(waves: Sequence[np.ndarray], features_cfg: Any) -> list[np.ndarray]:
+  return features.compute(waves, features_cfg)  # a seam for the tests (they count the files)
 
 
 def _build(config: Any, listing: Listing, progress: bool):
   """(segments, mask, seg_utt, kept utterances, audio skips) for every file of the listing."""
   fcfg = config.features
-  backend = str(fcfg.backend)
-  if backend not in BACKENDS:
-    raise ValueError(f"unknown features.backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+  if str(fcfg.backend) not in features.BACKENDS:  # before any file is read
+    raise ValueError(f"unknown features.backend {fcfg.backend!r}; choose one of "
+                     f"{', '.join(features.BACKENDS)}")
   sr, win = int(fcfg.sample_rate), int(fcfg.win_length)
   strict = bool(config.data.strict)
   utts = listing.utterances
@@ -182,7 +174,7 @@ def _build(config: Any, listing: Listing, progress: bool):
           else:
             good.append(u)
             waves.append(w)
-        for u, f in zip(good, _features(waves, fcfg, backend)):
+        for u, f in zip(good, _features(waves, fcfg)):
           s, m = features.segment(f, int(fcfg.segment_frames), int(fcfg.min_segment_frames))
           if s.shape[0] == 0:
             skip(u, f"no segment: {f.shape[0]} frames")
@@ -205,31 +197,18 @@ def _build(config: Any, listing: Listing, progress: bool):
 # --------------------------------------------------------------------------- cache files
 
 
-def _atomic_write(path: Path, write) -> None:
-  tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-  try:
-    with open(tmp, "wb") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
-
-
 def _write_cache(location: Path, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
   location.mkdir(parents=True, exist_ok=True)
   marker = location / "meta.json"
   if marker.exists():
     marker.unlink()  # no longer complete while the arrays are rewritten
-  for leftover in location.glob(".*.tmp"):  # temporary files of a killed run
+  for leftover in location.glob(io_lib.TEMP_GLOB):  # temporary files of a killed run
     leftover.unlink(missing_ok=True)
   for name, arr in arrays.items():
-    _atomic_write(location / f"{name}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
+    io_lib.write_with(location / f"{name}.npy", lambda f, a=arr: np.save(f, a, allow_pickle=False))
   meta = dict(meta, version=FORMAT_VERSION, key=key,
               arrays={n: {"shape": list(a.shape), "dtype": np.dtype(a.dtype).str} for n, a in arrays.items()})
-  _atomic_write(marker, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+  io_lib.write_json(marker, meta, indent=1)
 
 
 def _read_cache(location: Path, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:

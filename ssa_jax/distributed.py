@@ -1,4 +1,4 @@
-"""Several hosts: starting JAX's distributed runtime from flags or a detected cluster (DESIGN §6).
+"""Several hosts: starting JAX's distributed runtime from flags or a detected cluster (docs/DESIGN.md §6).
 
 Every process runs the same program (`python -m bin.train ...` on each host). After
 `jax.distributed.initialize`, `jax.devices()` lists the devices of all processes, so the mesh of

@@ -1,4 +1,4 @@
-"""3-D log-Mel features (static, Δ, ΔΔ), 3 s segments and per-speaker normalisation (DESIGN §2).
+"""3-D log-Mel features (static, Δ, ΔΔ), 3 s segments and per-speaker normalisation (docs/DESIGN.md §2).
 
 Two implementations of the same front end:
 
@@ -6,6 +6,9 @@ Two implementations of the same front end:
 * `log_mel_3d_batch(waves (B, S), lengths (B,), cfg) -> ((B, F, M, 3), (B, F))`: a jitted JAX
   version for many zero-padded utterances at once; `extract(waves, cfg)` drives it over a list of
   utterances with a few length buckets (a handful of compilations, not one per length).
+
+`compute(waves, cfg)` picks one of them by `cfg.backend` ("jax" | "librosa"); the data cache and
+prediction both call it.
 
 Both compute, for a wave at `cfg.sample_rate` (16 kHz):
 
@@ -280,7 +283,7 @@ def bucket_frames(frames: int, growth: float = 1.25, smallest: int = 100, quantu
 
 
 def extract(waves: Sequence[np.ndarray], cfg: ml_collections.ConfigDict | None = None,
-            batch_size: int = 64, progress: bool = False, dft: str = "rfft") -> list[np.ndarray]:
+            batch_size: int = 64, dft: str = "rfft") -> list[np.ndarray]:
   """Features of many utterances with the batched JAX path, returned in the input order.
 
   Utterances are sorted by length and batched; each batch is zero-padded to a length bucket
@@ -292,7 +295,6 @@ def extract(waves: Sequence[np.ndarray], cfg: ml_collections.ConfigDict | None =
     waves: mono float32 waves already at `cfg.sample_rate` (e.g. from `audio.load_audio`).
     cfg: `config.features`.
     batch_size: utterances per call of `log_mel_3d_batch`.
-    progress: show a tqdm progress bar (seconds of audio).
 
   Returns:
     One `(F_i, M, 3)` float32 array per wave, F_i = `num_frames(len(waves[i]))`.
@@ -320,10 +322,6 @@ def extract(waves: Sequence[np.ndarray], cfg: ml_collections.ConfigDict | None =
     rows = -(-rows // len(devices)) * len(devices)
     sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("data",)),
                                           jax.sharding.PartitionSpec("data"))
-  bar = None
-  if progress:
-    import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm.tqdm(total=float(lengths.sum()) / fe.sample_rate, unit="s audio", desc="features")
   for start in range(0, len(order), rows):
     idx = order[start:start + rows]
     frames = bucket_frames(num_frames(int(lengths[idx].max()), fe))
@@ -341,11 +339,27 @@ def extract(waves: Sequence[np.ndarray], cfg: ml_collections.ConfigDict | None =
     feats, _ = jax.device_get(log_mel_3d_batch(batch, batch_lengths, fe, dft=dft))
     for r, i in enumerate(idx):
       out[i] = np.array(feats[r, :num_frames(int(lengths[i]), fe)])
-    if bar is not None:
-      bar.update(float(lengths[idx].sum()) / fe.sample_rate)
-  if bar is not None:
-    bar.close()
   return out  # type: ignore[return-value]
+
+
+BACKENDS = ("jax", "librosa")
+
+
+def compute(waves: Sequence[np.ndarray], cfg: ml_collections.ConfigDict) -> list[np.ndarray]:
+  """`(F_i, M, 3)` features of mono waves at `cfg.sample_rate`, in order, with `cfg.backend`:
+  "jax" -> the batched `extract`, "librosa" -> the per-file reference `log_mel_3d`.
+
+  Raises:
+    ValueError: an unknown backend, or a wave `extract` rejects.
+  """
+  backend = str(cfg.backend)
+  if backend not in BACKENDS:
+    raise ValueError(f"unknown features.backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+  if not waves:
+    return []
+  if backend == "jax":
+    return extract(list(waves), cfg)
+  return [log_mel_3d(w, int(cfg.sample_rate), cfg) for w in waves]
 
 
 # ----------------------------------------------------------------------------------------------

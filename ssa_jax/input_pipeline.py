@@ -1,4 +1,4 @@
-"""Emotion-balanced training batches and padded evaluation batches, as numpy (DESIGN §5).
+"""Emotion-balanced training batches and padded evaluation batches, as numpy (docs/DESIGN.md §5).
 
 Training (seed §3.2, "emotionally balanced mini-batches of 40"):
   * every batch holds `batch_size / num_classes` segments of each class (an error if it does not

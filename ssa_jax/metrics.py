@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN §5), in numpy, from counts rather than means of means.
+"""Evaluation metrics (docs/DESIGN.md §5), in numpy, from counts rather than means of means.
 
   confusion_matrix(y_true, y_pred, K) -> (K, K) int64, rows = truth, columns = prediction
   uar(confusion)  unweighted average recall = macro recall. A class absent from the truth (an
@@ -85,8 +85,3 @@ def pool_posteriors(seg_probs: np.ndarray, seg_utt: np.ndarray, num_utts: int,
   pooled = np.zeros((num_utts, num_classes))
   np.add.at(pooled, seg_utt, seg_probs)
   return pooled / counts[:, None]
-
-
-def summarize(confusion: np.ndarray) -> dict[str, float]:
-  """{"uar", "wa"} of a confusion matrix."""
-  return {"uar": uar(confusion), "wa": wa(confusion)}

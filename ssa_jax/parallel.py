@@ -1,4 +1,4 @@
-"""Single-program data parallelism: a device `Mesh` with a `data` axis (DESIGN §6).
+"""Single-program data parallelism: a device `Mesh` with a `data` axis (docs/DESIGN.md §6).
 
 The batch is sharded along `data` (`P("data")`), parameters and optimizer state are replicated
 (`P()`); `jax.jit` with these shardings inserts the gradient all-reduce itself (no pmap, no manual

@@ -8,37 +8,27 @@ global state).
   tsne_2d(embeddings, seed) -> (N, 2)                               scikit-learn TSNE, perplexity
                                                                     clipped below N
 
-Every function writes atomically (temporary file, then rename) and returns the path it wrote.
+Every function writes atomically (`ssa_jax.io.write_with`) and returns the path it wrote.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ssa_jax import io as io_lib
+
 DEFAULT_PERPLEXITY = 30.0
 
 
 def _save(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> str:
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
   FigureCanvasAgg(fig)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-  os.close(fd)
-  try:
-    fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-  return path
+  return io_lib.write_with(path, lambda f: fig.savefig(f, dpi=dpi, format="png",
+                                                       bbox_inches="tight"))
 
 
 def row_normalize(confusion: np.ndarray) -> np.ndarray:
@@ -248,7 +238,8 @@ def evaluate_fold(fold_dir: str | os.PathLike, fold: int | None = None,
 
   # --- validation metrics ---
   valid_seg = np.flatnonzero(np.isin(seg_utt, valid_utt))
-  probs, aux = run(valid_seg, ("z_em",))
+  is_ssa = str(config.model.name) == "ssa_crnn"
+  probs, aux = run(valid_seg, ("z_em", "alpha_sp") if is_ssa else ("z_em",))
   local = np.searchsorted(valid_utt, seg_utt[valid_seg])
   labels = np.asarray(dataset.labels)
   pooled = metrics.pool_posteriors(probs, local, len(valid_utt), str(tcfg.pooling))
@@ -291,5 +282,7 @@ def evaluate_fold(fold_dir: str | os.PathLike, fold: int | None = None,
             "classes": list(classes), "valid_utterances": int(len(valid_utt)),
             "valid_segments": int(len(valid_seg)), "attention_utterance": ids[u],
             "figures": written}
-  summary.write_json_atomic(os.path.join(out_dir, "evaluation.json"), report)
+  if is_ssa:  # mean attention mass on the SSA's speaker half (sum_t alpha_sp,t per segment)
+    report["speaker_mass"] = float(np.mean(np.asarray(aux["alpha_sp"]).sum(axis=-1)))
+  io_lib.write_json(os.path.join(out_dir, "evaluation.json"), report)
   return report

@@ -1,4 +1,4 @@
-"""Emotion prediction for arbitrary audio files with a trained fold (DESIGN §8).
+"""Emotion prediction for arbitrary audio files with a trained fold (docs/DESIGN.md §8).
 
   predictor = load_predictor(fold_dir)               # best checkpoint of <workdir>/fold<K>
   results = predict_files(predictor, paths, norm="self", pooling=None)
@@ -8,7 +8,7 @@ multi-channel, >= 0.1 s) -> log-Mel + Δ + ΔΔ -> 3 s segments -> speaker norma
 in evaluation mode -> per-segment softmax posteriors (N_f, K) -> the utterance decision, pooled
 from its own segments as in training (`config.train.pooling`: max | mean, `metrics.pool_posteriors`).
 
-Normalisation (`norm`): "self" uses the file's own statistics (a new speaker, DESIGN §2), "train"
+Normalisation (`norm`): "self" uses the file's own statistics (a new speaker, docs/DESIGN.md §2), "train"
 the global statistics of the training speakers saved with the checkpoint.
 
 A result per file is a dict (JSON-serialisable):
@@ -82,10 +82,8 @@ def load_run_config(fold_dir: str | os.PathLike) -> ml_collections.ConfigDict:
     raise ValueError(f"{path}: not a valid config file ({e})") from e
 
 
-def restore_for_inference(fold_dir: str | os.PathLike
-                          ) -> tuple[Any, dict[str, Any], features.SpeakerStats, tuple[str, ...],
-                                     ml_collections.ConfigDict, int]:
-  """(model, variables, stats, classes, config, step) of a fold's best checkpoint (validation UAR),
+def load_predictor(fold_dir: str | os.PathLike) -> Predictor:
+  """A `Predictor` for a trained fold `<workdir>/fold<K>`: its best checkpoint (validation UAR),
   through `checkpointing.load_best` (the layout `ssa_jax.train` writes).
 
   Raises:
@@ -105,14 +103,8 @@ def restore_for_inference(fold_dir: str | os.PathLike
   if int(config.model.num_classes) != len(classes):
     raise ValueError(f"{fold_dir}: config.json has {config.model.num_classes} classes, the "
                      f"checkpoint {len(classes)} ({classes})")
-  return (models.build_model(config.model), best["variables"], best["stats"], classes, config,
-          int(best["step"]))
-
-
-def load_predictor(fold_dir: str | os.PathLike) -> Predictor:
-  """A `Predictor` for a trained fold `<workdir>/fold<K>` (its best checkpoint)."""
-  model, variables, stats, classes, config, step = restore_for_inference(fold_dir)
-  return Predictor(model, variables, config, classes, stats, step)
+  return Predictor(models.build_model(config.model), best["variables"], config, classes,
+                   best["stats"], int(best["step"]))
 
 
 # --------------------------------------------------------------------------- model over segments
@@ -177,19 +169,6 @@ def run_segments(model: Any, variables: Mapping[str, Any], segments: np.ndarray,
 
 
 # --------------------------------------------------------------------------- front end
-
-
-def compute_features(waves: Sequence[np.ndarray], features_cfg: ml_collections.ConfigDict
-                     ) -> list[np.ndarray]:
-  """(F_i, M, 3) features of mono waves at `features_cfg.sample_rate` with the configured backend."""
-  if not waves:
-    return []
-  if features_cfg.backend == "jax":
-    return features.extract(list(waves), features_cfg)
-  if features_cfg.backend == "librosa":
-    sr = int(features_cfg.sample_rate)
-    return [features.log_mel_3d(w, sr, features_cfg) for w in waves]
-  raise ValueError(f"unknown features.backend {features_cfg.backend!r}; choose jax or librosa")
 
 
 def normalize_utterance(segs: np.ndarray, mask: np.ndarray, norm: str,
@@ -276,7 +255,7 @@ def predict_files(predictor: Predictor, paths: Sequence[str | os.PathLike], norm
     good.append(i)
 
   seg_list, mask_list, seg_file = [], [], []
-  for i, w, f in zip(good, waves, compute_features(waves, fcfg)):
+  for i, w, f in zip(good, waves, features.compute(waves, fcfg)):
     segs, mask = features.segment(f, seg_frames, int(fcfg.min_segment_frames))
     segs = normalize_utterance(segs, mask, norm, predictor.stats)
     seg_list.append(segs)

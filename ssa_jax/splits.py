@@ -1,4 +1,4 @@
-"""Train / validation splits over utterances for the 10-fold protocols of the paper (DESIGN §5).
+"""Train / validation splits over utterances for the 10-fold protocols of the paper (docs/DESIGN.md §5).
 
 Three modes (`config.train.split`):
   random      IEMOCAP (seed §3.2): a random 80/20 split of the whole set per fold, seeded by

@@ -18,14 +18,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import tempfile
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.stats
+
+from ssa_jax import io as io_lib
 
 CONFIDENCE = 0.95
 # Metrics summarised over folds: result.json key -> column title.
@@ -181,26 +181,6 @@ def render_compare(summaries: Sequence[Mapping[str, Any]],
   return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-  """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-  write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
 # --- TensorBoard ---------------------------------------------------------------------------------
 
 
@@ -254,8 +234,7 @@ class MetricWriter:
       self._tb.add_scalar(tag, value, global_step=int(step))
     self._tb.flush()
     if self._jsonl is not None:
-      with open(self._jsonl, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"step": int(step), **dict(metrics)}, default=float) + "\n")
+      io_lib.append_jsonl(self._jsonl, {"step": int(step), **dict(metrics)})
 
   def close(self) -> None:
     self._tb.close()
@@ -265,20 +244,3 @@ class MetricWriter:
 
   def __exit__(self, *exc) -> None:
     self.close()
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-  """The records of a metrics.jsonl file; a malformed line raises ValueError naming file and line."""
-  records = []
-  with open(path, encoding="utf-8") as f:
-    for i, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{i}: not a JSON line ({e})") from e
-      if not isinstance(rec, dict):
-        raise ValueError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
-      records.append(rec)
-  return records

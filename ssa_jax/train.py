@@ -1,6 +1,6 @@
-"""Training and evaluation of one fold (DESIGN §4-6, §8).
+"""Training and evaluation of one fold (docs/DESIGN.md §4-6, §8).
 
-  state = create_train_state(model, tx, rng, x, mask)
+  state = create_train_state(model, tx, rng, x, mask, constraint)  # Eq. 8 holds from step 0
   step = make_train_step(model, tx, constraint, mesh)     # jitted once; state donated
   state, metrics = step(state, batch)
   result = train_and_evaluate(config, workdir, fold)      # the content of result.json
@@ -11,7 +11,9 @@ the step's own classifier inputs `aux["z_em"]` (no gradient). A non-finite loss 
 recorded on the device in `state.bad_step` (the first such step, -1 if none), which the loop reads
 at log steps and epoch ends only, so metrics never stall the device.
 
-Files written by `train_and_evaluate` under `<workdir>/fold<K>/` (process 0 only, atomically):
+Files written by `train_and_evaluate` under `<workdir>/fold<K>/` (process 0 only, through
+`ssa_jax.io`: config.json and result.json replaced atomically, metrics.jsonl appended a line at a
+time with fsync, a torn last line dropped on resume):
   config.json     the config the run used (num_speakers / num_classes filled in from the data)
   events.out.tfevents.*  TensorBoard scalars (train/loss, valid/uar, valid/wa, ... per epoch)
   metrics.jsonl   one line per evaluation (epoch, step, train loss, valid UAR / WA / segment UAR,
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import os
 import time
 from typing import Any, Callable, Mapping
@@ -47,6 +48,7 @@ from tqdm import tqdm
 
 from ssa_jax import constraint as constraint_lib
 from ssa_jax import checkpointing, features, input_pipeline, metrics, models, ops, parallel, splits
+from ssa_jax import io as io_lib
 from ssa_jax import summary as summary_lib
 
 
@@ -61,12 +63,10 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
-  rng: jax.Array  # uint32 (2,) base key; each step folds in its step number
   bad_step: jax.Array  # int32 (), first step with a non-finite loss or gradient, -1 if none
 
   def to_dict(self) -> dict[str, Any]:
-    return {f: getattr(self, f) for f in
-            ("step", "params", "batch_stats", "opt_state", "rng", "bad_step")}
+    return {f: getattr(self, f) for f in ("step", "params", "batch_stats", "opt_state", "bad_step")}
 
 
 def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -75,15 +75,29 @@ def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransf
                      b2=float(train_cfg.b2), eps=float(train_cfg.eps))
 
 
+def _constrain(params: Any, z_em: jax.Array, constraint: str) -> Any:
+  """params with the classifier kernel projected by Eq. 8 for the classifier inputs z_em (N, E)."""
+  kernel = constraint_lib.project_classifier(
+      params["classifier"]["kernel"], jax.lax.stop_gradient(z_em), constraint)
+  return {**params, "classifier": {**params["classifier"], "kernel": kernel}}
+
+
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                       x: jax.Array, mask: jax.Array) -> TrainState:
-  """Initialises parameters from example inputs x (B, T, M, C), mask (B, T)."""
-  init_rng, rng = jax.random.split(rng)
-  variables = flax.core.unfreeze(model.init({"params": init_rng}, x, mask, train=False))
-  params = variables["params"]
-  return TrainState(step=jnp.int32(0), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                    rng=rng, bad_step=jnp.int32(-1))
+                       x: jax.Array, mask: jax.Array, constraint: str = "none") -> TrainState:
+  """Initialises parameters from the first training batch x (B, T, M, C), mask (B, T).
+
+  With a constraint, the initial classifier kernel is projected by Eq. 8 with the embeddings of
+  that batch (training-mode forward, as in the step), so the invariant holds from step 0 and
+  the first step does not run an unconstrained kernel times the temperature.
+  """
+  variables = flax.core.unfreeze(model.init({"params": rng}, x, mask, train=False))
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  if constraint != "none":
+    (_, aux), _ = model.apply({"params": params, "batch_stats": batch_stats}, x, mask,
+                              train=True, mutable=["batch_stats"])
+    params = _constrain(params, aux["z_em"], constraint)
+  return TrainState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params), bad_step=jnp.int32(-1))
 
 
 def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -91,25 +105,28 @@ def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.Module,
-               tx: optax.GradientTransformation,
-               constraint: str) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One NAdam update + Eq. 8 projection on a global batch {x (B,T,M,C), mask, label, speaker}."""
+               tx: optax.GradientTransformation, constraint: str,
+               speaker_loss_weight: float = 1.0) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One NAdam update + Eq. 8 projection on a global batch {x (B,T,M,C), mask, label, speaker}.
+
+  loss = CE_em (+ speaker_loss_weight * CE_sp for SSA-CRNN).
+  """
   chex.assert_rank(batch["x"], 4)
   chex.assert_equal_shape_prefix([batch["x"], batch["mask"]], 2)
-  step_rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
     (logits, aux), updates = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, batch["x"], batch["mask"],
-        train=True, mutable=["batch_stats"], rngs={"dropout": step_rng})
+        train=True, mutable=["batch_stats"])
     ce_em = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-    out = {"loss_em": ce_em, "accuracy_em": _accuracy(logits, batch["label"])}
+    out = {"loss_em": ce_em, "accuracy_em": _accuracy(logits, batch["label"]),
+           "logit_scale": aux["logit_scale"]}
     loss = ce_em
     if "speaker_logits" in aux:  # SSA-CRNN: the speaker branch is trained jointly
       ce_sp = optax.softmax_cross_entropy_with_integer_labels(
           aux["speaker_logits"], batch["speaker"]).mean()
       out.update(loss_sp=ce_sp, accuracy_sp=_accuracy(aux["speaker_logits"], batch["speaker"]))
-      loss = loss + ce_sp
+      loss = loss + speaker_loss_weight * ce_sp
     return loss, (aux["z_em"], updates.get("batch_stats", {}), out)
 
   (loss, (z_em, batch_stats, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -118,9 +135,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.M
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   # Eq. 8: each column of the classifier kernel onto the L1 sphere of radius N / (K ||sum z||_1).
-  kernel = constraint_lib.project_classifier(
-      params["classifier"]["kernel"], jax.lax.stop_gradient(z_em), constraint)
-  params = {**params, "classifier": {**params["classifier"], "kernel": kernel}}
+  params = _constrain(params, z_em, constraint)
 
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   bad_step = jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step)
@@ -130,16 +145,27 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.M
 
 
 def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
-              model: nn.Module) -> jax.Array:
-  """(B, K) softmax emotion posteriors of a batch, evaluation mode (running BN statistics)."""
-  logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                          batch["x"], batch["mask"], train=False)
-  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+              model: nn.Module) -> dict[str, jax.Array]:
+  """Evaluation-mode outputs of a batch (running BN statistics):
+
+    probs          (B, K) softmax emotion posteriors
+    speaker_mass   (B,)   SSA models only: the SSA's attention mass on the speaker half,
+                          sum_t alpha_sp,t over real frames (0: the speaker branch is unused)
+    speaker_pred   (B,)   SSA models only: the speaker branch's predicted speaker
+  """
+  logits, aux = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                            batch["x"], batch["mask"], train=False)
+  out = {"probs": jax.nn.softmax(logits.astype(jnp.float32), axis=-1)}
+  if "alpha_sp" in aux:
+    out["speaker_mass"] = aux["alpha_sp"].sum(axis=-1)
+    out["speaker_pred"] = jnp.argmax(aux["speaker_logits"], axis=-1).astype(jnp.int32)
+  return out
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constraint: str,
                     mesh: jax.sharding.Mesh, max_traces: int | None = None,
-                    compiler_options: Mapping[str, str] | None | str = "tuned") -> Callable:
+                    compiler_options: Mapping[str, str] | None | str = "tuned",
+                    speaker_loss_weight: float = 1.0) -> Callable:
   """The jitted train step.
 
   jit signature: (state: TrainState  P() replicated, donated;
@@ -151,7 +177,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
   if compiler_options == "tuned":
     compiler_options = ops.train_compiler_options()
   def step(state, batch):
-    return train_step(state, batch, model=model, tx=tx, constraint=constraint)
+    return train_step(state, batch, model=model, tx=tx, constraint=constraint,
+                      speaker_loss_weight=speaker_loss_weight)
   if max_traces is not None:
     step = chex.assert_max_traces(step, n=max_traces)
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
@@ -163,7 +190,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
 
 def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
                    compiler_options: Mapping[str, str] | None = None) -> Callable:
-  """jit signature: (state P(), batch P("data")) -> posteriors (B, K) P("data").
+  """jit signature: (state P(), batch P("data")) -> {probs (B, K), ...} P("data").
 
   `compiler_options`: XLA's defaults unless given (benchmarks compare `ops.CPU_OPTION_SETS`)."""
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
@@ -174,7 +201,9 @@ def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
 def evaluate(eval_fn: Callable, state: TrainState, arrays: Mapping[str, np.ndarray],
              seg_utt: np.ndarray, utt_labels: np.ndarray, num_classes: int, pooling: str,
              batch_size: int, mesh: jax.sharding.Mesh) -> dict[str, Any]:
-  """Utterance UAR / WA / confusion (pooled posteriors) and segment UAR on a validation set.
+  """Utterance UAR / WA / confusion (pooled posteriors) and segment UAR on a validation set;
+  for SSA models also the mean speaker-half attention mass over the segments and the speaker
+  branch's segment accuracy.
 
   Args:
     arrays: validation segments {x, mask, label, speaker}; seg_utt (N,) indexes `utt_labels` (U,).
@@ -182,47 +211,18 @@ def evaluate(eval_fn: Callable, state: TrainState, arrays: Mapping[str, np.ndarr
   outputs = [(eval_fn(state, parallel.global_batch(local, mesh)), real)
              for local, real in input_pipeline.eval_batches(
                  arrays, batch_size, jax.process_index(), jax.process_count())]
-  probs = np.concatenate([parallel.to_host(p)[:real] for p, real in outputs])
+  gathered = {k: np.concatenate([parallel.to_host(o[k])[:real] for o, real in outputs])
+              for k in outputs[0][0]}
+  probs = gathered["probs"]
   seg_cm = metrics.confusion_matrix(arrays["label"], probs.argmax(-1), num_classes)
   pooled = metrics.pool_posteriors(probs, seg_utt, len(utt_labels), pooling)
   cm = metrics.confusion_matrix(utt_labels, pooled.argmax(-1), num_classes)
-  return {"uar": metrics.uar(cm), "wa": metrics.wa(cm), "segment_uar": metrics.uar(seg_cm),
-          "confusion": cm.tolist()}
-
-
-# ----------------------------------------------------------------------------------------------
-# Files
-# ----------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: str, text: str) -> None:
-  """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
-  summary_lib.write_atomic(path, text)
-
-
-def _write_json(path: str, obj: Any) -> None:
-  _atomic_write(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-  if isinstance(o, np.generic):
-    return o.item()
-  if isinstance(o, (np.ndarray, tuple)):
-    return list(o)
-  raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
-  if not os.path.exists(path):
-    return []
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:  # a line torn by an interrupted write: dropped on resume
-        logging.warning("%s: skipping an unreadable line", path)
-  return rows
+  out = {"uar": metrics.uar(cm), "wa": metrics.wa(cm), "segment_uar": metrics.uar(seg_cm),
+         "confusion": cm.tolist()}
+  if "speaker_mass" in gathered:
+    out["speaker_mass"] = float(np.mean(gathered["speaker_mass"]))
+    out["speaker_accuracy"] = float(np.mean(gathered["speaker_pred"] == arrays["speaker"]))
+  return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,6 +277,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
     raise ValueError(f"train.split must be one of {splits.MODES}, got {tcfg.split!r}")
   if tcfg.pooling not in metrics.POOLING:
     raise ValueError(f"train.pooling must be one of {metrics.POOLING}, got {tcfg.pooling!r}")
+  if not float(tcfg.speaker_loss_weight) >= 0:
+    raise ValueError(f"train.speaker_loss_weight must be >= 0, got {tcfg.speaker_loss_weight}")
   if tcfg.constraint not in constraint_lib.MODES:
     raise ValueError(f"train.constraint must be one of {constraint_lib.MODES}, "
                      f"got {tcfg.constraint!r}")
@@ -332,16 +334,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
   model = models.build_model(config.model)
   tx = make_optimizer(tcfg)
   rng = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), fold)
-  example = {k: jnp.asarray(train_arrays[k][:int(tcfg.batch_size)]) for k in ("x", "mask")}
-  init_fn = jax.jit(functools.partial(create_train_state, model, tx),
+  # The first training batch, whole on every process (initialisation and the step-0 Eq. 8
+  # projection see the same global batch everywhere).
+  example = next(input_pipeline.train_batches(
+      train_arrays, num_classes, int(tcfg.batch_size), seed=int(config.seed), fold=fold,
+      epoch=0, class_names=classes))
+  example = {k: jnp.asarray(example[k]) for k in ("x", "mask")}
+  init_fn = jax.jit(functools.partial(create_train_state, model, tx,
+                                      constraint=str(tcfg.constraint)),
                     out_shardings=parallel.replicated(mesh))
-  train_fn = make_train_step(model, tx, tcfg.constraint, mesh)
+  train_fn = make_train_step(model, tx, tcfg.constraint, mesh,
+                             speaker_loss_weight=float(tcfg.speaker_loss_weight))
   eval_fn = make_eval_step(model, mesh)
 
   # --- restore ---
   if is_main:
     os.makedirs(fold_dir, exist_ok=True)
-    _write_json(os.path.join(fold_dir, "config.json"), config.to_dict())
+    io_lib.write_json(os.path.join(fold_dir, "config.json"), config.to_dict())
   manager = checkpointing.checkpoint_manager(os.path.join(fold_dir, "checkpoints"))
   meta = {"epoch": 0, "batch": 0, "best": None, "bad_epochs": 0, "elapsed": 0.0,
           "train_loss": None}
@@ -359,9 +368,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
     logging.info("resumed fold %d from step %d (epoch %d, batch %d)", fold, int(state.step),
                  meta["epoch"], meta["batch"])
   metrics_path = os.path.join(fold_dir, "metrics.jsonl")
-  history = [r for r in _read_jsonl(metrics_path) if r["epoch"] <= meta["epoch"]]
+  history = [r for r in io_lib.read_jsonl(metrics_path, missing_ok=True)
+             if r["epoch"] <= meta["epoch"]]
   if is_main:  # drop lines of evaluations newer than the checkpoint (an interrupted epoch)
-    _atomic_write(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+    io_lib.write_jsonl(metrics_path, history)
 
   # --- loop ---
   def stopped() -> str | None:
@@ -412,19 +422,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
       train_loss = train_means.get("loss", float("nan"))
       improved = meta["best"] is None or result["uar"] > meta["best"]["uar"]
       if improved:
-        meta["best"] = {"epoch": epoch_done, "step": int(state.step), **result}
+        meta["best"] = {"epoch": epoch_done, "step": int(state.step), **result,
+                        **({"train_speaker_accuracy": train_means["accuracy_sp"]}
+                           if "accuracy_sp" in train_means else {})}
       meta.update(epoch=epoch_done, batch=0, bad_epochs=0 if improved else meta["bad_epochs"] + 1,
                   train_loss=train_loss, elapsed=elapsed0 + time.time() - t_resume)
       last_uar = result["uar"]
       line = {"epoch": epoch_done, "step": int(state.step), "train_loss": train_loss,
               "train_accuracy": train_means.get("accuracy_em"),
+              "train_logit_scale": train_means.get("logit_scale"),
               **({"train_speaker_accuracy": train_means["accuracy_sp"]}
                  if "accuracy_sp" in train_means else {}),
               "valid_uar": result["uar"], "valid_wa": result["wa"],
-              "valid_segment_uar": result["segment_uar"], "elapsed": round(meta["elapsed"], 3)}
+              "valid_segment_uar": result["segment_uar"],
+              **{f"valid_{k}": result[k] for k in ("speaker_mass", "speaker_accuracy")
+                 if k in result},
+              "elapsed": round(meta["elapsed"], 3)}
       if is_main:
-        with open(metrics_path, "a") as f:
-          f.write(json.dumps(line) + "\n")
+        io_lib.append_jsonl(metrics_path, line)
         tb.write(epoch_done, line)
       bar.set_postfix(loss=f"{train_loss:.3f}", uar=f"{last_uar:.3f}")
 
@@ -449,6 +464,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
       "corpus": config.data.corpus, "split": tcfg.split, "fold": fold,
       "best_epoch": best["epoch"], "best_step": best["step"], "uar": best["uar"],
       "wa": best["wa"], "segment_uar": best["segment_uar"], "confusion": best["confusion"],
+      **{k: best[k] for k in ("speaker_mass", "speaker_accuracy", "train_speaker_accuracy")
+         if k in best},
       "classes": list(classes), "counts": counts, "epochs_run": meta["epoch"],
       "stopped_by": stopped(), "last_train_loss": meta["train_loss"],
       "config": config.to_dict(),
@@ -456,5 +473,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
                  "this_run_s": round(time.time() - t_start, 3)},
   }
   if is_main:
-    _write_json(os.path.join(fold_dir, "result.json"), out)
+    io_lib.write_json(os.path.join(fold_dir, "result.json"), out)
   return out

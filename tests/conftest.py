@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny config and a small fake Dataset (separable classes, speaker offsets).
+"""Shared fixtures: the tiny config (`tiny`, from tests/tiny_config.py, the one every test file
+starts from) and a small fake Dataset (separable classes, speaker offsets).
 
 Also turns on JAX's persistent compilation cache in a temporary folder for the whole session
 (before anything compiles): the same tiny model compiled by several tests is compiled once.
@@ -15,34 +16,12 @@ import jax
 import numpy as np
 import pytest
 
-from ssa_jax.config import base_config
+from tiny_config import tiny_config  # noqa: F401  (re-exported: `from conftest import tiny_config`)
 
 _XLA_CACHE = tempfile.mkdtemp(prefix="ssa_jax_test_xla_")
 atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
-def tiny_config(model: str = "ssa_crnn", constraint: str = "l1_sphere"):
-  """A config small enough for a CPU test: 6 convs of 4 filters, segments of 8 frames."""
-  c = base_config()
-  c.name = "tiny"
-  c.model.name = model
-  c.model.conv_features = (4, 4, 4, 4, 4, 4)
-  c.model.dense_units = 8
-  c.model.lstm_units = 4
-  c.model.embed_dim = 8
-  c.features.segment_frames = 8
-  c.features.min_segment_frames = 2
-  c.features.n_mels = 4
-  c.train.constraint = constraint
-  c.train.batch_size = 8
-  c.train.eval_batch_size = 8
-  c.train.learning_rate = 3e-3
-  c.train.epochs = 2
-  c.train.patience = 0
-  c.train.log_every = 2
-  return c
 
 
 @dataclasses.dataclass
@@ -91,6 +70,7 @@ def fake_dataset(num_speakers=3, num_classes=4, per_cell=4, frames=8, mels=4, se
 
 @pytest.fixture
 def tiny():
+  """A fresh tiny SSA-CRNN-r config (tests/tiny_config.py); change it freely."""
   return tiny_config()
 
 

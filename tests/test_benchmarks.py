@@ -9,17 +9,12 @@ import pytest
 
 from benchmarks import step
 
+# The shared tiny config (tests/tiny_config.py) with two conv layers (a faster compile); the
+# benchmark loads the file by path, the repository root is on sys.path under pytest.
 TINY = '''
-from ssa_jax.config import base_config
+from tests.tiny_config import tiny_config
 def get_config():
-  c = base_config()
-  c.model.conv_features = (4, 4)
-  c.model.dense_units = 8
-  c.model.lstm_units = 4
-  c.model.embed_dim = 8
-  c.features.segment_frames = 8
-  c.features.n_mels = 4
-  return c
+  return tiny_config(overrides={"model.conv_features": (4, 4)})
 '''
 
 

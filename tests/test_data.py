@@ -85,9 +85,9 @@ def calls(monkeypatch):
   counter = {"files": 0}
   real = data._features
 
-  def counting(waves, cfg, backend):
+  def counting(waves, cfg):
     counter["files"] += len(waves)
-    return real(waves, cfg, backend)
+    return real(waves, cfg)
 
   monkeypatch.setattr(data, "_features", counting)
   return counter

@@ -110,6 +110,11 @@ def test_log_mel_3d_rejects_short_and_non_mono():
 
 # --- the batched JAX path against the librosa reference ----------------------------------------
 
+# Largest |JAX - librosa| over a channel's largest |librosa|, per channel. The README quotes the
+# rfft bound (measured 1.3e-6 for rfft, 3.0e-6 for matmul, float32 on a CPU).
+BATCH_VS_LIBROSA = {"rfft": 2e-6, "matmul": 5e-6}
+
+
 @pytest.mark.parametrize("dft", ["rfft", "matmul"])
 def test_batch_matches_librosa(dft):
   waves = [noise(3.0, 0), speech_like(2.37, 1), noise(0.1, 2), speech_like(1.0, 3),
@@ -129,7 +134,7 @@ def test_batch_matches_librosa(dft):
     assert not feats[i, n:].any()  # padded frames are exactly 0
   got = np.concatenate([feats[i, :r.shape[0]] for i, r in enumerate(refs)])
   ref = np.concatenate(refs)
-  assert (rel_error(got, ref) <= 1e-4).all(), rel_error(got, ref)
+  assert (rel_error(got, ref) <= BATCH_VS_LIBROSA[dft]).all(), rel_error(got, ref)
   # The utterance-end 'nearest' clamp: the last real frames match the unpadded reference too.
   np.testing.assert_allclose(feats[1, refs[1].shape[0] - 3:refs[1].shape[0]], refs[1][-3:],
                              rtol=1e-3, atol=1e-3)

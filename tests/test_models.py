@@ -12,23 +12,19 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ssa_jax.config import base_config
+from conftest import tiny_config
 from ssa_jax.models import ACRNN, SSACRNN, build_model
 
 SETTINGS = settings(max_examples=3, deadline=None, derandomize=True)
 
 
 def tiny_cfg(name: str, **overrides) -> ml_collections.ConfigDict:
-  c = base_config().model
-  c.name = name
-  c.conv_features = (3, 4)
-  c.dense_units = 8
-  c.lstm_units = 5
-  c.embed_dim = 6
-  c.num_speakers = 3 if name == "ssa_crnn" else 0
-  for k, v in overrides.items():
-    c[k] = v
-  return c
+  """The shared tiny model config (tests/tiny_config.py) with two conv layers of 3 and 4 filters
+  (these property tests compile many variants; unequal widths catch a swapped axis), 3 speakers
+  for SSA-CRNN, then `overrides` (model fields)."""
+  model = {"model.conv_features": (3, 4), "model.num_speakers": 3 if name == "ssa_crnn" else 0}
+  model.update({f"model.{k}": v for k, v in overrides.items()})
+  return tiny_config(name, overrides=model).model
 
 
 def make_batch(seed: int, b: int, t: int, m: int, c: int, lengths):
@@ -67,12 +63,12 @@ def check_outputs(model_cfg, logits, aux, b, tp):
                     [(b, k), (b, k), (b, e), (b, tp)])
   chex.assert_trees_all_equal(logits, aux["emotion_logits"])
   if model_cfg.name == "acrnn":
-    assert set(aux) == {"emotion_logits", "z_em", "mask", "alpha"}
+    assert set(aux) == {"emotion_logits", "z_em", "mask", "alpha", "logit_scale"}
     chex.assert_shape(aux["alpha"], (b, tp))
     self_alphas = [aux["alpha"]]
   else:
     assert set(aux) == {"emotion_logits", "z_em", "mask", "speaker_logits", "z_sp",
-                        "alpha_sp_self", "alpha_em", "alpha_sp"}
+                        "alpha_sp_self", "alpha_em", "alpha_sp", "logit_scale"}
     chex.assert_shape([aux["speaker_logits"], aux["z_sp"], aux["alpha_sp_self"],
                        aux["alpha_em"], aux["alpha_sp"]],
                       [(b, model_cfg.num_speakers), (b, e), (b, tp), (b, tp), (b, tp)])
@@ -243,26 +239,85 @@ def test_bad_configs_and_inputs_raise_clear_errors():
     ssa.apply(variables, x[:, :4], mask[:, :4])
 
 
-def test_logit_scale_resolution_and_effect():
-  """0 means num_classes * embed_dim; the emotion logits are the scaled classifier output."""
-  from configs import acrnn, acrnn_r, quickstart, ssa_crnn_r
+def test_logit_scale_resolution():
+  """'auto' is num_classes * embed_dim; 'learned' starts at logit_scale_init; bad values fail."""
+  from configs import acrnn, quickstart, ssa_crnn_r
   from ssa_jax.models import resolve_logit_scale
-  assert resolve_logit_scale(ssa_crnn_r.get_config().model) == 4 * 128
-  assert resolve_logit_scale(acrnn_r.get_config().model) == 4 * 128
-  assert resolve_logit_scale(acrnn.get_config().model) == 1.0
-  assert resolve_logit_scale(quickstart.get_config("acrnn").model) == 1.0
-  qs = quickstart.get_config("acrnn_r").model
-  assert resolve_logit_scale(qs) == qs.num_classes * qs.embed_dim
-  with pytest.raises(ValueError, match="logit_scale"):
-    resolve_logit_scale(tiny_cfg("acrnn", logit_scale=-1.0))
+  paper = ssa_crnn_r.get_config().model
+  paper.logit_scale = "auto"
+  assert resolve_logit_scale(paper) == (4.0 * 128, 4.0 * 128)
+  assert resolve_logit_scale(acrnn.get_config().model) == (1.0, 1.0)
+  assert resolve_logit_scale(quickstart.get_config("acrnn").model) == (1.0, 1.0)
+  assert resolve_logit_scale(tiny_cfg("acrnn", logit_scale=16)) == (16.0, 16.0)
+  assert resolve_logit_scale(tiny_cfg("acrnn", logit_scale="learned")) == ("learned", 32.0)  # 4 x 8
+  assert resolve_logit_scale(tiny_cfg("acrnn", logit_scale="learned",
+                                      logit_scale_init=3)) == ("learned", 3.0)
+  for bad in (-1.0, 0, "hot", float("inf")):
+    with pytest.raises(ValueError, match="logit_scale"):
+      resolve_logit_scale(tiny_cfg("acrnn", logit_scale=bad))
+  with pytest.raises(ValueError, match="classifier_bias"):
+    build_model(tiny_cfg("acrnn", classifier_bias="sometimes"))
+  with pytest.raises(ValueError, match="model.ssa"):
+    build_model(tiny_cfg("ssa_crnn", ssa="both"))
+
+
+@pytest.mark.parametrize("name", ["acrnn", "ssa_crnn"])
+@pytest.mark.parametrize("bias", ["scaled", "unscaled", "none"])
+@pytest.mark.parametrize("scale", [7.5, "learned"])
+def test_emotion_head_against_numpy(name, bias, scale):
+  """logits = s (z W + b) | s z W + b | s z W, with s fixed or exp(params['log_logit_scale'])."""
+  x, mask = make_batch(1, 2, 8, 6, 3, [8, 5])
+  model = build_model(tiny_cfg(name, logit_scale=scale, logit_scale_init=2.0,
+                               classifier_bias=bias))
+  variables = init(model, x, mask)
+  params = variables["params"]
+  assert ("bias" in params["classifier"]) == (bias != "none")
+  assert ("log_logit_scale" in params) == (scale == "learned")
+  logits, aux = model.apply(variables, x, mask)
+  z = np.asarray(aux["z_em"], np.float64)
+  w = np.asarray(params["classifier"]["kernel"], np.float64)
+  b = np.asarray(params["classifier"]["bias"], np.float64) if bias != "none" else 0.0
+  s = 7.5 if scale == 7.5 else np.exp(float(params["log_logit_scale"]))
+  expected = {"scaled": s * (z @ w + b), "unscaled": s * (z @ w) + b, "none": s * (z @ w)}[bias]
+  np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(float(aux["logit_scale"]), s, rtol=1e-6)
+
+
+def test_learned_logit_scale_starts_at_its_init():
+  x, mask = make_batch(1, 2, 8, 6, 3, [8, 5])
+  model = build_model(tiny_cfg("acrnn", logit_scale="learned", logit_scale_init=32.0))
+  params = jax.eval_shape(model.init, jax.random.key(0), x, mask)["params"]
+  assert params["log_logit_scale"].shape == ()
+  real = model.init(jax.random.key(0), x, mask)["params"]["log_logit_scale"]
+  np.testing.assert_allclose(float(real), np.log(32.0), rtol=1e-6)
+
+
+def test_dense_before_batchnorm_has_no_bias():
+  """BatchNorm subtracts the batch mean right after the per-frame dense layer: no bias there."""
+  x, mask = make_batch(1, 2, 8, 6, 3, [8, 5])
   for name in ("acrnn", "ssa_crnn"):
-    x, mask = make_batch(1, 2, 8, 6, 3, [8, 5])
-    model = build_model(tiny_cfg(name, logit_scale=7.5))
-    variables = model.init(jax.random.key(0), x, mask)
-    logits, aux = model.apply(variables, x, mask)
-    clf = variables["params"]["classifier"]
-    expected = 7.5 * (np.asarray(aux["z_em"]) @ np.asarray(clf["kernel"]) + np.asarray(clf["bias"]))
-    np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-5, atol=1e-6)
+    params = jax.eval_shape(build_model(tiny_cfg(name)).init, jax.random.key(0), x, mask)["params"]
+    branches = ["crnn"] if name == "acrnn" else ["crnn_sp", "crnn_em"]
+    for br in branches:
+      assert set(params[br]["dense"]) == {"kernel"}
+      assert set(params[br]["bn"]) == {"scale", "bias"}
+
+
+@pytest.mark.parametrize("mode", ["self_only", "speaker_only"])
+def test_ssa_ablations_mask_one_half(mode):
+  """self_only: alpha_sp = 0 and the self half sums to 1; speaker_only the reverse; the full
+  SSA's context restricted to the kept half, renormalised, is the same computation."""
+  x, mask = make_batch(2, 3, 8, 6, 3, [8, 6, 4])
+  full = build_model(tiny_cfg("ssa_crnn"))
+  variables = init(full, x, mask)
+  _, aux_full = full.apply(variables, x, mask)
+  _, aux = build_model(tiny_cfg("ssa_crnn", ssa=mode)).apply(variables, x, mask)
+  off, on = ("alpha_sp", "alpha_em") if mode == "self_only" else ("alpha_em", "alpha_sp")
+  np.testing.assert_array_equal(np.asarray(aux[off]), 0.0)
+  np.testing.assert_allclose(np.asarray(aux[on]).sum(-1), 1.0, rtol=1e-5)
+  kept = np.asarray(aux_full[on], np.float64)
+  np.testing.assert_allclose(np.asarray(aux[on]), kept / kept.sum(-1, keepdims=True), rtol=1e-4,
+                             atol=1e-7)
 
 
 @pytest.mark.parametrize("name", ["acrnn", "ssa_crnn"])

@@ -1,26 +1,31 @@
-"""Float32 parity of the flax models with PyTorch on the same weights.
+"""Float32 parity of our code with PyTorch on the same weights and inputs.
 
 Error measure: rel(a, b) = max|a - b| / max|b| (b the torch value), required <= 1e-5.
 Components: the conv stack (torch Conv2d + max_pool2d), the BLSTM (torch nn.LSTM, packed
-sequences of different lengths), self attention and SSA (torch written here from Eq. 1-7), and
-whole ACRNN / SSA-CRNN forwards (eval and train mode) against benchmarks/torch_reference.py.
-Also the parameter counts of the paper configs against counts written out by hand.
+sequences of different lengths), self attention and SSA (torch written here from Eq. 1-7),
+whole ACRNN / SSA-CRNN forwards (eval and train mode) against benchmarks/torch_reference.py, the
+Eq. 8 projection, and one `train.train_step`: its loss, gradients (torch autograd) and running
+statistics, and its NAdam update against optax's formula written here in numpy. Also the
+parameter counts of the paper configs against counts written out by hand.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import torch
 import torch.nn.functional as F
 
 from benchmarks import torch_reference as tr
 from configs import acrnn, acrnn_r, ssa_crnn_r
-from ssa_jax.config import base_config
+from conftest import tiny_config
+from ssa_jax import train
 from ssa_jax.models import CRNN, SelfAttention, SelfSpeakerAttention, build_model
 from ssa_jax.models.crnn import make_blstm
 
@@ -121,7 +126,7 @@ def torch_self_attention(h, mask, w_att):
 
 
 def torch_ssa(h_em, h_sp, mask, p):
-  """Eq. 3-7 as DESIGN §3 reads them."""
+  """Eq. 3-7 as docs/DESIGN.md §3 reads them."""
   t = h_em.shape[1]
   q = (p["w_q"][None, :, None] * h_em * mask[:, :, None]).sum(1)        # (B, d)
   a_em = h_em @ p["w_k_em"]                                              # (B, T)
@@ -160,19 +165,22 @@ def test_attention_and_ssa_match_torch_equations():
 
 
 def small_model_cfg(name):
-  c = base_config().model
-  c.name = name
-  c.conv_features = (3, 4, 4)
-  c.dense_units = 10
-  c.lstm_units = 6
-  c.embed_dim = 5
-  c.num_speakers = 3 if name == "ssa_crnn" else 0
-  return c
+  """The shared tiny model (tests/tiny_config.py) with every size different (conv 3, 4, 4; dense
+  10; BLSTM 2 x 6; embedding 5; 3 speakers), so that a transposed or misplaced weight cannot load
+  with a matching shape; three convs keep the test fast."""
+  return tiny_config(name, overrides={
+      "model.conv_features": (3, 4, 4), "model.dense_units": 10, "model.lstm_units": 6,
+      "model.embed_dim": 5, "model.num_speakers": 3 if name == "ssa_crnn" else 0}).model
 
 
-@pytest.mark.parametrize("name", ["acrnn", "ssa_crnn"])
-def test_whole_model_matches_torch_reference(name):
+@pytest.mark.parametrize("name,head", [
+    ("acrnn", {}), ("ssa_crnn", {}),
+    ("acrnn", {"logit_scale": "learned", "logit_scale_init": 3.0, "classifier_bias": "unscaled"}),
+    ("ssa_crnn", {"logit_scale": 20.0, "classifier_bias": "none", "ssa": "speaker_only"})])
+def test_whole_model_matches_torch_reference(name, head):
   cfg = small_model_cfg(name)
+  for k, v in head.items():
+    cfg[k] = v
   b, t, m, c = 3, 12, 8, 3
   x, mask = batch(b, t, m, c, [12, 8, 4], seed=5)
   model = build_model(cfg)
@@ -213,7 +221,7 @@ def hand_count(num_speakers: int | None) -> int:
   conv = ((5 * 3 * 3 * 128 + 128)                 # conv1: 5x3 kernel, 3 -> 128 channels
           + (5 * 3 * 128 * 256 + 256)             # conv2: 128 -> 256
           + 4 * (5 * 3 * 256 * 256 + 256))        # conv3..6: 256 -> 256
-  dense = 20 * 256 * 768 + 768                    # (F'=40/2) * 256 -> 768
+  dense = 20 * 256 * 768                          # (F'=40/2) * 256 -> 768, no bias (BN follows)
   bn = 2 * 768                                    # scale, bias
   lstm = 2 * 4 * (768 * 128 + 128 * 128 + 128)    # 2 directions x 4 gates (input, recurrent, bias)
   crnn = conv + dense + bn + lstm
@@ -244,7 +252,7 @@ def test_paper_parameter_counts(config_module, num_speakers):
   assert tr.num_trainable_parameters(torch_model) == count
 
 
-def test_torch_projection_and_train_step():
+def test_l1_sphere_projection_matches_torch():
   from ssa_jax.constraint import project_classifier
   rng = np.random.default_rng(6)
   kernel = rng.standard_normal((7, 4)).astype(np.float32)
@@ -257,16 +265,139 @@ def test_torch_projection_and_train_step():
     ref = tr.project_l1_sphere_columns(tt(w).T, r).numpy().T
     assert rel(ref, ours) <= TOL
 
-  for name in ("acrnn", "ssa_crnn"):
-    cfg = small_model_cfg(name)
-    torch.manual_seed(0)
-    model = tr.build_torch_model(cfg, num_frames=8, num_mels=8, channels=3)
-    opt = tr.make_optimizer(model, learning_rate=1e-3)
-    x, mask = batch(4, 8, 8, 3, [8, 6, 4, 8])
-    loss = tr.train_step(model, opt, tt(x), tt(mask), torch.tensor([0, 1, 2, 3]),
-                         torch.tensor([0, 1, 2, 0]), constraint="l1_sphere")
-    assert np.isfinite(loss)
-    norms = model.classifier.weight.detach().abs().sum(dim=1).numpy()
-    np.testing.assert_allclose(norms, norms[0], rtol=1e-5)  # every class on the same sphere
-    crnn = model.crnn if name == "acrnn" else model.crnn_em
-    assert float(crnn.lstm.bias_hh_l0.abs().sum()) == 0.0  # frozen: flax has one bias per gate
+
+# --- the train step: its gradients against torch autograd, its NAdam update against numpy ------
+
+GRAD_TOL = 1e-5  # float32 backward through 3 convs, BN, a BLSTM and attention (measured <= 2.1e-6)
+
+
+def capture_gradients() -> optax.GradientTransformation:
+  """An "optimizer" that changes nothing and keeps the gradient as its state: after one
+  `train.train_step` with it, `state.opt_state` is that step's gradient tree."""
+  return optax.GradientTransformation(
+      init=lambda params: jax.tree.map(jnp.zeros_like, params),
+      update=lambda grads, state, params=None: (jax.tree.map(jnp.zeros_like, grads), grads))
+
+
+def step_state(model, tx, variables, x, mask):
+  """A TrainState holding `variables` and `tx`'s fresh state."""
+  state = train.create_train_state(model, tx, jax.random.key(0), x, mask)
+  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"],
+                       opt_state=tx.init(variables["params"]))
+
+
+def jax_step(model, tx, constraint="none"):
+  return jax.jit(functools.partial(train.train_step, model=model, tx=tx, constraint=constraint))
+
+
+def torch_grads_as_flax(torch_model, variables):
+  """The `.grad` of every trainable torch parameter, arranged as the flax params tree.
+
+  `tr.load_flax_variables` maps flax weights to torch ones (transposes, permutations, stacked LSTM
+  gates); it is inverted here by probing, not by restating it: flax params whose every entry holds
+  its own index (1..N, exact in float32) are loaded into a copy of the model, and each torch entry
+  then says which flax entry it is. Every index must land exactly once (a bijection)."""
+  leaves, treedef = jax.tree.flatten(variables["params"])
+  sizes = [int(np.size(l)) for l in leaves]
+  assert sum(sizes) < 2 ** 24  # indices exact in float32
+  ids = np.split(np.arange(1, sum(sizes) + 1, dtype=np.float32), np.cumsum(sizes)[:-1])
+  probe_params = treedef.unflatten([i.reshape(np.shape(l)) for i, l in zip(ids, leaves)])
+  probe = copy.deepcopy(torch_model)
+  tr.load_flax_variables(probe, {"params": probe_params, "batch_stats": variables["batch_stats"]})
+  flat = np.zeros(sum(sizes) + 1, np.float64)
+  hits = np.zeros(sum(sizes) + 1, np.int64)
+  for (name, p_id), (_, p) in zip(probe.named_parameters(), torch_model.named_parameters()):
+    if not p.requires_grad:  # the LSTM's bias_hh, frozen at 0 (flax has one bias per gate)
+      continue
+    idx = p_id.detach().numpy().astype(np.int64).ravel()
+    flat[idx] = p.grad.detach().numpy().astype(np.float64).ravel()
+    np.add.at(hits, idx, 1)
+  assert hits[0] == 0 and np.all(hits[1:] == 1), "the flax -> torch weight map is not a bijection"
+  return treedef.unflatten([g.reshape(np.shape(l)) for g, l in
+                            zip(np.split(flat[1:], np.cumsum(sizes)[:-1]), leaves)])
+
+
+def step_inputs(name):
+  cfg = small_model_cfg(name)
+  x, mask = batch(4, 12, 8, 3, [12, 8, 6, 12], seed=7)
+  labels, speakers = np.array([0, 1, 2, 3], np.int32), np.array([0, 1, 2, 0], np.int32)
+  model = build_model(cfg)
+  variables = random_variables(model, x, mask, seed=8)
+  return cfg, model, variables, {"x": x, "mask": mask, "label": labels, "speaker": speakers}
+
+
+@pytest.mark.parametrize("name", ["acrnn", "ssa_crnn"])
+def test_train_step_gradients_match_torch_autograd(name):
+  cfg, model, variables, b = step_inputs(name)
+  tx = capture_gradients()
+  state, m = jax_step(model, tx)(step_state(model, tx, variables, b["x"], b["mask"]), b)
+  grads = state.opt_state
+
+  torch_model = tr.build_torch_model(cfg, num_frames=12, num_mels=8, channels=3)
+  tr.load_flax_variables(torch_model, variables)
+  torch_model.train()  # batch statistics of the real frames, as train=True
+  logits, aux = torch_model(tt(b["x"]), tt(b["mask"]))
+  loss = F.cross_entropy(logits, torch.from_numpy(b["label"]).long())
+  if name == "ssa_crnn":  # CE_em + CE_sp, the speaker branch trained jointly
+    loss = loss + F.cross_entropy(aux["speaker_logits"], torch.from_numpy(b["speaker"]).long())
+  loss.backward()
+  ref = torch_grads_as_flax(torch_model, variables)
+
+  assert rel(m["loss"], loss.detach().numpy()) <= TOL
+  paths = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_flatten_with_path(grads)[0]]
+  got, want = dict(zip(paths, jax.tree.leaves(grads))), dict(zip(paths, jax.tree.leaves(ref)))
+  # The bias of the dense layer before a training-mode batch norm cancels out (BN subtracts the
+  # batch mean): its true gradient is 0 and both frameworks give float32 round-off there.
+  scale = max(np.abs(r).max() for r in want.values())
+  cancelled = {p for p in paths if p.endswith("['dense']['bias']")}
+  for p in cancelled:
+    assert np.abs(want[p]).max() <= 1e-5 * scale and np.abs(got[p]).max() <= 1e-5 * scale, p
+  errs = {p: rel(got[p], want[p]) for p in paths if p not in cancelled}
+  print(name, "worst gradients", sorted(errs.items(), key=lambda e: -e[1])[:3])
+  assert max(errs.values()) <= GRAD_TOL, errs
+  small = {p: np.abs(want[p]).max() / scale for p in errs if np.abs(want[p]).max() < 1e-6 * scale}
+  assert not small, small  # every other weight gets a gradient well above round-off
+  assert float(m["grad_norm"]) == pytest.approx(
+      np.sqrt(sum(np.sum(np.square(r)) for r in jax.tree.leaves(ref))), rel=1e-4)
+  # The step's new running statistics are torch's after the same forward pass.
+  for branch, stats in state.batch_stats.items():
+    bn = getattr(torch_model, branch).bn
+    assert rel(stats["bn"]["mean"], bn.running_mean) <= TOL
+    assert rel(stats["bn"]["var"], bn.running_var) <= TOL
+
+
+def numpy_nadam(params, grads, m, v, t, lr, b1, b2, eps):
+  """One step of optax.nadam, from its documented formula (scale_by_adam with nesterov=True,
+  Dozat 2016; no momentum-decay schedule, unlike torch's NAdam), in float64:
+    m_t = b1 m + (1 - b1) g,   v_t = b2 v + (1 - b2) g^2,
+    m_hat = b1 m_t / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t),   v_hat = v_t / (1 - b2^t),
+    p_t = p - lr m_hat / (sqrt(v_hat) + eps).
+  Returns (p_t, m_t, v_t)."""
+  m = b1 * m + (1 - b1) * grads
+  v = b2 * v + (1 - b2) * grads ** 2
+  m_hat = b1 * m / (1 - b1 ** (t + 1)) + (1 - b1) * grads / (1 - b1 ** t)
+  v_hat = v / (1 - b2 ** t)
+  return params - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def test_train_step_nadam_update_matches_numpy():
+  cfg, model, variables, b = step_inputs("ssa_crnn")
+  tcfg = tiny_config().train
+  lr, b1, b2, eps = (float(tcfg.learning_rate), float(tcfg.b1), float(tcfg.b2), float(tcfg.eps))
+  tx, capture = train.make_optimizer(tcfg), capture_gradients()
+  step, grads_at = jax_step(model, tx), jax_step(model, capture)
+  state = step_state(model, tx, variables, b["x"], b["mask"])
+  f64 = lambda tree: [np.asarray(a, np.float64) for a in jax.tree.leaves(tree)]  # noqa: E731
+  p = f64(state.params)
+  m, v = [np.zeros_like(a) for a in p], [np.zeros_like(a) for a in p]
+  for t in (1, 2):  # the first step, then one with moments and bias corrections at work
+    g_state = step_state(model, capture, {"params": state.params,
+                                          "batch_stats": state.batch_stats}, b["x"], b["mask"])
+    g = f64(grads_at(g_state, b)[0].opt_state)  # this step's gradient, at this step's weights
+    state, _ = step(state, b)
+    new = [numpy_nadam(*args, t, lr, b1, b2, eps) for args in zip(p, g, m, v)]
+    got = f64(state.params)
+    for a, (want, _, _), before in zip(got, new, p):
+      assert np.abs(want - before).max() > 1e-4  # the update is large against the tolerance
+      np.testing.assert_allclose(a, want, rtol=0, atol=2e-7 + 1e-6 * np.abs(want - before).max())
+    p, m, v = got, [n[1] for n in new], [n[2] for n in new]

@@ -11,25 +11,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import tiny_config
 from ssa_jax import features, predict
-from ssa_jax.config import base_config
 from ssa_jax.models import build_model
 
-SEG = 40  # tiny segments: 0.4 s
+SEG = 40  # 0.4 s segments: files of 0.1 to 1.3 s give 1 to 3 of them (the counts below)
 
 
-def tiny_config(model="acrnn"):
-  c = base_config()
-  c.model.name = model
-  c.model.conv_features = (4, 4, 4, 4, 4, 4)
-  c.model.dense_units = 8
-  c.model.lstm_units = 4
-  c.model.embed_dim = 8
-  c.model.num_speakers = 3
-  c.features.segment_frames = SEG
-  c.features.min_segment_frames = 10
-  c.train.eval_batch_size = 4
-  return c
+def predict_config():
+  """The shared tiny ACRNN; segments of SEG frames (at least 10 kept); batches of 4 segments."""
+  return tiny_config("acrnn", overrides={"features.segment_frames": SEG,
+                                         "features.min_segment_frames": 10,
+                                         "train.eval_batch_size": 4})
 
 
 def _tone(seconds, sr, seed, channels=1):
@@ -41,12 +34,13 @@ def _tone(seconds, sr, seed, channels=1):
 
 @pytest.fixture(scope="module")
 def predictor():
-  c = tiny_config()
+  c = predict_config()
   model = build_model(c.model)
-  x = np.zeros((1, SEG, 40, 3), np.float32)
+  mels = int(c.features.n_mels)
+  x = np.zeros((1, SEG, mels, 3), np.float32)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), x, np.ones((1, SEG), bool))
   rng = np.random.default_rng(0)
-  segs = rng.normal(size=(6, SEG, 40, 3)).astype(np.float32)
+  segs = rng.normal(size=(6, SEG, mels, 3)).astype(np.float32)
   stats = features.fit_speaker_stats(segs, np.ones((6, SEG), bool), np.array([0, 0, 1, 1, 2, 2]))
   return predict.Predictor(model, variables, c, tuple(c.data.classes), stats)
 
@@ -95,7 +89,7 @@ def test_probabilities_and_pooling(predictor, audio_dir, pooling):
 
 def test_norm_train_uses_global_statistics(predictor, audio_dir):
   path = str(audio_dir / "a_16k.wav")
-  f = predict.compute_features([predict.audio.load_audio(path)], predictor.config.features)[0]
+  f = features.compute([predict.audio.load_audio(path)], predictor.config.features)[0]
   segs, mask = features.segment(f, SEG, 10)
   out = predict.normalize_utterance(segs, mask, "train", predictor.stats)
   ref = (segs - predictor.stats.global_mean) / predictor.stats.global_std

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from ssa_jax import io as io_lib
 from ssa_jax.config import EMOTIONS
 from ssa_jax.corpora import synthetic
 from ssa_jax.corpora.base import CorpusError
@@ -176,7 +177,7 @@ def test_incomplete_folder_is_regenerated(tmp_path):
   os.remove(os.path.join(listing.root, "listing.json"))
   with open(first, "wb") as f:
     f.write(good[:100])
-  stale = os.path.join(listing.root, ".stale.wav.tmp123")
+  stale = io_lib.temporary_name(os.path.join(listing.root, "stale.wav"))  # a killed writer's
   with open(stale, "wb") as f:
     f.write(b"x")
   os.utime(stale, (0, 0))  # old: no live generation owns it

@@ -1,20 +1,19 @@
 """Training: the jitted step (loss falls, Eq. 8 invariant, one trace per epoch), the fold loop
-(files, checkpoints, exact resume, non-finite loss), checkpoint fallback, and the CLI's errors."""
+(files, checkpoints, exact resume, non-finite loss) and checkpoint fallback. The CLI's errors are
+in test_cli.py."""
 
 import json
 import os
-import subprocess
-import sys
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from conftest import fake_dataset, tiny_config
 from ssa_jax import checkpointing, features, input_pipeline, models, parallel, train
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def step_setup():
   chex.clear_trace_counter()
   step = train.make_train_step(model, tx, "l1_sphere", mesh, max_traces=1)
   init = lambda: train.create_train_state(model, tx, jax.random.PRNGKey(0),
-                                          arrays["x"][:8], arrays["mask"][:8])
+                                          arrays["x"][:8], arrays["mask"][:8], "l1_sphere")
   return {"cfg": cfg, "model": model, "mesh": mesh, "arrays": arrays, "step": step, "init": init}
 
 
@@ -61,6 +60,41 @@ def test_epoch_traces_once_and_eq8_holds_after_every_step(step_setup):
   assert s["step"]._cache_size() == 1  # pylint: disable=protected-access
 
 
+@pytest.mark.parametrize("constraint", ["l1_sphere", "rescale"])
+def test_initial_state_satisfies_eq8(step_setup, constraint):
+  """create_train_state projects the initial kernel with the first batch's embeddings."""
+  s = step_setup
+  x, mask = s["arrays"]["x"][:8], s["arrays"]["mask"][:8]
+  tx = train.make_optimizer(s["cfg"].train)
+  state = train.create_train_state(s["model"], tx, jax.random.PRNGKey(0), x, mask, constraint)
+  z = _z_em(s["model"], state, {"x": x, "mask": mask})  # z does not depend on the kernel
+  radius = z.shape[0] / (4 * np.abs(z.sum(axis=0)).sum())
+  kernel = np.asarray(state.params["classifier"]["kernel"], np.float64)
+  np.testing.assert_allclose(np.abs(kernel).sum(axis=0), np.full(4, radius), rtol=1e-5)
+  unconstrained = train.create_train_state(s["model"], tx, jax.random.PRNGKey(0), x, mask)
+  assert not np.allclose(np.abs(np.asarray(unconstrained.params["classifier"]["kernel"])).sum(0),
+                         radius, rtol=1e-3)  # flax's initialiser alone is off the sphere
+
+
+def test_first_step_cross_entropy_is_near_ln_k_at_paper_size():
+  """Paper-size ACRNN-r layers (6 convs 128/256, dense 768, BLSTM 2x128, embedding 128) with the
+  default temperature: the projected initial head gives a loss near ln 4 (an unprojected
+  lecun-normal kernel times K * E gave ~40)."""
+  from configs import acrnn_r
+  cfg = acrnn_r.get_config()
+  model = models.build_model(cfg.model)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(4, 100, 40, 3)).astype(np.float32))  # 1 s: faster, same layers
+  mask = jnp.ones((4, 100), bool)
+  tx = train.make_optimizer(cfg.train)
+  init = jax.jit(lambda r: train.create_train_state(model, tx, r, x, mask, "l1_sphere"))
+  state = init(jax.random.PRNGKey(0))
+  (logits, _), _ = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x,
+                               mask, train=True, mutable=["batch_stats"])
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.arange(4)).mean()
+  assert abs(float(ce) - np.log(4)) < 0.25, float(ce)
+
+
 def test_loss_falls_on_a_fixed_batch(step_setup):
   s = step_setup
   state = parallel.replicate(s["init"](), s["mesh"])
@@ -73,10 +107,11 @@ def test_loss_falls_on_a_fixed_batch(step_setup):
     losses_em.append(float(m["loss_em"]))
   assert set(m) >= {"loss", "loss_em", "loss_sp", "accuracy_em", "accuracy_sp", "grad_norm"}
   assert float(m["loss"]) == pytest.approx(float(m["loss_em"]) + float(m["loss_sp"]), rel=1e-6)
-  # Eq. 8 bounds the emotion logits (|logit| <= max|z| / (K mean ||z||_1) for z >= 0), so CE_em
-  # stays near log K and falls slowly; the total (with CE_sp) must fall clearly.
+  # Eq. 8 alone bounds the emotion logits by about 1/K; the logit temperature (model.logit_scale,
+  # K * embed_dim by default for the constrained systems, DESIGN §4) lets CE_em fit the batch: it
+  # must end well below ln K (about 0.5 here), and the total (with CE_sp) must fall clearly.
   assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.15, losses
-  assert np.mean(losses_em[-5:]) < np.mean(losses_em[:3]), losses_em
+  assert np.mean(losses_em[-5:]) < np.log(4) - 0.3, losses_em
 
 
 def _result(workdir, fold=0):
@@ -87,9 +122,9 @@ def _result(workdir, fold=0):
   return r
 
 
-def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch):
+def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch, tiny):
   ds = fake_dataset()
-  cfg = tiny_config()
+  cfg = tiny
   cfg.train.epochs = 2
   full = train.train_and_evaluate(cfg, str(tmp_path / "full"), 0, dataset=ds)
 
@@ -97,7 +132,9 @@ def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch):
   lines = [json.loads(l) for l in (fold_dir / "metrics.jsonl").read_text().splitlines()]
   assert [l["epoch"] for l in lines] == [1, 2]
   assert set(lines[0]) >= {"epoch", "step", "train_loss", "valid_uar", "valid_wa",
-                           "valid_segment_uar", "elapsed"}
+                           "valid_segment_uar", "elapsed", "train_speaker_accuracy",
+                           "valid_speaker_mass", "valid_speaker_accuracy"}
+  assert all(0.0 <= l["valid_speaker_mass"] <= 1.0 for l in lines)
   from tests.test_summary import _read_scalars  # TensorBoard events beside metrics.jsonl
   scalars = _read_scalars(fold_dir)
   assert [(s, round(v, 5)) for s, v in scalars["valid/uar"]] == [
@@ -106,6 +143,11 @@ def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch):
   assert config["model"]["num_speakers"] == 3
   assert full["best_epoch"] in (1, 2) and 0 <= full["uar"] <= 1
   assert full["uar"] == max(l["valid_uar"] for l in lines)
+  best_line = next(l for l in lines if l["epoch"] == full["best_epoch"])
+  assert full["speaker_mass"] == best_line["valid_speaker_mass"]
+  assert full["train_speaker_accuracy"] == best_line["train_speaker_accuracy"]
+  assert [round(v, 5) for _, v in scalars["valid/speaker_mass"]] == [
+      round(l["valid_speaker_mass"], 5) for l in lines]
   assert np.sum(full["confusion"]) == sum(full["counts"]["valid_utterances"].values())
   assert full["classes"] == ["neu", "hap", "ang", "sad"] and "timing" in full
   steps = sorted(int(d) for d in os.listdir(fold_dir / "checkpoints") if d.isdigit())
@@ -195,18 +237,3 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_best(tmp_path, capsys):
   np.testing.assert_array_equal(state["w"], [2.0, 2.0, 2.0])
   assert meta == {"epoch": 2}
   assert "checkpoint step 3" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("args,message", [
-    (["--fold", "10"], "fold 10 is out of range: the random split has folds 0..9"),
-    (["--config.train.nosuchkey=1"], "nosuchkey"),
-    (["--config.data.corpus=iemocap", "--config.data.root=/nonexistent/iemocap"],
-     "/nonexistent/iemocap"),
-])
-def test_cli_errors_are_one_line(tmp_path, args, message):
-  proc = subprocess.run(
-      [sys.executable, "-m", "bin.train", "--config", "configs/quickstart.py",
-       "--workdir", str(tmp_path)] + args, cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 1, proc.stderr
-  assert message in proc.stderr
-  assert "Traceback" not in proc.stderr

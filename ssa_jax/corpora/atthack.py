@@ -1,4 +1,4 @@
-"""Att-HACK (OpenSLR SLR88) from its archive layout (DESIGN §7).
+"""Att-HACK (OpenSLR SLR88) from its archive layout (docs/DESIGN.md §7).
 
 Every `{speaker}_{a1..a4}_{s001..s100}_{v01..v05}.wav` anywhere under `data.root` (the archive nests
 them under a long prefix), e.g. `F01_a3_s042_v02.wav`: speaker `F01`, attitude a3 (the third name of

@@ -1,4 +1,4 @@
-"""IEMOCAP from its release layout (DESIGN §7).
+"""IEMOCAP from its release layout (docs/DESIGN.md §7).
 
   <root>/Session{N}/sentences/wav/<dialog>/<utt_id>.wav
   <root>/Session{N}/dialog/EmoEvaluation/<dialog>.txt      one label line per utterance:

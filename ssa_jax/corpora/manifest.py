@@ -1,4 +1,4 @@
-"""Any other corpus, from a CSV manifest (DESIGN §7).
+"""Any other corpus, from a CSV manifest (docs/DESIGN.md §7).
 
 `data.root` is the CSV's path. Header `path,speaker,label[,phrase]` (any order, other columns ignored);
 relative paths are resolved from the CSV's folder; labels must be in `data.classes`.

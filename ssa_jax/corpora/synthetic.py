@@ -1,4 +1,4 @@
-"""The built-in generated speech corpus (DESIGN §7): speech-like audio whose emotions are prosodic
+"""The built-in generated speech corpus (docs/DESIGN.md §7): speech-like audio whose emotions are prosodic
 strategies that differ between speakers.
 
 Every utterance is a pure function of `(seed, speaker, phrase, emotion, repetition)`:
@@ -91,6 +91,7 @@ import numpy as np
 import scipy.signal
 import soundfile as sf
 
+from ssa_jax import io as io_lib
 from ssa_jax.corpora.base import CorpusError, Listing, Utterance
 
 GENERATOR_VERSION = "synthetic-v2"
@@ -463,19 +464,10 @@ def _utt_id(spk: str, label: str, phrase: int, rep: int) -> str:
   return f"{spk}_{label}_p{phrase:02d}_r{rep}"
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
 def _write_one(job: tuple[str, int, int, int, int, dict[str, int], int]) -> None:
   path, s, p, e, r, vals, num_classes = job
   audio = synthesize(s, p, e, r, vals, SAMPLE_RATE, num_classes)
-  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
-  sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-  os.replace(tmp, path)
+  io_lib.write_with(path, lambda f: sf.write(f, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV"))
 
 
 def _read_listing(folder: str, classes: tuple[str, ...]) -> Listing | None:
@@ -522,7 +514,7 @@ def generate(syn_cfg: Any, cache_dir: str, classes: Sequence[str], progress: boo
   for name in os.listdir(folder):  # temporary files of an interrupted run (not of a live one)
     path = os.path.join(folder, name)
     try:
-      if name.startswith(".") and ".tmp" in name and time.time() - os.path.getmtime(path) > _STALE_S:
+      if io_lib.is_temporary(name) and time.time() - os.path.getmtime(path) > _STALE_S:
         os.remove(path)
     except OSError:
       pass
@@ -542,7 +534,7 @@ def generate(syn_cfg: Any, cache_dir: str, classes: Sequence[str], progress: boo
     _write_one(job)
   meta = {"corpus": CORPUS_NAME, "version": GENERATOR_VERSION, "config": vals, "classes": list(classes),
           "sample_rate": SAMPLE_RATE, "utterances": records}
-  _atomic_write_bytes(os.path.join(folder, "listing.json"), json.dumps(meta, indent=1).encode())
+  io_lib.write_json(os.path.join(folder, "listing.json"), meta, indent=1)
   if progress:
     print(f"generated {len(jobs)} utterances in {time.perf_counter() - start:.1f} s", flush=True)
   listing = _read_listing(folder, classes)

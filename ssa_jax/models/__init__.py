@@ -15,21 +15,40 @@ import ml_collections
 
 from ssa_jax import ops
 
-from ssa_jax.models.acrnn import ACRNN
-from ssa_jax.models.attention import SelfAttention, SelfSpeakerAttention, masked_softmax
+from ssa_jax.models.acrnn import ACRNN, CLASSIFIER_BIAS
+from ssa_jax.models.attention import SSA_MODES, SelfAttention, SelfSpeakerAttention, masked_softmax
 from ssa_jax.models.crnn import CRNN, compute_dtype, pool_mask
 from ssa_jax.models.ssa_crnn import SSACRNN
 
-__all__ = ["ACRNN", "SSACRNN", "CRNN", "SelfAttention", "SelfSpeakerAttention", "build_model",
+__all__ = ["ACRNN", "CLASSIFIER_BIAS", "SSA_MODES", "SSACRNN", "CRNN", "SelfAttention", "SelfSpeakerAttention", "build_model",
            "masked_softmax", "pool_mask", "resolve_logit_scale"]
 
 
-def resolve_logit_scale(model_cfg: ml_collections.ConfigDict) -> float:
-  """`model.logit_scale`, with 0 meaning num_classes * embed_dim (see ssa_jax/config.py)."""
-  scale = float(model_cfg.get("logit_scale", 1.0))
-  if scale < 0:
-    raise ValueError(f"model.logit_scale must be >= 0 (0: num_classes * embed_dim), got {scale}")
-  return scale or float(int(model_cfg.num_classes) * int(model_cfg.embed_dim))
+def _positive_number(value, what: str) -> float:
+  try:
+    number = float(value)
+  except (TypeError, ValueError):
+    number = float("nan")
+  if not number > 0 or number == float("inf"):
+    raise ValueError(f"{what} must be a positive number, 'auto' or 'learned' where allowed; "
+                     f"got {value!r}")
+  return number
+
+
+def resolve_logit_scale(model_cfg: ml_collections.ConfigDict) -> tuple[float | str, float]:
+  """(`logit_scale` for the model: a positive float or "learned", its initial value).
+
+  `model.logit_scale`: a positive number, "auto" (num_classes * embed_dim) or "learned" (a
+  trained scalar initialised at `model.logit_scale_init`: a positive number or "auto").
+  """
+  auto = float(int(model_cfg.num_classes) * int(model_cfg.embed_dim))
+  scale = model_cfg.get("logit_scale", 1.0)
+  init = model_cfg.get("logit_scale_init", "auto")
+  init = auto if init == "auto" else _positive_number(init, "model.logit_scale_init")
+  if scale == "learned":
+    return "learned", init
+  scale = auto if scale == "auto" else _positive_number(scale, "model.logit_scale")
+  return scale, scale
 
 
 def build_model(model_cfg: ml_collections.ConfigDict) -> ACRNN:
@@ -48,8 +67,12 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> ACRNN:
       dtype=compute_dtype(model_cfg.dtype),
       conv_impl=ops.resolve_impl(str(model_cfg.get("conv_impl", "auto"))),
       lstm_impl=ops.resolve_lstm_impl(str(model_cfg.get("lstm_impl", "auto"))),
-      logit_scale=resolve_logit_scale(model_cfg),
+      classifier_bias=str(model_cfg.get("classifier_bias", "scaled")),
   )
+  kwargs["logit_scale"], kwargs["logit_scale_init"] = resolve_logit_scale(model_cfg)
+  if kwargs["classifier_bias"] not in CLASSIFIER_BIAS:
+    raise ValueError(f"model.classifier_bias must be one of {CLASSIFIER_BIAS}, "
+                     f"got {kwargs['classifier_bias']!r}")
   if not kwargs["conv_features"]:
     raise ValueError("model.conv_features must name at least one conv layer")
   if len(kwargs["kernel_size"]) != 2 or len(kwargs["pool_size"]) != 2:
@@ -61,5 +84,8 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> ACRNN:
     if int(model_cfg.num_speakers) <= 0:
       raise ValueError(f"model.name='ssa_crnn' needs model.num_speakers > 0 (the number of "
                        f"training speakers), got {model_cfg.num_speakers}")
-    return SSACRNN(num_speakers=int(model_cfg.num_speakers), **kwargs)
+    ssa_mode = str(model_cfg.get("ssa", "full"))
+    if ssa_mode not in SSA_MODES:
+      raise ValueError(f"model.ssa must be one of {SSA_MODES}, got {ssa_mode!r}")
+    return SSACRNN(num_speakers=int(model_cfg.num_speakers), ssa_mode=ssa_mode, **kwargs)
   raise ValueError(f"unknown model.name {model_cfg.name!r}; choose 'acrnn' or 'ssa_crnn'")

@@ -1,4 +1,4 @@
-"""Self attention (seed Eq. 1-2) and Self Speaker Attention (seed Eq. 3-7, DESIGN §3 reading).
+"""Self attention (seed Eq. 1-2) and Self Speaker Attention (seed Eq. 3-7, docs/DESIGN.md §3 reading).
 
 Both run in float32 whatever the model's compute dtype, and give padded frames exactly zero
 weight (`mask (B, T')` False). A fully padded example gets all-zero weights and a zero context.
@@ -12,6 +12,9 @@ import chex
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+
+
+SSA_MODES = ("full", "self_only", "speaker_only")
 
 
 def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
@@ -38,7 +41,7 @@ class SelfAttention(nn.Module):
 
 
 class SelfSpeakerAttention(nn.Module):
-  """Eq. 3-7 (DESIGN §3): attention of the emotion branch over itself and the speaker branch.
+  """Eq. 3-7 (docs/DESIGN.md §3): attention of the emotion branch over itself and the speaker branch.
 
     q      = sum_t mask_t W^q_t h_em,t            W^q in R^{T'}      -> (B, d)
     a_em   = h_em W^k_em                          W^k_em in R^d      -> (B, T')
@@ -48,7 +51,13 @@ class SelfSpeakerAttention(nn.Module):
 
   Inputs h_em, h_sp (B, T', d), mask (B, T') bool. Returns (c (B, 2d), alpha_em (B, T'),
   alpha_sp (B, T')); alpha_em and alpha_sp together sum to 1. `W^q` ties the module to T'.
+
+  `mode` (ablations, `model.ssa`): "full" (the paper), "self_only" (the speaker half masked out:
+  alpha_sp = 0 and the second half of c is 0) or "speaker_only" (the self half masked out).
+  The parameters are the same in every mode.
   """
+
+  mode: str = "full"
 
   @nn.compact
   def __call__(self, h_em: jax.Array, h_sp: jax.Array, mask: jax.Array):
@@ -73,8 +82,12 @@ class SelfSpeakerAttention(nn.Module):
     a_em = h_em @ w_k_em
     keys = h_sp @ w_k_sp
     a_sp = jnp.einsum("btd,bd->bt", keys, q) / math.sqrt(t)
+    if self.mode not in SSA_MODES:
+      raise ValueError(f"model.ssa must be one of {SSA_MODES}, got {self.mode!r}")
+    off = jnp.zeros_like(mask)
+    halves = {"full": (mask, mask), "self_only": (mask, off), "speaker_only": (off, mask)}
     alpha = masked_softmax(jnp.concatenate([a_em, a_sp], axis=1),
-                           jnp.concatenate([mask, mask], axis=1))
+                           jnp.concatenate(halves[self.mode], axis=1))
     alpha_em, alpha_sp = alpha[:, :t], alpha[:, t:]
     c = jnp.concatenate([jnp.einsum("bt,btd->bd", alpha_em, h_em @ w_v_em),
                          jnp.einsum("bt,btd->bd", alpha_sp, h_sp @ w_v_sp)], axis=1)

@@ -1,8 +1,8 @@
-"""The CRNN branch shared by ACRNN and SSA-CRNN (seed §2.2.1, DESIGN §3).
+"""The CRNN branch shared by ACRNN and SSA-CRNN (seed §2.2.1, docs/DESIGN.md §3).
 
   x (B, T, M, C) NHWC, mask (B, T) bool
     -> 6 x [conv k_t x k_f, SAME, leaky ReLU] with one max-pool after conv1
-    -> reshape (B, T', F'·C_last) -> Dense + BatchNorm + leaky ReLU per frame
+    -> reshape (B, T', F'·C_last) -> Dense (no bias) + BatchNorm + leaky ReLU per frame
     -> BLSTM (scan over time, per-example lengths)
     -> h (B, T', 2·lstm_units), pooled mask (B, T')
 
@@ -127,7 +127,9 @@ class CRNN(nn.Module):
     chex.assert_shape(y, (b, tp, fp, self.conv_features[-1]))
     y = y.reshape(b, tp, fp * self.conv_features[-1])
 
-    y = nn.Dense(self.dense_units, dtype=self.dtype, name="dense")(y)
+    # No bias: the BatchNorm right after subtracts the batch mean, so a bias here would get an
+    # exactly-zero gradient (BN's own `bias` is the shift).
+    y = nn.Dense(self.dense_units, use_bias=False, dtype=self.dtype, name="dense")(y)
     bn_mask = mask[:, :, None] if self.mask_padding else None
     y = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
                      dtype=self.dtype, name="bn")(y, mask=bn_mask)

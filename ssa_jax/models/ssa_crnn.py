@@ -3,8 +3,9 @@
   apply(variables, x (B, T, M, C), mask (B, T) bool, train=False) -> (logits (B, K), aux)
   aux: emotion_logits (B, K), z_em (B, E), mask (B, T'), speaker_logits (B, S), z_sp (B, E),
        alpha_sp_self (B, T') (the speaker branch's self attention), alpha_em (B, T'),
-       alpha_sp (B, T') (the two halves of the joint SSA softmax).
-Both branches see the same input; the loss (in ssa_jax/train.py) is CE_em + CE_sp.
+       alpha_sp (B, T') (the two halves of the joint SSA softmax), logit_scale ().
+Both branches see the same input; the loss (in ssa_jax/train.py) is CE_em + w * CE_sp
+(w = `train.speaker_loss_weight`, 1 in the paper).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class SSACRNN(ACRNN):
   """Self Speaker Attentive CRNN. Attributes as ACRNN plus `num_speakers` (> 0)."""
 
   num_speakers: int = 0
+  ssa_mode: str = "full"  # full | self_only | speaker_only (SelfSpeakerAttention.mode)
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, train: bool = False):
@@ -36,14 +38,14 @@ class SSACRNN(ACRNN):
     speaker_logits = nn.Dense(self.num_speakers, name="speaker_classifier")(z_sp)
 
     h_em, _ = self.crnn("crnn_em")(x, mask, train)
-    c_em, alpha_em, alpha_sp = SelfSpeakerAttention(name="ssa")(h_em, h_sp, pmask)
+    c_em, alpha_em, alpha_sp = SelfSpeakerAttention(self.ssa_mode, name="ssa")(h_em, h_sp, pmask)
     z_em = act(nn.Dense(self.embed_dim, name="embed")(c_em))
-    logits = self.logit_scale * nn.Dense(self.num_classes, name="classifier")(z_em)
+    logits, scale = self.emotion_head(z_em)
     b = x.shape[0]
     chex.assert_shape([logits, speaker_logits, z_em, z_sp, alpha_em, alpha_sp],
                       [(b, self.num_classes), (b, self.num_speakers), (b, self.embed_dim),
                        (b, self.embed_dim), pmask.shape, pmask.shape])
     aux = {"emotion_logits": logits, "z_em": z_em, "mask": pmask,
            "speaker_logits": speaker_logits, "z_sp": z_sp, "alpha_sp_self": alpha_sp_self,
-           "alpha_em": alpha_em, "alpha_sp": alpha_sp}
+           "alpha_em": alpha_em, "alpha_sp": alpha_sp, "logit_scale": scale}
     return logits, aux
