@@ -19,6 +19,10 @@ framing by padded windowed pieces summed (one fused pass) beats slices + concate
 passes) by ~20 % end to end; log, mel and the deltas are < 15 % of the time; the rest is XLA's FFT,
 so the batched path stays FFT-bound at ~3x librosa. Sharding the batch over 2 CPU devices
 (`--devices 2`) was slower on the busy machine (no idle core); not measured on an idle one.
+
+The first line printed says whether the machine was quiet (benchmarks/loadcheck.py: load average
+<= 0.5 at the start, other processes <= 10 % of the CPU time during the run) or
+"LOADED — no verdict"; quote only quiet runs.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ def main() -> None:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={args.devices}")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from benchmarks import loadcheck  # pylint: disable=g-import-not-at-top
+  monitor = loadcheck.LoadMonitor.start()  # before JAX starts and compiles
 
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -90,6 +96,8 @@ def main() -> None:
       jax.block_until_ready(features.log_mel_3d_batch(waves_dev, lengths_dev, cfg, dft=dft))
       speed[f"jax {dft}"].append(audio_batch / (time.perf_counter() - start))
 
+  readings = monitor.stop()
+  print(loadcheck.header(readings))
   base_med = statistics.median(speed["librosa"])
   base_best = max(speed["librosa"])
   print(f"device: {jax.devices()[0].platform} x {len(devices)} (of {jax.device_count()}), "

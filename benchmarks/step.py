@@ -1,8 +1,10 @@
 """Train-step and inference throughput: the JAX step of ssa_jax.train against PyTorch eager.
 
   python benchmarks/step.py [--config configs/ssa_crnn_r.py] [--models ssa_crnn,acrnn]
-      [--batch 40] [--steps 5] [--warmup 1] [--framework jax,torch] [--dtype float32|bfloat16]
-      [--conv-impl auto|gemm|xla] [--json out.json]
+      [--batch 40] [--steps 5] [--warmup 1] [--framework jax,torch] [--dtype float32,bfloat16]
+      [--conv-impl auto,gemm,xla] [--lstm-impl flax,hoisted]
+      [--xla-options tuned,default,eigen,eigen_conv] [--eval-options default,eigen,eigen_conv]
+      [--wait-quiet SECONDS] [--json out.json]
 
 For each model, at the config's sizes (default: the paper's) and the given batch:
 * JAX: the train step users run, `ssa_jax.train.make_train_step` (jit, state donated), and the
@@ -19,12 +21,19 @@ For each model, at the config's sizes (default: the paper's) and the given batch
 * data: one batch of the real input pipeline (`input_pipeline.train_batches` + `parallel.
   global_batch`) from an in-memory training set, as a fraction of the JAX step.
 Prints a table; `--json` writes it with the machine's description.
+
+Numbers that hold (benchmarks/loadcheck.py): the run records the 1-minute load average before and
+after, the CPU model and core count, and the other processes' share of the CPU time during the
+run. Only a quiet run (load average <= 0.5 at the start and others <= 10 % of the CPU time during
+it) prints the verdict against the goals (JAX train step <= PyTorch's, JAX inference segments/s
+>= PyTorch's, both >= 90 % of the GEMM rate); otherwise the table is headed "LOADED — no verdict".
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -39,6 +48,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from benchmarks import loadcheck  # pylint: disable=g-import-not-at-top
 from ssa_jax import input_pipeline, models, ops, parallel, train  # pylint: disable=g-import-not-at-top
 from ssa_jax.config import base_config  # pylint: disable=g-import-not-at-top
 
@@ -59,14 +69,20 @@ def load_config(path: str | None):
   return module.get_config()
 
 
-def model_config(config, name: str, args) -> Any:
+def model_config(config, name: str, args, dtype: str | None = None,
+                 conv_impl: str | None = None, lstm_impl: str | None = None) -> Any:
+  """The config of one benchmarked model: `args.dtype` / `args.conv_impl` unless given."""
   cfg = config.copy_and_resolve_references()
   cfg.model.name = name
   cfg.model.num_speakers = NUM_SPEAKERS if name == "ssa_crnn" else max(
       int(cfg.model.num_speakers), 0)
-  cfg.model.dtype = args.dtype
-  if args.conv_impl:
-    cfg.model.conv_impl = args.conv_impl  # a field the base config may not have yet
+  cfg.model.dtype = dtype or args.dtype
+  conv_impl = args.conv_impl if conv_impl is None else conv_impl
+  if conv_impl:
+    cfg.model.conv_impl = conv_impl  # a field the base config may not have yet
+  lstm_impl = getattr(args, "lstm_impl", "") if lstm_impl is None else lstm_impl
+  if lstm_impl:
+    cfg.model.lstm_impl = lstm_impl
   cfg.train.batch_size = args.batch
   return cfg
 
@@ -105,11 +121,14 @@ def gemm_rates(n: int = 2048, rounds: int = 5) -> dict[str, float]:
 class JaxRunner:
   """The project's jitted train and eval steps on one fixed batch.
 
-  options "tuned": `train.make_train_step` with its compile options
-  (`ops.train_compiler_options()`); "default": the same step compiled with XLA's default options.
+  options: the train step's XLA options, "tuned" (`train.make_train_step`'s own,
+  `ops.train_compiler_options()`, as train.py runs it) or a name of `ops.CPU_OPTION_SETS`
+  ("default": XLA's defaults); eval_options: the eval step's, a name of `ops.CPU_OPTION_SETS`
+  ("default", as train.py and predict.py compile it).
   """
 
-  def __init__(self, cfg, batch: dict[str, np.ndarray], options: str = "default"):
+  def __init__(self, cfg, batch: dict[str, np.ndarray], options: str = "default",
+               eval_options: str = "default"):
     self.mesh = parallel.make_mesh()
     self.model = models.build_model(cfg.model)
     self.tx = train.make_optimizer(cfg.train)
@@ -117,10 +136,12 @@ class JaxRunner:
     init = jax.jit(lambda rng, x, mask: train.create_train_state(self.model, self.tx, rng, x, mask),
                    out_shardings=parallel.replicated(self.mesh))
     self.state = init(jax.random.PRNGKey(0), self.batch["x"], self.batch["mask"])
-    self.options = options  # "tuned": as train.py compiles it; "default": XLA's default options
-    self.train_fn = train.make_train_step(self.model, self.tx, cfg.train.constraint, self.mesh,
-                                          compiler_options="tuned" if options == "tuned" else None)
-    self.eval_fn = train.make_eval_step(self.model, self.mesh)
+    self.options, self.eval_options = options, eval_options
+    self.train_fn = train.make_train_step(
+        self.model, self.tx, cfg.train.constraint, self.mesh,
+        compiler_options="tuned" if options == "tuned" else ops.cpu_compiler_options(options))
+    self.eval_fn = train.make_eval_step(self.model, self.mesh,
+                                        ops.cpu_compiler_options(eval_options))
     self.loss = float("nan")
 
   def variables(self) -> dict[str, Any]:
@@ -214,12 +235,17 @@ def stats(times: list[float]) -> dict[str, float]:
 
 
 def bench_model(config, name: str, args, gemm: float) -> list[dict[str, Any]]:
-  cfg = model_config(config, name, args)
+  cfg = model_config(config, name, args, dtype="float32", conv_impl="", lstm_impl="")
   arrays = fake_arrays(max(4 * args.batch, 64), cfg, seed=0)
   batch = {k: v[:args.batch] for k, v in arrays.items()}
   runners: dict[str, Any] = {}
-  for options in args.xla_options:  # the first JAX runner's initial weights serve all
-    runners[f"jax:{options}"] = JaxRunner(cfg, batch, options)
+  cfgs: dict[str, Any] = {}
+  variants = itertools.product(args.xla_options, args.eval_options, args.dtypes,
+                               args.conv_impls, args.lstm_impls)
+  for options, eval_options, dtype, impl, lstm in variants:  # all start from the same weights
+    key = f"jax:{options}:{eval_options}:{dtype}:{impl}:{lstm}"
+    cfgs[key] = model_config(config, name, args, dtype=dtype, conv_impl=impl, lstm_impl=lstm)
+    runners[key] = JaxRunner(cfgs[key], batch, options, eval_options)
   first_jax = next(iter(runners.values()))
   flops_step, flops_fwd = nominal_flops(cfg, first_jax)
   if "torch" in args.framework:
@@ -247,10 +273,15 @@ def bench_model(config, name: str, args, gemm: float) -> list[dict[str, Any]]:
   for k, r in runners.items():
     st, inf = stats(steps[k]), stats(infers[k])
     is_jax = k.startswith("jax")
+    rcfg = cfgs.get(k, cfg)
     rows.append({
-        "model": name, "framework": k.split(":")[0], "batch": args.batch, "dtype": args.dtype,
+        "model": name, "framework": k.split(":")[0], "batch": args.batch,
+        "dtype": str(rcfg.model.dtype) if is_jax else "float32",
         "xla_options": r.options if is_jax else "",
-        "conv_impl": (ops.resolve_impl(str(cfg.model.get("conv_impl", "auto"))) if is_jax
+        "eval_options": r.eval_options if is_jax else "",
+        "lstm_impl": (ops.resolve_lstm_impl(str(rcfg.model.get("lstm_impl", "auto"))) if is_jax
+                      else "torch"),
+        "conv_impl": (ops.resolve_impl(str(rcfg.model.get("conv_impl", "auto"))) if is_jax
                       else "torch"),
         "compile_s": (first[k] - st["median"] + first_infer[k] - inf["median"]) if is_jax
                      else 0.0,
@@ -289,8 +320,46 @@ def machine() -> dict[str, Any]:
   return info
 
 
+GOALS = {"step_ratio_max": 1.0, "infer_ratio_min": 1.0, "pct_gemm_min": 90.0}  # issue 14
+
+
+def goal_checks(rows: list[dict[str, Any]]) -> list[tuple[str, str, float, bool]]:
+  """(model, goal, value, met) for every JAX row that has a PyTorch row of the same model.
+
+  Goals (GOALS): JAX train-step time / PyTorch's <= 1.0 (medians); JAX inference segments/s /
+  PyTorch's >= 1.0; the JAX train step's and inference's GFLOP/s >= 90 % of the GEMM rate.
+  """
+  torch_rows = {r["model"]: r for r in rows if r["framework"] == "torch"}
+  checks = []
+  for j in rows:
+    t = torch_rows.get(j["model"])
+    if j["framework"] != "jax" or t is None:
+      continue
+    name = (f"{j['model']} ({j['xla_options']} / {j.get('eval_options', '')}, "
+            f"{j.get('conv_impl', '')}, {j.get('lstm_impl', '')}, {j['dtype']})")
+    step = j["step_s"]["median"] / t["step_s"]["median"]
+    infer = j["segments_per_s"] / t["segments_per_s"]
+    checks += [(name, "train step JAX / PyTorch <= 1.0", step, step <= GOALS["step_ratio_max"]),
+               (name, "inference segments/s JAX / PyTorch >= 1.0", infer,
+                infer >= GOALS["infer_ratio_min"]),
+               (name, "train step % GEMM >= 90", j["step_pct_gemm"],
+                j["step_pct_gemm"] >= GOALS["pct_gemm_min"]),
+               (name, "inference % GEMM >= 90", j["infer_pct_gemm"],
+                j["infer_pct_gemm"] >= GOALS["pct_gemm_min"])]
+  return checks
+
+
+def format_verdict(rows: list[dict[str, Any]], readings: dict[str, Any]) -> str:
+  """The load header, then the goal checks only if the run was quiet."""
+  lines = [loadcheck.header(readings)]
+  if readings.get("quiet"):
+    for name, goal, value, met in goal_checks(rows):
+      lines.append(f"  {'MET ' if met else 'MISSED'} {name}: {goal}: {value:.2f}")
+  return "\n".join(lines)
+
+
 def format_table(rows: list[dict[str, Any]], gemm: dict[str, float]) -> str:
-  head = ("| model | framework | conv | XLA options | compile s | step median s (min-max) | step GFLOP/s | "
+  head = ("| model | framework | conv | BLSTM | XLA options (train / eval) | compile s | step median s (min-max) | step GFLOP/s | "
           "% GEMM | CPU s/step | infer s | segments/s | infer GFLOP/s | % GEMM | data s (% step) | "
           "recompiles |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -301,7 +370,8 @@ def format_table(rows: list[dict[str, Any]], gemm: dict[str, float]) -> str:
     lines.append(
         f"| {r['model']} | {r['framework']} | {r['conv_impl']}"
         f"{'' if r['framework'] == 'torch' or r['dtype'] == 'float32' else ' ' + r['dtype']} | "
-        f"{r['xla_options']} | "
+        f"{r.get('lstm_impl', '')} | "
+        f"{(r['xla_options'] + ' / ' + r.get('eval_options', '')) if r['framework'] == 'jax' else ''} | "
         f"{r['compile_s']:.1f} | "
         f"{st['median']:.2f} ({st['min']:.2f}-{st['max']:.2f}) | {r['step_gflops']:.0f} | "
         f"{r['step_pct_gemm']:.0f} | {r['step_cpu_s']:.1f} | {inf['median']:.2f} | {r['segments_per_s']:.2f} | "
@@ -312,7 +382,9 @@ def format_table(rows: list[dict[str, Any]], gemm: dict[str, float]) -> str:
     t = torch_rows.get(j["model"])
     if j["framework"] == "jax" and t is not None:
       lines.append(
-          f"{j['model']} (XLA options {j['xla_options']}): JAX / PyTorch train-step time "
+          f"{j['model']} (XLA options {j['xla_options']} / {j.get('eval_options', '')}, conv "
+          f"{j['conv_impl']}, BLSTM {j.get('lstm_impl', '')}, {j['dtype']}): "
+          f"JAX / PyTorch train-step time "
           f"{j['step_s']['median'] / t['step_s']['median']:.2f} (min / min "
           f"{j['step_s']['min'] / t['step_s']['min']:.2f}); inference segments/s JAX / PyTorch "
           f"{j['segments_per_s'] / t['segments_per_s']:.2f}; {j['step_tflop']:.2f} TFLOP per "
@@ -332,13 +404,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--steps", type=int, default=5, help="timed steps (after the warm-up)")
   parser.add_argument("--warmup", type=int, default=1, help="untimed steps, the first compiles")
   parser.add_argument("--framework", default="jax,torch")
-  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                      help="compute dtype of JAX's convs and matmuls (params and losses float32)")
-  parser.add_argument("--conv-impl", default="", choices=["", "auto", "gemm", "xla"],
-                      help="JAX convolution (ssa_jax.ops); default: the config's")
+  parser.add_argument("--dtype", default="float32",
+                      help="compute dtype(s) of JAX's convs and matmuls, comma-separated JAX "
+                           "runners: float32 and/or bfloat16 (params and losses float32)")
+  parser.add_argument("--conv-impl", default="",
+                      help="JAX convolution(s) (ssa_jax.ops.IMPLS), comma-separated runners; "
+                           "default: the config's")
   parser.add_argument("--xla-options", default="tuned",
                       help="JAX train-step compile options, comma-separated runners: tuned "
-                           "(ops.train_compiler_options, as train.py) and/or default (XLA's defaults)")
+                           "(ops.train_compiler_options, as train.py) and/or names of "
+                           "ops.CPU_OPTION_SETS (default = XLA's defaults, eigen, eigen_conv)")
+  parser.add_argument("--eval-options", default="default",
+                      help="JAX eval-step compile options (names of ops.CPU_OPTION_SETS), "
+                           "comma-separated runners; default: XLA's, as train.py")
+  parser.add_argument("--lstm-impl", default="",
+                      help="JAX BLSTM implementation(s) (ops.LSTM_IMPLS), comma-separated "
+                           "runners; default: the config's")
+  parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                      help="first wait up to this long for the 1-minute load average to fall "
+                           "to 0.5 (benchmarks/loadcheck.py)")
   parser.add_argument("--json", default="", help="write the rows and machine info here")
   args = parser.parse_args(argv)
   args.framework = [f.strip() for f in args.framework.split(",") if f.strip()]
@@ -346,13 +430,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   if bad or not args.framework:
     parser.error(f"--framework takes jax and/or torch, got {sorted(bad) or 'nothing'}")
   args.xla_options = [o.strip() for o in args.xla_options.split(",") if o.strip()]
-  if set(args.xla_options) - {"tuned", "default"} or not args.xla_options:
-    parser.error(f"--xla-options takes tuned and/or default, got {args.xla_options}")
+  if set(args.xla_options) - {"tuned", *ops.CPU_OPTION_SETS} or not args.xla_options:
+    parser.error(f"--xla-options takes tuned and/or {sorted(ops.CPU_OPTION_SETS)}, "
+                 f"got {args.xla_options}")
+  args.eval_options = [o.strip() for o in args.eval_options.split(",") if o.strip()]
+  if set(args.eval_options) - set(ops.CPU_OPTION_SETS) or not args.eval_options:
+    parser.error(f"--eval-options takes {sorted(ops.CPU_OPTION_SETS)}, got {args.eval_options}")
+  args.lstm_impls = [c.strip() for c in args.lstm_impl.split(",")] if args.lstm_impl else [""]
+  if set(args.lstm_impls) - set(ops.LSTM_IMPLS) - {""}:
+    parser.error(f"--lstm-impl takes {', '.join(ops.LSTM_IMPLS)}, got {args.lstm_impl!r}")
   if args.steps < 1 or args.warmup < 1 or args.batch < 1:
     parser.error("--steps, --warmup and --batch must be >= 1")
-  if args.dtype == "bfloat16" and "torch" in args.framework:
-    print("note: --dtype bfloat16 applies to JAX only; PyTorch runs float32")
+  args.dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+  if set(args.dtypes) - {"float32", "bfloat16"} or not args.dtypes:
+    parser.error(f"--dtype takes float32 and/or bfloat16, got {args.dtype!r}")
+  args.dtype = args.dtypes[0]
+  args.conv_impls = [c.strip() for c in args.conv_impl.split(",")] if args.conv_impl else [""]
+  if set(args.conv_impls) - set(ops.IMPLS) - {""}:
+    parser.error(f"--conv-impl takes {', '.join(ops.IMPLS)}, got {args.conv_impl!r}")
+  if "bfloat16" in args.dtypes and "torch" in args.framework:
+    print("note: bfloat16 applies to JAX only; PyTorch runs float32")
   config = load_config(args.config)
+  if args.wait_quiet > 0:
+    loadcheck.wait_for_quiet(args.wait_quiet, log=lambda m: print(m, file=sys.stderr, flush=True))
+  monitor = loadcheck.LoadMonitor.start()
   info = machine()
   gemm = gemm_rates()
   rate = max(gemm.values())
@@ -360,11 +461,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   for name in [m.strip() for m in args.models.split(",") if m.strip()]:
     rows.extend(bench_model(config, name, args, rate))
     print(f"{name} done", flush=True)
+  readings = monitor.stop()
   info["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-  table = format_table(rows, gemm)
+  table = format_verdict(rows, readings) + "\n" + format_table(rows, gemm)
   print(table)
-  out = {"machine": info, "gemm_gflops": gemm, "args": {k: v for k, v in vars(args).items()},
-         "rows": rows, "table": table}
+  out = {"machine": info, "load": readings, "gemm_gflops": gemm,
+         "args": {k: v for k, v in vars(args).items()}, "rows": rows, "table": table}
   if args.json:
     with open(args.json, "w") as f:
       json.dump(out, f, indent=2, default=str)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.profiler import record_function
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ssa_jax.models import resolve_logit_scale
@@ -366,13 +367,15 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
   model.train()
   optimizer.zero_grad(set_to_none=True)
   logits, aux = model(x, mask)
-  loss = F.cross_entropy(logits, labels)
-  if "speaker_logits" in aux:
-    loss = loss + speaker_loss_weight * F.cross_entropy(aux["speaker_logits"], speakers)
+  with record_function("loss"):  # scopes for benchmarks/profile_step.py
+    loss = F.cross_entropy(logits, labels)
+    if "speaker_logits" in aux:
+      loss = loss + speaker_loss_weight * F.cross_entropy(aux["speaker_logits"], speakers)
   loss.backward()
-  optimizer.step()
+  with record_function("optimizer"):
+    optimizer.step()
   if constraint != "none":
-    with torch.no_grad():
+    with torch.no_grad(), record_function("eq8"):
       z = aux["z_em"].detach()
       w = model.classifier.weight
       radius = z.shape[0] / (w.shape[0] * z.sum(dim=0).abs().sum().double())

@@ -453,6 +453,44 @@ def _moments(x: np.ndarray, min_std: float) -> tuple[np.ndarray, np.ndarray]:
   return mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32)
 
 
+# Segments per chunk when statistics and normalised copies are computed from row indices: the
+# temporaries stay at a few chunks (paper sizes: 256 x 144 KB = 37 MB) whatever the corpus size.
+_CHUNK = 256
+
+
+def _chunks(rows: np.ndarray):
+  chunk = _CHUNK
+  for i in range(0, len(rows), chunk):
+    yield rows[i:i + chunk]
+
+
+def _row_sums(segments: np.ndarray, mask: np.ndarray, rows: np.ndarray,
+              mean: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+  """Sum over the real frames of `segments[rows]` of x (mean None) or of (x - mean)², in float64,
+  a chunk of rows at a time: ((M, C) float64, number of real frames)."""
+  total = np.zeros(segments.shape[2:], np.float64)
+  count = 0
+  for r in _chunks(rows):
+    real = segments[r][mask[r]].astype(np.float64)  # (frames in this chunk, M, C)
+    if mean is not None:
+      real -= mean
+      real *= real
+    total += real.sum(axis=0)
+    count += real.shape[0]
+  return total, count
+
+
+def _rows_moments(segments: np.ndarray, mask: np.ndarray, rows: np.ndarray, min_std: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+  """Two-pass moments over the real frames of `segments[rows]`, without copying them whole:
+  (mean f32, floored std f32, mean f64, sum of squared deviations f64, frames)."""
+  total, count = _row_sums(segments, mask, rows)
+  mean = total / max(count, 1)
+  ss, _ = _row_sums(segments, mask, rows, mean)
+  std = np.sqrt(ss / max(count, 1))
+  return (mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32), mean, ss, count)
+
+
 def _key(s: Any) -> Any:
   return s.item() if isinstance(s, np.generic) else s
 
@@ -466,69 +504,103 @@ def _check(segments: np.ndarray, mask: np.ndarray, speakers: np.ndarray) -> None
     raise ValueError(f"speakers must have shape {segments.shape[:1]}, got {speakers.shape}")
 
 
+def _index(index: np.ndarray | None, n: int) -> np.ndarray:
+  if index is None:
+    return np.arange(n)
+  index = np.asarray(index)
+  if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+    raise ValueError(f"index must be a 1-D integer array of rows, got {index.dtype} {index.shape}")
+  return index
+
+
 def fit_speaker_stats(segments: np.ndarray, mask: np.ndarray, speakers: Sequence | np.ndarray,
-                      min_std: float = 1e-3) -> SpeakerStats:
+                      min_std: float = 1e-3, index: np.ndarray | None = None) -> SpeakerStats:
   """Statistics from the real frames of the given segments only (pass the training segments).
 
   Args:
     segments: `(N, T, M, C)` raw features; mask: `(N, T)` bool real frames;
     speakers: `(N,)` speaker id of each segment (ints or strings).
     min_std: floor on every std (a constant band, e.g. the log floor, has std 0).
+    index: rows of segments / mask / speakers to fit on (default all): the same statistics as
+      `fit_speaker_stats(segments[index], mask[index], speakers[index])` without that copy.
+
+  Two passes (mean, then squared deviations) in float64 over chunks of rows, so the memory
+  beyond the inputs is a few chunks; the global statistics combine the per-speaker sums
+  (Σ_s ss_s + n_s (mean_s - mean)²). Equal to the whole-array float64 moments to float64 rounding.
 
   Raises:
     ValueError: bad shapes, or no real frame at all.
   """
   segments, mask, speakers = np.asarray(segments), np.asarray(mask), np.asarray(speakers)
   _check(segments, mask, speakers)
-  if not mask.any():
+  rows = _index(index, segments.shape[0])
+  if not mask[rows].any():
     raise ValueError("fit_speaker_stats: no real frames to fit on")
-  ids = tuple(_key(s) for s in np.unique(speakers))
-  means, stds, counts = [], [], []
+  spk = speakers[rows]
+  ids = tuple(_key(s) for s in np.unique(spk))
+  means, stds, counts, parts = [], [], [], []
   for s in ids:
-    real = segments[speakers == s][mask[speakers == s]]  # (n_frames, M, C)
-    if real.shape[0] == 0:
+    m, d, m64, ss, n = _rows_moments(segments, mask, rows[spk == s], min_std)
+    if n == 0:
       raise ValueError(f"fit_speaker_stats: speaker {s!r} has no real frames")
-    m, d = _moments(real, min_std)
     means.append(m)
     stds.append(d)
-    counts.append(real.shape[0])
-  g_mean, g_std = _moments(segments[mask], min_std)
+    counts.append(n)
+    parts.append((m64, ss, n))
+  total = sum(n for _, _, n in parts)
+  g64 = sum(m64 * n for m64, _, n in parts) / total
+  g_ss = sum(ss + n * (m64 - g64) ** 2 for m64, ss, n in parts)
+  g_mean = g64.astype(np.float32)
+  g_std = np.maximum(np.sqrt(g_ss / total), min_std).astype(np.float32)
   return SpeakerStats(speakers=ids, mean=np.stack(means), std=np.stack(stds), global_mean=g_mean,
                       global_std=g_std, frames=np.asarray(counts, np.int64))
 
 
 def normalize(segments: np.ndarray, mask: np.ndarray, speakers: Sequence | np.ndarray,
-              stats: SpeakerStats, fallback: str = "global", min_std: float = 1e-3) -> np.ndarray:
+              stats: SpeakerStats, fallback: str = "global", min_std: float = 1e-3,
+              index: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
   """`(x - mean_spk) / std_spk` per mel band and channel; padded frames set to 0; float32.
 
   Args:
     segments: `(N, T, M, C)`; mask: `(N, T)` bool; speakers: `(N,)` speaker ids.
     stats: from `fit_speaker_stats` on the training segments.
     fallback: for a speaker not in `stats`: "global" uses the global statistics, "self" the
-      speaker's own statistics over the real frames of the segments passed here.
+      speaker's own statistics over the real frames of the segments normalised here.
+    index: rows to normalise (default all): the result equals
+      `normalize(segments[index], mask[index], speakers[index], ...)`, computed a chunk of rows
+      at a time without copying the selected rows first.
+    out: a `(len(index), T, M, C)` float32 array to write into (default: a new one).
 
   Returns:
-    `(N, T, M, C)` float32.
+    `(len(index), T, M, C)` float32 (`out` if given).
   """
   if fallback not in ("global", "self"):
     raise ValueError(f"normalize: fallback must be 'global' or 'self', got {fallback!r}")
   segments, mask, speakers = np.asarray(segments), np.asarray(mask), np.asarray(speakers)
   _check(segments, mask, speakers)
-  index = stats.index()
-  out = np.zeros(segments.shape, dtype=np.float32)
-  for s in np.unique(speakers):
-    rows = speakers == s
+  rows = _index(index, segments.shape[0])
+  shape = (len(rows),) + segments.shape[1:]
+  if out is None:
+    out = np.empty(shape, dtype=np.float32)
+  elif out.shape != shape or out.dtype != np.float32:
+    raise ValueError(f"normalize: out must be float32 {shape}, got {out.dtype} {out.shape}")
+  lookup = stats.index()
+  spk = speakers[rows]
+  for s in np.unique(spk):
+    pos = np.flatnonzero(spk == s)  # positions in `out`
     key = _key(s)
-    if key in index:
-      mean, std = stats.mean[index[key]], stats.std[index[key]]
+    if key in lookup:
+      mean, std = stats.mean[lookup[key]], stats.std[lookup[key]]
     elif fallback == "global":
       mean, std = stats.global_mean, stats.global_std
     else:
-      real = segments[rows][mask[rows]]
-      if real.shape[0] == 0:
+      mean, std, _, _, n = _rows_moments(segments, mask, rows[pos], min_std)
+      if n == 0:
         mean, std = stats.global_mean, stats.global_std
-      else:
-        mean, std = _moments(real, min_std)
-    out[rows] = (segments[rows].astype(np.float32) - mean) / std
-  out[~mask] = 0.0
+    for p in _chunks(pos):
+      x = segments[rows[p]].astype(np.float32, copy=False)  # a new array: fancy indexing copies
+      x -= mean
+      x /= std
+      x[~mask[rows[p]]] = 0.0
+      out[p] = x
   return out

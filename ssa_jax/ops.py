@@ -118,15 +118,31 @@ def resolve_impl(impl: str) -> str:
 # jaxlib 0.10 CPU: the library fusions YNNPACK may take; "" leaves all convolutions to XLA/Eigen.
 _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 
+# Named sets of XLA CPU compiler options (benchmarks/step.py --xla-options takes these names).
+CPU_OPTION_SETS: dict[str, dict[str, str] | None] = {
+    "default": None,  # XLA's defaults: YNNPACK convolutions, dots and their fusions
+    "eigen": {_YNN_OPTION: ""},  # every YNNPACK fusion off: XLA's Eigen convolutions and dots
+    # Eigen convolutions, YNNPACK dots (the dense layer, the BLSTM, the attention)
+    "eigen_conv": {_YNN_OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
+}
+TRAIN_OPTION_SET = "eigen"
+
+
+def cpu_compiler_options(name: str, backend: str | None = None) -> dict[str, str] | None:
+  """The options of `CPU_OPTION_SETS[name]` on CPU; None on other backends."""
+  if name not in CPU_OPTION_SETS:
+    raise ValueError(f"unknown XLA option set {name!r}; choose one of {sorted(CPU_OPTION_SETS)}")
+  backend = backend or jax.default_backend()
+  return CPU_OPTION_SETS[name] if backend == "cpu" else None
+
 
 def train_compiler_options(backend: str | None = None) -> dict[str, str] | None:
   """XLA compiler options for the jitted train step: `jax.jit(..., compiler_options=...)`.
 
-  On CPU, YNNPACK's convolutions off (its kernel gradient is the slow part of the step); None
-  elsewhere. The eval step keeps the defaults (YNNPACK's forward convolution is the faster one).
+  On CPU, `CPU_OPTION_SETS[TRAIN_OPTION_SET]`: YNNPACK's convolutions off (its kernel gradient
+  is 4-5x slower than Eigen's); None elsewhere. The eval step keeps the defaults.
   """
-  backend = backend or jax.default_backend()
-  return {_YNN_OPTION: ""} if backend == "cpu" else None
+  return cpu_compiler_options(TRAIN_OPTION_SET, backend)
 
 
 class Conv(nn.Module):
@@ -166,3 +182,106 @@ class Conv(nn.Module):
     if bias is not None:
       y = y + bias
     return y
+
+
+# ----------------------------------------------------------------------------------------------
+# BLSTM with the input projection hoisted out of the time loop
+# ----------------------------------------------------------------------------------------------
+
+LSTM_IMPLS = ("auto", "flax", "hoisted")
+
+
+def resolve_lstm_impl(impl: str) -> str:
+  """Checks `model.lstm_impl`; "auto" -> "hoisted" (measured in benchmarks/RESULTS.md)."""
+  if impl not in LSTM_IMPLS:
+    raise ValueError(f"model.lstm_impl must be one of {LSTM_IMPLS}, got {impl!r}")
+  return "hoisted" if impl == "auto" else impl
+
+
+class _LSTMCellParams(nn.Module):
+  """The parameters of `flax.linen.OptimizedLSTMCell(features)`, same names, shapes and
+  initialisers (`i{i,f,g,o}/kernel` (F, H) lecun-normal, `h{i,f,g,o}/kernel` (H, H) orthogonal
+  with `bias` (H,) zeros), returned concatenated in gate order i, f, g, o:
+  (input kernel (F, 4H), recurrent kernel (H, 4H), bias (4H,))."""
+
+  features: int
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[Array, Array, Array]:
+    h = self.features
+    ki, kh, bh = [], [], []
+    for g in "ifgo":  # the cell's own order of creation
+      k, _ = nn.recurrent.DenseParams(h, use_bias=False, param_dtype=self.param_dtype,
+                                      kernel_init=nn.initializers.lecun_normal(),
+                                      name=f"i{g}")(jnp.zeros((1, in_features)))
+      r, b = nn.recurrent.DenseParams(h, use_bias=True, param_dtype=self.param_dtype,
+                                      kernel_init=nn.initializers.orthogonal(),
+                                      bias_init=nn.initializers.zeros_init(),
+                                      name=f"h{g}")(jnp.zeros((1, h)))
+      ki.append(k)
+      kh.append(r)
+      bh.append(b)
+    return (jnp.concatenate(ki, axis=-1), jnp.concatenate(kh, axis=-1),
+            jnp.concatenate(bh, axis=-1))
+
+
+class HoistedLSTM(nn.Module):
+  """One direction of a BLSTM, the same function and parameters as
+  `nn.RNN(nn.OptimizedLSTMCell(features))` (zero initial carry), with the input projection of
+  all time steps done before the loop as one GEMM (B·T rows instead of T GEMMs of B rows; its
+  gradients, dX and dW_i, become one GEMM each as well). The loop keeps h W_h + b and the gates.
+
+  `__call__(x (B, T, F), seq_lengths (B,) or None) -> (B, T, features)`; with `reverse`, each
+  sequence is processed backwards within its length and returned in the original order
+  (`flax.linen.recurrent.flip_sequences`, as nn.Bidirectional's backward RNN).
+  Parameters under `cell/`: see `_LSTMCellParams`.
+  """
+
+  features: int
+  reverse: bool = False
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(self, x: Array, seq_lengths: Array | None = None) -> Array:
+    b, t, _ = x.shape
+    w_i, w_h, bias = _LSTMCellParams(self.features, self.param_dtype, name="cell")(x.shape[-1])
+    if self.reverse:
+      x = nn.recurrent.flip_sequences(x, seq_lengths, num_batch_dims=1, time_major=False)
+    x, w_i, w_h, bias = nn.dtypes.promote_dtype(x, w_i, w_h, bias, dtype=self.dtype)
+    xw = jnp.swapaxes(jnp.dot(x, w_i), 0, 1)  # (T, B, 4H), time major for the scan
+
+    def step(carry, xw_t):
+      c, h = carry
+      h_, w_h_, bias_ = nn.dtypes.promote_dtype(h, w_h, bias, dtype=self.dtype)
+      z = (jnp.dot(h_, w_h_) + bias_) + xw_t  # the cell's (h W_h + b) + x W_i
+      i, f, g, o = jnp.split(z, 4, axis=-1)
+      c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+      h = nn.sigmoid(o) * jnp.tanh(c)
+      return (c, h), h
+
+    zeros = jnp.zeros((b, self.features), self.param_dtype)  # the cell's carry_init
+    _, hs = jax.lax.scan(step, (zeros, zeros), xw, unroll=self.unroll)
+    hs = jnp.swapaxes(hs, 0, 1)
+    if self.reverse:
+      hs = nn.recurrent.flip_sequences(hs, seq_lengths, num_batch_dims=1, time_major=False)
+    return hs
+
+
+class HoistedBLSTM(nn.Module):
+  """`[forward ; backward]` HoistedLSTMs: the function and parameter tree of
+  `nn.Bidirectional(nn.RNN(OptimizedLSTMCell(units)), nn.RNN(OptimizedLSTMCell(units)))`
+  (`forward_rnn/cell/...`, `backward_rnn/cell/...`)."""
+
+  features: int
+  dtype: Any = None
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(self, x: Array, seq_lengths: Array | None = None) -> Array:
+    """x (B, T, F), seq_lengths (B,) or None -> (B, T, 2·features)."""
+    fwd = HoistedLSTM(self.features, False, self.dtype, unroll=self.unroll, name="forward_rnn")
+    bwd = HoistedLSTM(self.features, True, self.dtype, unroll=self.unroll, name="backward_rnn")
+    return jnp.concatenate([fwd(x, seq_lengths), bwd(x, seq_lengths)], axis=-1)

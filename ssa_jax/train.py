@@ -188,11 +188,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
                  compiler_options=compiler_options)
 
 
-def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
-  """jit signature: (state P(), batch P("data")) -> {probs (B, K), ...} P("data")."""
+def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
+                   compiler_options: Mapping[str, str] | None = None) -> Callable:
+  """jit signature: (state P(), batch P("data")) -> {probs (B, K), ...} P("data").
+
+  `compiler_options`: XLA's defaults unless given (benchmarks compare `ops.CPU_OPTION_SETS`)."""
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
   return jax.jit(functools.partial(eval_step, model=model), in_shardings=(repl, data),
-                 out_shardings=data)
+                 out_shardings=data, compiler_options=compiler_options)
 
 
 def evaluate(eval_fn: Callable, state: TrainState, arrays: Mapping[str, np.ndarray],
@@ -287,7 +290,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
   parallel.check_batch_size(int(tcfg.eval_batch_size), mesh, "train.eval_batch_size")
 
   # --- data ---
-  if dataset is None:
+  loaded_here = dataset is None
+  if loaded_here:
     from ssa_jax import data as data_lib  # pylint: disable=import-outside-toplevel
     dataset = data_lib.prepare(config)
   classes = tuple(dataset.classes)
@@ -301,10 +305,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
   speaker_names = np.asarray(dataset.speaker_names)
   seg_speaker = speaker_names[np.asarray(dataset.speakers)[seg_utt]]
   # Per-speaker statistics from the TRAINING segments only; both sides normalised with them.
-  stats = features.fit_speaker_stats(dataset.segments[train_seg], dataset.mask[train_seg],
-                                     seg_speaker[train_seg])
-  norm = lambda idx: features.normalize(dataset.segments[idx], dataset.mask[idx],  # noqa: E731
-                                        seg_speaker[idx], stats, config.features.norm_fallback)
+  # Both read the raw segments by row index a chunk at a time: the only copy of the features
+  # this fold makes is the normalised one (benchmarks/memory.py).
+  stats = features.fit_speaker_stats(dataset.segments, dataset.mask, seg_speaker, index=train_seg)
+  norm = lambda idx: features.normalize(dataset.segments, dataset.mask, seg_speaker,  # noqa: E731
+                                        stats, config.features.norm_fallback, index=idx)
   train_arrays = _segment_arrays(norm(train_seg), dataset.mask, dataset, train_seg)
   valid_arrays = _segment_arrays(norm(valid_seg), dataset.mask, dataset, valid_seg)
   valid_seg_utt = np.searchsorted(valid_utt, seg_utt[valid_seg])  # local utterance index
@@ -323,6 +328,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
   logging.info("fold %d (%s split): %d train / %d valid utterances, %d / %d segments, "
                "%d batches per epoch", fold, tcfg.split, len(train_utt), len(valid_utt),
                len(train_seg), len(valid_seg), num_batches)
+  if loaded_here:  # nothing below reads the raw features: free them (a caller's dataset is kept)
+    dataset = None
 
   # --- model and optimizer ---
   model = models.build_model(config.model)

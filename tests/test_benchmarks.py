@@ -27,8 +27,13 @@ def test_step_benchmark_tiny_config(tmp_path, capsys):
   printed = capsys.readouterr().out
   assert "| acrnn | jax |" in printed and "| acrnn | torch |" in printed
   assert "JAX / PyTorch train-step time" in printed
+  assert printed.lstrip().startswith(("QUIET", "LOADED — no verdict")) or \
+      "\nQUIET" in printed or "\nLOADED — no verdict" in printed
   saved = json.loads(out_json.read_text())
   assert saved["machine"]["cores"] >= 1 and saved["gemm_gflops"]["xla"] > 0
+  load = saved["load"]
+  assert {"load_before", "load_after", "others_share", "cpu", "cores", "quiet"} <= set(load)
+  assert load["quiet"] == loadcheck.verdict(load)[0]
   rows = {r["framework"]: r for r in saved["rows"]}
   assert set(rows) == {"jax", "torch"}
   jax_row = rows["jax"]
@@ -46,3 +51,85 @@ def test_step_benchmark_rejects_bad_arguments(tmp_path):
     step.main(["--framework", "tensorflow"])
   with pytest.raises(SystemExit, match="no such config file"):
     step.main(["--config", str(tmp_path / "missing.py")])
+
+
+# --- the load rule (benchmarks/loadcheck.py), on fake readings --------------------------------
+
+from benchmarks import loadcheck  # noqa: E402
+
+PROC_STAT = """cpu  100 5 50 1000 10 1 2 3 0 0
+cpu0 50 2 25 500 5 1 1 2 0 0
+intr 12345
+"""
+
+
+def test_parse_proc_stat_and_self_stat():
+  busy, total = loadcheck.parse_proc_stat(PROC_STAT)
+  assert total == 100 + 5 + 50 + 1000 + 10 + 1 + 2 + 3
+  assert busy == total - 1000 - 10  # idle and iowait are not busy; steal is
+  # a command name with spaces and parentheses; utime=7, stime=4 are fields 14 and 15
+  line = "4242 (python (x) y) R 1 2 3 4 5 6 7 8 9 10 7 4 0 0 20 0 3 0 99 100 200"
+  assert loadcheck.parse_self_stat(line) == 11
+  with pytest.raises(ValueError):
+    loadcheck.parse_proc_stat("intr 1\n")
+
+
+def test_others_share():
+  # 1000 ticks elapsed on all CPUs, 700 busy, 500 of them ours: others 20 %
+  assert loadcheck.others_share((0, 700), (0, 1000), (0, 500)) == pytest.approx(0.2)
+  assert loadcheck.others_share((0, 400), (0, 1000), (0, 500)) == 0.0  # clipped at 0
+  assert loadcheck.others_share((5, 5), (10, 10), (0, 0)) == 0.0  # no time elapsed
+
+
+@pytest.mark.parametrize("load, share, quiet, words", [
+    (0.2, 0.03, True, []),
+    (0.5, 0.10, True, []),  # the limits themselves pass
+    (0.8, 0.03, False, ["load average 0.80 > 0.5"]),
+    (0.2, 0.35, False, ["35 % of the CPU"]),
+    (3.0, 0.60, False, ["load average 3.00", "60 %"]),
+    (None, 0.0, False, ["no load average"]),
+    (0.1, None, False, ["no /proc/stat"]),
+])
+def test_verdict_rule(load, share, quiet, words):
+  readings = {"load_before": load, "load_after": 2.0, "others_share": share, "cpu": "X",
+              "cores": 2}
+  ok, reasons = loadcheck.verdict(readings)
+  assert ok == quiet
+  for w in words:
+    assert any(w in r for r in reasons), reasons
+  head = loadcheck.header(readings)
+  assert head.startswith("QUIET") == quiet
+  assert head.startswith("LOADED — no verdict") == (not quiet)
+  assert "2 cores" in head
+
+
+def _row(framework, step, infer_sps, pct_step=95.0, pct_infer=95.0):
+  return {"model": "acrnn", "framework": framework, "xla_options": "tuned" if framework == "jax"
+          else "", "dtype": "float32", "step_s": {"median": step}, "segments_per_s": infer_sps,
+          "step_pct_gemm": pct_step, "infer_pct_gemm": pct_infer}
+
+
+def test_goal_checks_and_verdict_lines():
+  rows = [_row("jax", 9.0, 5.0, 91.0, 85.0), _row("torch", 10.0, 4.0)]
+  checks = {goal: (value, met) for _, goal, value, met in step.goal_checks(rows)}
+  assert checks["train step JAX / PyTorch <= 1.0"] == (pytest.approx(0.9), True)
+  assert checks["inference segments/s JAX / PyTorch >= 1.0"] == (pytest.approx(1.25), True)
+  assert checks["train step % GEMM >= 90"][1] is True
+  assert checks["inference % GEMM >= 90"][1] is False
+  quiet = {"load_before": 0.1, "load_after": 1.9, "others_share": 0.01, "quiet": True}
+  text = step.format_verdict(rows, quiet)
+  assert text.startswith("QUIET") and text.count("MET ") == 3 and text.count("MISSED") == 1
+  loaded = {"load_before": 4.0, "load_after": 6.0, "others_share": 0.5, "quiet": False}
+  text = step.format_verdict(rows, loaded)
+  assert text.startswith("LOADED — no verdict") and "MET" not in text and "MISSED" not in text
+
+
+def test_wait_for_quiet(monkeypatch):
+  loads = iter([3.0, 1.0, 0.4, 0.1])
+  monkeypatch.setattr(loadcheck, "_loadavg", lambda: next(loads))
+  monkeypatch.setattr(loadcheck.time, "sleep", lambda s: None)
+  said = []
+  loadcheck.wait_for_quiet(60, log=said.append)
+  assert len(said) == 2 and "load average 3.00" in said[0]  # stopped at 0.4
+  monkeypatch.setattr(loadcheck, "_loadavg", lambda: 5.0)
+  assert loadcheck.wait_for_quiet(0) == pytest.approx(0, abs=1)  # gives up at once

@@ -320,3 +320,68 @@ def test_stats_round_trip_through_npz_without_pickle(tmp_path, ids):
   assert back.speakers == stats.speakers
   np.testing.assert_array_equal(features.normalize(segs, mask, spk, back),
                                 features.normalize(segs, mask, spk, stats))
+
+
+# --- statistics and normalisation from row indices, a chunk at a time (no whole copies) -------
+
+
+@pytest.mark.parametrize("chunk", [2, 256])
+def test_indexed_stats_and_normalize_equal_the_copying_forms(monkeypatch, chunk):
+  monkeypatch.setattr(features, "_CHUNK", chunk)  # 2: many chunks per speaker
+  segs, mask, spk = _segments()
+  idx = np.array([7, 0, 3, 4, 10, 1, 8, 5])  # unordered, a subset
+  stats = features.fit_speaker_stats(segs, mask, spk, index=idx)
+  ref = features.fit_speaker_stats(segs[idx], mask[idx], spk[idx])
+  assert stats.speakers == ref.speakers
+  np.testing.assert_array_equal(stats.frames, ref.frames)
+  for field in ("mean", "std", "global_mean", "global_std"):
+    np.testing.assert_allclose(getattr(stats, field), getattr(ref, field), rtol=1e-6, atol=1e-7)
+  # ... and both are the whole-array float64 moments (the implementation before chunking).
+  for i, s in enumerate(stats.speakers):
+    rows = idx[spk[idx] == s]
+    m, d = features._moments(segs[rows][mask[rows]], 1e-3)  # pylint: disable=protected-access
+    np.testing.assert_allclose(stats.mean[i], m, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(stats.std[i], d, rtol=1e-6)
+  g_mean, g_std = features._moments(segs[idx][mask[idx]], 1e-3)  # pylint: disable=protected-access
+  np.testing.assert_allclose(stats.global_mean, g_mean, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(stats.global_std, g_std, rtol=1e-6)
+  for fallback in ("global", "self"):
+    part = features.fit_speaker_stats(segs, mask, spk, index=idx[spk[idx] != "b"])
+    buf = np.full((len(idx),) + segs.shape[1:], np.nan, np.float32)
+    got = features.normalize(segs, mask, spk, part, fallback, index=idx, out=buf)
+    assert got is buf
+    want = features.normalize(segs[idx], mask[idx], spk[idx], part, fallback)
+    np.testing.assert_array_equal(got, want)
+    # the pre-chunking formula: (x - mean) / std per speaker, padded frames 0
+    i = part.speakers.index("a")
+    rows = idx[spk[idx] == "a"]
+    np.testing.assert_array_equal(got[spk[idx] == "a"],
+                                  np.where(mask[rows][..., None, None],
+                                           (segs[rows] - part.mean[i]) / part.std[i], 0.0))
+  with pytest.raises(ValueError, match="out must be"):
+    features.normalize(segs, mask, spk, stats, index=idx, out=np.zeros((1,) + segs.shape[1:]))
+
+
+def test_indexed_stats_and_normalize_make_no_whole_copies(monkeypatch):
+  """Memory: beyond the output, fitting and normalising hold a few chunks, not the data."""
+  import tracemalloc  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(features, "_CHUNK", 64)  # 64 of the 2048 rows: temporaries ~ 4 chunks
+  rng = np.random.default_rng(0)
+  n, t, m, c = 2048, 100, 10, 3
+  segs = rng.standard_normal((n, t, m, c), dtype=np.float32)  # 24.6 MB
+  mask = np.ones((n, t), bool)
+  mask[:, 80:] = False
+  spk = np.repeat(np.array(["a", "b", "c", "d"]), n // 4)
+  idx = np.arange(0, n, 1)
+  out = np.empty_like(segs)
+  tracemalloc.start()
+  try:
+    stats = features.fit_speaker_stats(segs, mask, spk, index=idx)
+    _, fit_peak = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    features.normalize(segs, mask, spk, stats, index=idx, out=out)
+    _, norm_peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  assert fit_peak < 0.2 * segs.nbytes, fit_peak  # the copying form needed ~4x segs.nbytes
+  assert norm_peak < 0.2 * segs.nbytes, norm_peak

@@ -249,7 +249,7 @@ def test_logit_scale_resolution():
   assert resolve_logit_scale(acrnn.get_config().model) == (1.0, 1.0)
   assert resolve_logit_scale(quickstart.get_config("acrnn").model) == (1.0, 1.0)
   assert resolve_logit_scale(tiny_cfg("acrnn", logit_scale=16)) == (16.0, 16.0)
-  assert resolve_logit_scale(tiny_cfg("acrnn", logit_scale="learned")) == ("learned", 24.0)
+  assert resolve_logit_scale(tiny_cfg("acrnn", logit_scale="learned")) == ("learned", 32.0)  # 4 x 8
   assert resolve_logit_scale(tiny_cfg("acrnn", logit_scale="learned",
                                       logit_scale_init=3)) == ("learned", 3.0)
   for bad in (-1.0, 0, "hot", float("inf")):
@@ -318,3 +318,22 @@ def test_ssa_ablations_mask_one_half(mode):
   kept = np.asarray(aux_full[on], np.float64)
   np.testing.assert_allclose(np.asarray(aux[on]), kept / kept.sum(-1, keepdims=True), rtol=1e-4,
                              atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["acrnn", "ssa_crnn"])
+def test_lstm_impls_same_tree_and_values(name):
+  """model.lstm_impl "hoisted" (ssa_jax.ops.HoistedBLSTM) and "flax" (nn.Bidirectional of
+  nn.RNN): the same parameter tree, and the same logits and batch statistics in both modes."""
+  x, mask = make_batch(1, 3, 8, 4, 3, [8, 6, 4])
+  flax_m = build_model(tiny_cfg(name, lstm_impl="flax"))
+  hoist_m = build_model(tiny_cfg(name, lstm_impl="hoisted"))
+  shapes = jax.eval_shape(flax_m.init, jax.random.key(0), x, mask)
+  assert jax.tree.structure(shapes) == jax.tree.structure(
+      jax.eval_shape(hoist_m.init, jax.random.key(0), x, mask))
+  variables = init(flax_m, x, mask)
+  for train in (False, True):
+    kw = {"mutable": ["batch_stats"]} if train else {}
+    out_f = flax_m.apply(variables, x, mask, train=train, **kw)
+    out_h = hoist_m.apply(variables, x, mask, train=train, **kw)
+    for a, b in zip(jax.tree.leaves(out_h), jax.tree.leaves(out_f)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -125,3 +125,51 @@ def test_train_compiler_options_by_backend():
   f = lambda k_: jax.grad(lambda kk: jnp.sum(plain_conv(x, kk) * dy))(k_)  # noqa: E731
   tuned = jax.jit(f, compiler_options=ops.train_compiler_options())
   assert rel(tuned(k), jax.jit(f)(k)) <= TOL
+
+
+# --- HoistedBLSTM against flax's nn.Bidirectional(nn.RNN(OptimizedLSTMCell)) ------------------
+
+from ssa_jax.models.crnn import make_blstm  # noqa: E402
+
+
+@pytest.mark.parametrize("lengths, unroll", [((9, 5, 2), 1), ((9, 9, 9), 3), (None, 1)])
+def test_hoisted_blstm_matches_flax_bidirectional(lengths, unroll):
+  """Same parameter tree and initial values; outputs and gradients (parameters and inputs) of a
+  masked loss equal to float32 rounding, with sequence lengths (reverse within length)."""
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 9, 6))
+  lens = None if lengths is None else jnp.asarray(lengths)
+  ref = make_blstm(4, name="blstm")
+  new = ops.HoistedBLSTM(4, unroll=unroll, name="blstm")
+  v_ref = ref.init(jax.random.PRNGKey(0), x, seq_lengths=lens)
+  v_new = new.init(jax.random.PRNGKey(0), x, seq_lengths=lens)
+  assert jax.tree.structure(v_ref) == jax.tree.structure(v_new)
+  for a, b in zip(jax.tree.leaves(v_ref), jax.tree.leaves(v_new)):
+    np.testing.assert_array_equal(a, b)  # same names, shapes, initialisers and RNG streams
+  real = (jnp.ones((3, 9), bool) if lens is None
+          else jnp.arange(9)[None, :] < lens[:, None])[..., None]
+  w = jax.random.normal(jax.random.PRNGKey(2), (3, 9, 8))
+
+  def loss(module, variables, x):
+    return jnp.sum(module.apply(variables, x, seq_lengths=lens) * w * real)
+  for module in (new,):
+    y_ref = ref.apply(v_ref, x, seq_lengths=lens)
+    y_new = module.apply(v_ref, x, seq_lengths=lens)
+    assert rel(y_new * real, y_ref * real) <= TOL
+    g_ref = jax.grad(loss, argnums=(1, 2))(ref, v_ref, x)
+    g_new = jax.grad(loss, argnums=(1, 2))(module, v_ref, x)
+    for a, b in zip(jax.tree.leaves(g_new), jax.tree.leaves(g_ref)):
+      assert rel(a, b) <= TOL
+
+
+def test_hoisted_blstm_bfloat16_and_model_switch():
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 6))
+  new = ops.HoistedBLSTM(4, dtype=jnp.bfloat16)
+  v = new.init(jax.random.PRNGKey(0), x)
+  assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(v))
+  ref = make_blstm(4, jnp.bfloat16)
+  assert rel(new.apply(v, x), ref.apply(v, x)) <= 2e-2  # bfloat16 matmuls
+  assert ops.resolve_lstm_impl("auto") in ("hoisted", "flax")
+  assert isinstance(make_blstm(4, impl="hoisted"), ops.HoistedBLSTM)
+  assert isinstance(make_blstm(4, impl="flax"), nn.Bidirectional)
+  with pytest.raises(ValueError, match="lstm_impl"):
+    ops.resolve_lstm_impl("cudnn")

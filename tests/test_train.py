@@ -189,6 +189,37 @@ def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch, tiny):
   assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(restored[0]["params"]))
 
 
+def test_fold_frees_the_raw_features_it_loaded(tmp_path, monkeypatch):
+  """A fold that prepared its own dataset drops the raw segments before training (only the
+  normalised copy stays); a caller's dataset is left alone; both give the same result."""
+  import weakref  # pylint: disable=g-import-not-at-top
+  from ssa_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  cfg = tiny_config()
+  cfg.train.epochs = 1
+  raw = []
+
+  def prepare(config, progress=True):
+    ds = fake_dataset()
+    raw.append(weakref.ref(ds.segments))  # numpy arrays take weak references
+    return ds
+  freed = []
+  real = input_pipeline.train_batches
+
+  def spy(*args, **kwargs):
+    freed.append(raw[-1]() is None if raw else None)
+    return real(*args, **kwargs)
+  monkeypatch.setattr(data_lib, "prepare", prepare)
+  monkeypatch.setattr(train.input_pipeline, "train_batches", spy)
+  train.train_and_evaluate(cfg, str(tmp_path / "loaded"), 0)
+  assert freed and freed[0] is True
+  kept = fake_dataset()
+  raw.clear()
+  freed.clear()
+  train.train_and_evaluate(cfg, str(tmp_path / "given"), 0, dataset=kept)
+  assert freed[0] is None and kept.segments.shape[0] > 0
+  assert _result(tmp_path / "loaded") == _result(tmp_path / "given")
+
+
 def test_unreadable_latest_checkpoint_falls_back_to_the_best(tmp_path, capsys):
   manager = checkpointing.checkpoint_manager(str(tmp_path))
   stats = features.SpeakerStats(speakers=("a",), mean=np.zeros((1, 2, 3), np.float32),

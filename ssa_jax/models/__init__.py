@@ -66,6 +66,7 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> ACRNN:
       mask_padding=bool(model_cfg.mask_padding),
       dtype=compute_dtype(model_cfg.dtype),
       conv_impl=ops.resolve_impl(str(model_cfg.get("conv_impl", "auto"))),
+      lstm_impl=ops.resolve_lstm_impl(str(model_cfg.get("lstm_impl", "auto"))),
       classifier_bias=str(model_cfg.get("classifier_bias", "scaled")),
   )
   kwargs["logit_scale"], kwargs["logit_scale_init"] = resolve_logit_scale(model_cfg)

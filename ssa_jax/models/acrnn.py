@@ -63,6 +63,7 @@ class ACRNN(nn.Module):
   mask_padding: bool = True
   dtype: jnp.dtype = jnp.float32
   conv_impl: str = "auto"
+  lstm_impl: str = "auto"
   logit_scale: float | str = 1.0  # the softmax temperature s of the emotion head, or "learned"
   logit_scale_init: float = 1.0  # initial s when logit_scale == "learned"
   classifier_bias: str = "scaled"  # scaled | unscaled | none (see the module docstring)
@@ -70,7 +71,7 @@ class ACRNN(nn.Module):
   def crnn(self, name: str) -> CRNN:
     return CRNN(self.conv_features, self.kernel_size, self.pool_size, self.dense_units,
                 self.lstm_units, self.leaky_slope, self.bn_momentum, self.mask_padding,
-                self.dtype, self.conv_impl, name=name)
+                self.dtype, self.conv_impl, lstm_impl=self.lstm_impl, name=name)
 
   def emotion_head(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
     """z (B, E) -> (emotion logits (B, K), the temperature s ()). Call from a compact method."""

@@ -55,15 +55,19 @@ def check_inputs(x: jax.Array, mask: jax.Array | None) -> jax.Array:
   return mask.astype(bool)
 
 
-def make_blstm(units: int, dtype: jnp.dtype = jnp.float32, name: str | None = None
-               ) -> nn.Bidirectional:
+def make_blstm(units: int, dtype: jnp.dtype = jnp.float32, name: str | None = None,
+               impl: str = "flax") -> nn.Module:
   """A BLSTM: two `nn.RNN` scans of `OptimizedLSTMCell(units)`; the backward one runs on each
   sequence reversed within its length (`seq_lengths`) and its outputs are put back in order.
 
   `blstm(y (B, T, F), seq_lengths=(B,) or None) -> (B, T, 2·units)` ([forward ; backward]).
   Parameters: `forward_rnn/cell` and `backward_rnn/cell`, each with input kernels `ii, if, ig, io`
   (F, units) and recurrent kernels `hi, hf, hg, ho` (units, units) carrying the gate biases.
+  `impl="hoisted"`: `ops.HoistedBLSTM`, the same function and parameters with the input
+  projection out of the time loop.
   """
+  if ops.resolve_lstm_impl(impl) == "hoisted":
+    return ops.HoistedBLSTM(units, dtype=dtype, name=name)
   cell = lambda: nn.OptimizedLSTMCell(units, dtype=dtype, parent=None)
   return nn.Bidirectional(nn.RNN(cell(), parent=None), nn.RNN(cell(), parent=None), name=name)
 
@@ -83,6 +87,7 @@ class CRNN(nn.Module):
     dtype: compute dtype of convs, dense and LSTM (parameters stay float32).
     conv_impl: "auto" | "gemm" | "xla", the convolution's implementation (`ssa_jax.ops.Conv`;
       the same parameters and values; "gemm": kernel gradient as GEMMs, "auto" = "xla").
+    lstm_impl: "auto" | "flax" | "hoisted", the BLSTM's implementation (`make_blstm`).
   """
 
   conv_features: Sequence[int] = (128, 256, 256, 256, 256, 256)
@@ -95,6 +100,7 @@ class CRNN(nn.Module):
   mask_padding: bool = True
   dtype: jnp.dtype = jnp.float32
   conv_impl: str = "auto"
+  lstm_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, train: bool = False):
@@ -132,7 +138,7 @@ class CRNN(nn.Module):
     if self.mask_padding:
       y = y * mask[:, :, None].astype(self.dtype)
       lengths = mask.sum(axis=1).astype(jnp.int32)
-    blstm = make_blstm(self.lstm_units, self.dtype, name="blstm")
+    blstm = make_blstm(self.lstm_units, self.dtype, name="blstm", impl=self.lstm_impl)
     h = blstm(y, seq_lengths=lengths).astype(jnp.float32)
     if self.mask_padding:
       h = h * mask[:, :, None]
