@@ -18,6 +18,10 @@ each in `<workdir>/<config.name>/`, and one table with a row per system in `<wor
 the first (mean, 95 % CI, p). `--config.key=value` overrides apply to every compared system;
 `--config FILE`, if given as well, is the first system.
 
+--runs DIR[=LABEL] ...: no training; the same compare.md / compare.json for run folders that
+are already trained (e.g. one system with several `--config.` overrides, each in its own
+--workdir), written into --workdir.
+
 Exit code 1 if a fold failed (the others are still run and summarised). A bad flag, config file,
 key, value or fold spec, or a missing corpus, is one line on stderr and exit code 1 (`bin/_cli.py`).
 
@@ -39,7 +43,7 @@ from ml_collections import config_flags
 from bin import _cli
 
 from ssa_jax import distributed
-from ssa_jax.crossval import load_config, run_compare, run_crossval
+from ssa_jax.crossval import load_config, run_compare, run_crossval, tabulate_runs
 
 _CONFIG = _cli.define_config_flag("quickstart.py")
 _FOLDS = flags.DEFINE_string("folds", None, "Folds to run: '0-9', '0,2,5', '0-2,7' "
@@ -49,6 +53,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<c
 _COMPARE = flags.DEFINE_multi_string("compare", [], "Config files of the systems to compare "
                                      "(several after one --compare, or --compare repeated).")
 
+_RUNS = flags.DEFINE_multi_string("runs", [], "Finished run folders DIR[=LABEL] to tabulate "
+                                  "without training (compare.md / compare.json in --workdir; "
+                                  "the first is the reference of the paired differences).")
+
 _DISTRIBUTED = distributed.define_flags()  # --coordinator, --num_processes, --process_id, ...
 flags.adopt_module_key_flags(distributed)  # listed by --help with this module's flags
 
@@ -56,6 +64,14 @@ flags.adopt_module_key_flags(distributed)  # listed by --help with this module's
 def main(argv: list[str]) -> int:
   compare = list(_COMPARE.value)
   extra = argv[1:]
+  if _RUNS.value:  # tabulate finished runs: no training, no JAX
+    if compare:
+      raise ValueError("--runs and --compare exclude each other")
+    workdir = _WORKDIR.value or os.path.join("runs", "compare")
+    tabulate_runs(list(_RUNS.value) + extra, workdir)
+    print(open(os.path.join(workdir, "compare.md"), encoding="utf-8").read())
+    print(f"wrote {os.path.join(os.path.abspath(workdir), 'compare.md')} and compare.json")
+    return 0
   if extra and not compare:
     _cli.no_arguments(argv)
   compare += extra  # `--compare a.py b.py c.py`: absl keeps b.py and c.py as positional args

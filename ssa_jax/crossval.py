@@ -33,6 +33,8 @@ import json
 import os
 import sys
 import time
+
+import ml_collections
 from typing import Any, Callable, Sequence
 
 from ssa_jax import distributed
@@ -331,3 +333,63 @@ def run_compare(configs: Sequence[Any], workdir: str, folds: str | Sequence[int]
     io_lib.write_text(os.path.join(workdir, "compare.md"),
                       summary.render_compare(summaries, paired=paired))
   return summaries, errors
+
+
+def load_run(run_dir: str) -> dict[int, dict[str, Any]]:
+  """fold -> result.json of every fold of a run folder that has one (`<run_dir>/fold<K>/`).
+
+  Raises:
+    ValueError: the folder does not exist, holds no result.json, or one is unreadable.
+  """
+  run_dir = os.path.abspath(os.path.expanduser(run_dir))
+  if not os.path.isdir(run_dir):
+    raise ValueError(f"{run_dir}: no such run folder")
+  results = {}
+  for name in sorted(os.listdir(run_dir)):
+    path = os.path.join(run_dir, name, "result.json")
+    if name.startswith("fold") and name[4:].isdigit() and os.path.isfile(path):
+      results[int(name[4:])] = io_lib.read_json(path)
+  if not results:
+    raise ValueError(f"{run_dir}: no fold<K>/result.json (train folds first)")
+  return results
+
+
+def parse_run_spec(spec: str) -> tuple[str, str | None]:
+  """`DIR` or `DIR=LABEL` -> (folder, label or None)."""
+  folder, sep, label = spec.partition("=")
+  if sep and not label.strip():
+    raise ValueError(f"--runs {spec!r}: empty label after '='")
+  return folder, (label.strip() if sep else None)
+
+
+def tabulate_runs(specs: Sequence[str], workdir: str) -> list[dict[str, Any]]:
+  """Summaries of finished runs (no training), each `DIR[=LABEL]`, and the same compare.md /
+  compare.json as `run_compare`, written into `workdir`; the first run is the reference of the
+  paired differences. The label defaults to the system name and the folder's name."""
+  from ssa_jax import summary  # pylint: disable=g-import-not-at-top
+  summaries, labels = [], []
+  for spec in specs:
+    folder, label = parse_run_spec(spec)
+    results = load_run(folder)
+    first = results[min(results)]
+    cfg = first.get("config") or {}
+    model, train_cfg = cfg.get("model", {}), cfg.get("train", {})
+    system = summary.system_label(ml_collections.ConfigDict(
+        {"model": {"name": model.get("name", "?")},
+         "train": {"constraint": train_cfg.get("constraint", "none")}}))
+    s = summary.summarize(results, name=str(cfg.get("name", os.path.basename(folder))),
+                          system=label or f"{system} ({os.path.basename(os.path.normpath(folder))})",
+                          corpus=str(first.get("corpus", "")), split=first.get("split"),
+                          valid_fraction=train_cfg.get("valid_fraction"),
+                          workdir=os.path.abspath(folder))
+    summaries.append(s)
+    labels.append(s["system"])
+  paired = summary.compare_systems(summaries, labels)
+  if distributed.is_main_process():
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    io_lib.write_json(os.path.join(workdir, "compare.json"), {"systems": summaries, "paired": paired})
+    io_lib.write_text(os.path.join(workdir, "compare.md"),
+                      summary.render_compare(summaries, labels, paired=paired))
+  return summaries
+

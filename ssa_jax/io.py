@@ -125,6 +125,16 @@ def write_json(path: PathLike, obj: Any, indent: int | None = 2) -> str:
   return write_text(path, dumps(obj, indent=indent) + "\n")
 
 
+def read_json(path: PathLike) -> Any:
+  """The JSON document at `path`. Raises ValueError naming the file if it is unreadable."""
+  path = os.fspath(path)
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path}: cannot read JSON ({e})") from e
+
+
 def write_jsonl(path: PathLike, records: Iterable[Mapping[str, Any]]) -> str:
   """Atomically replaces `path` with one JSON line per record."""
   return write_text(path, "".join(dumps(dict(r)) + "\n" for r in records))

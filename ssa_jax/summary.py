@@ -269,6 +269,8 @@ def fold_rows(results: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
     row["recalls"] = recalls
     row["collapse"] = min(present) if present else None
     row["valid_train_ratio"] = valid_train_ratio(r)
+    mass = r.get("speaker_mass")  # SSA-CRNN: mean attention mass on the SSA's speaker half
+    row["speaker_mass"] = None if mass is None else float(mass)
     rows.append(row)
   return rows
 
@@ -346,6 +348,9 @@ def summarize(results: Mapping[int, Mapping[str, Any]], name: str = "",
     for k, c in enumerate(classes):
       xs = [r["recalls"][k] for r in rows if r["recalls"] is not None and r["recalls"][k] is not None]
       recalls[c] = ci(xs) if xs else None
+  masses = [r["speaker_mass"] for r in rows]
+  if all(m is not None for m in masses):
+    stats["speaker_mass"] = mean_ci(masses, confidence).to_json()  # a descriptive spread
   method = STUDENT_T if ratio is None else CORRECTED_T
   statistics = {"method": method, "test_train_ratio": ratio, "ratio_source": source,
                 "description": METHOD_TEXT[method]}
@@ -513,12 +518,18 @@ def render_compare(summaries: Sequence[Mapping[str, Any]],
   if len(labels) != len(summaries):
     raise ValueError(f"{len(labels)} labels for {len(summaries)} systems")
   conf = summaries[0].get("confidence", CONFIDENCE) if summaries else CONFIDENCE
+  keys = [*METRICS, "collapse"]
   titles = [f"{t} (%)" for t in METRICS.values()] + ["collapse (%)"]
+  with_mass = any("speaker_mass" in s["metrics"] for s in summaries)
+  if with_mass:
+    keys.append("speaker_mass")
+    titles.append("speaker mass")
   lines = [f"# SER results with {100 * conf:g} % confidence interval", "",
            "| SER system | corpus | " + " | ".join(titles) + " | folds |",
            "|---|---|" + "---:|" * len(titles) + "---:|"]
   for label, s in zip(labels, summaries):
-    cells = " | ".join(_fmt(_stat(s, k)) for k in [*METRICS, "collapse"])
+    cells = " | ".join(_fmt_mass(s["metrics"].get(k)) if k == "speaker_mass"
+                       else _fmt(_stat(s, k)) for k in keys)
     lines.append(f"| {label} | {s.get('corpus', '')} | {cells} | {s['num_folds']} |")
   classes = next((s["classes"] for s in summaries if s.get("classes")), None)
   if classes:
@@ -543,7 +554,21 @@ def render_compare(summaries: Sequence[Mapping[str, Any]],
       test = "paired corrected resampled t" if method == CORRECTED_T else "paired t"
       lines.append(f"| {e['system']} | {len(e['folds'])} | {du} | {pu} | {dc} | {pc} | {test} |")
   lines += ["", "Intervals and tests: " + " ".join(_method_note(summaries, paired=bool(paired)))]
+  if with_mass:
+    lines += ["Speaker mass: the SSA's attention mass on its speaker half (sum over the real "
+              "frames of alpha_sp), mean over the validation segments of the best epoch, averaged "
+              "over the folds (± Student-t 95 % CI, descriptive)."]
   return "\n".join(lines) + "\n"
+
+
+def _fmt_mass(stat: Mapping[str, Any] | None) -> str:
+  if stat is None:
+    return "n/a"
+  return stat_text(stat["mean"], stat["ci"])
+
+
+def stat_text(mean: float, ci: float | None) -> str:
+  return f"{mean:.3f}" + ("" if ci is None else f" ± {ci:.3f}")
 
 
 # --- TensorBoard ---------------------------------------------------------------------------------

@@ -96,3 +96,32 @@ def test_duration_format_and_eta():
   assert p.describe() == "1 fold left"
   p.finished(5.0)
   assert p.describe() == "no fold left"
+
+
+def test_tabulate_runs_pairs_finished_folds_without_training(tmp_path):
+  """--runs: finished run folders -> compare.md / compare.json, paired against the first, with
+  the SSA speaker mass column; the numbers are summary.paired_test's on the matching folds."""
+  from ssa_jax import summary
+  cfg = {"name": "x", "model": {"name": "ssa_crnn"}, "train": {"constraint": "l1_sphere",
+                                                              "valid_fraction": 0.2}}
+  counts = {"train_utterances": {"a": 60}, "valid_utterances": {"a": 15}}
+  ref_uar, new_uar = [0.80, 0.85, 0.78], [0.75, 0.84, 0.74]
+  for name, uars in (("ref", ref_uar), ("new", new_uar)):
+    for fold, u in enumerate(uars):
+      _write(tmp_path / name / f"fold{fold}",
+             {**_result(fold, 12, u), "split": "random", "corpus": "synthetic", "config": cfg,
+              "counts": counts, "speaker_mass": 0.1 * (fold + 1)})
+  (tmp_path / "new" / "fold9").mkdir()  # a fold folder without result.json is ignored
+  out = crossval.tabulate_runs([f"{tmp_path / 'ref'}=Ref", str(tmp_path / "new")],
+                               str(tmp_path / "table"))
+  assert [s["system"] for s in out] == ["Ref", "SSA-CRNN-r (new)"]
+  doc = json.loads((tmp_path / "table" / "compare.json").read_text())
+  expected = summary.paired_test(new_uar, ref_uar, test_train_ratio=15 / 60)
+  assert doc["paired"][0]["uar"]["p"] == pytest.approx(expected.p)
+  assert doc["paired"][0]["uar"]["mean"] == pytest.approx(expected.mean)
+  md = (tmp_path / "table" / "compare.md").read_text()
+  assert "speaker mass" in md and "0.200 ±" in md  # mean of 0.1, 0.2, 0.3
+  with pytest.raises(ValueError, match="no fold"):
+    crossval.tabulate_runs([str(tmp_path / "new" / "fold9")], str(tmp_path / "t2"))
+  with pytest.raises(ValueError, match="no such run folder"):
+    crossval.tabulate_runs([str(tmp_path / "missing")], str(tmp_path / "t2"))
