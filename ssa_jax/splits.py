@@ -2,8 +2,9 @@
 
 Three modes (`config.train.split`):
   random      IEMOCAP (seed §3.2): a random 80/20 split of the whole set per fold, seeded by
-              (seed, fold), stratified by speaker x class so that class proportions match on both
-              sides and every (speaker, class) cell with data keeps at least one training utterance
+              (seed, fold), stratified by class (each class sends round(20 %) of its groups to
+              validation, so class proportions match on both sides, imbalanced corpora too)
+              and within a class by speaker, and every (speaker, class) cell with data keeps at least one training utterance
               (so every speaker is seen in training: the split is speaker dependent).
               The unit of the split is a *repetition group*: the utterances of one (speaker,
               class, phrase) (Att-HACK's and the built-in corpus's repetitions of a sentence),
@@ -60,26 +61,36 @@ def repetition_groups(labels: np.ndarray, speakers: np.ndarray,
 
 def _random_split(labels: np.ndarray, speakers: np.ndarray, groups: np.ndarray, fold: int,
                   valid_fraction: float, seed: int) -> np.ndarray:
-  """Boolean validation mask over utterances: whole repetition groups, stratified by
-  speaker x class with largest-remainder quotas counted in groups."""
+  """Boolean validation mask over utterances: whole repetition groups, stratified by class, then
+  by speaker within the class, with largest-remainder quotas counted in groups.
+
+  Each class sends round(valid_fraction * its groups) to validation (so the class proportions
+  match on both sides, also on an imbalanced corpus), shared among its (speaker, class) cells by
+  largest remainder (random tie-break), each cell keeping at least one training group.
+  """
   if not 0.0 < valid_fraction < 1.0:
     raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
   rng = np.random.default_rng([seed, fold])
-  cells = sorted(set(zip(speakers.tolist(), labels.tolist())))
-  # Groups of each cell (a group lies in one cell: its key holds the speaker and the class).
-  members = [np.unique(groups[(speakers == s) & (labels == c)]) for s, c in cells]
-  sizes = np.array([len(m) for m in members])
-  quota = valid_fraction * sizes
-  take = np.floor(quota).astype(np.int64)
-  # Hand the remaining validation groups to the cells with the largest remainders (random
-  # tie-break), so that the total is round(valid_fraction * groups) as closely as the caps allow.
-  remaining = int(round(valid_fraction * sizes.sum())) - int(take.sum())
-  order = np.lexsort((rng.random(len(cells)), -(quota - take)))
-  for i in order[:max(remaining, 0)]:
-    take[i] += 1
-  take = np.minimum(take, sizes - 1)  # at least one training group per (speaker, class) cell
-  valid_groups = [rng.permutation(m)[:k] for m, k in zip(members, take)]
-  return np.isin(groups, np.concatenate(valid_groups + [np.zeros(0, np.int64)]))
+  valid_groups = [np.zeros(0, np.int64)]
+  for c in np.unique(labels):
+    in_class = labels == c
+    cell_speakers = np.unique(speakers[in_class])
+    # Groups of each cell (a group lies in one cell: its key holds the speaker and the class).
+    members = [np.unique(groups[in_class & (speakers == s)]) for s in cell_speakers]
+    sizes = np.array([len(m) for m in members])
+    quota = valid_fraction * sizes
+    cap = sizes - 1  # at least one training group per (speaker, class) cell
+    take = np.minimum(np.floor(quota).astype(np.int64), cap)
+    remaining = int(round(valid_fraction * sizes.sum())) - int(take.sum())
+    order = np.lexsort((rng.random(len(sizes)), -(quota - take)))
+    for i in order:
+      if remaining <= 0:
+        break
+      if take[i] < cap[i]:
+        take[i] += 1
+        remaining -= 1
+    valid_groups += [rng.permutation(m)[:k] for m, k in zip(members, take)]
+  return np.isin(groups, np.concatenate(valid_groups))
 
 
 def _linguistic_split(phrases: np.ndarray, fold: int, num_folds: int, seed: int) -> np.ndarray:

@@ -114,3 +114,21 @@ def test_linguistic_needs_phrases():
     splits.fold_split(d, 0, "linguistic")
   with pytest.raises(ValueError, match="distinct phrases"):
     splits.fold_split(_fake(num_phrases=4), 0, "linguistic")
+
+
+@settings(max_examples=10, deadline=None)
+@given(fold=st.integers(0, 9), seed=st.integers(0, 3))
+def test_random_split_keeps_class_proportions_on_an_imbalanced_corpus(fold, seed):
+  """IEMOCAP-like weights: whole phrases dropped per class (3 of 12 phrases kept for two classes,
+  7 for another); every class sends 20 % of its repetition groups (rounded) to validation."""
+  d = _fake(seed=seed)
+  phrase = np.array([int(p[1:]) for p in d["phrases"]])
+  keep = phrase < np.array([12, 3, 3, 7])[d["labels"]]
+  d = {k: v[keep] for k, v in d.items()}
+  tr, va = splits.fold_split(d, fold, "random", seed=seed)
+  _check_partition(tr, va, len(d["labels"]))
+  groups = splits.repetition_groups(d["labels"], d["speakers"], d["phrases"])
+  for c in range(4):
+    g = np.unique(groups[d["labels"] == c])
+    gv = np.unique(groups[va][d["labels"][va] == c])
+    assert len(gv) == round(0.2 * len(g)), (c, len(gv), len(g))
