@@ -185,3 +185,21 @@ def test_quiet_run_script_usage():
   assert subprocess.run(["bash", "-n", script], check=False).returncode == 0  # parses
   done = subprocess.run(["bash", script], capture_output=True, text=True, check=False)
   assert done.returncode == 2 and "usage:" in done.stderr  # no OUTDIR: nothing runs
+
+
+def test_memory_table_per_hour_and_skipped_train():
+  from benchmarks import memory  # pylint: disable=import-outside-toplevel
+  mib = 2**20
+  rows = [{"scale": 1, "num_phrases": 12, "utterances": 10, "hours": 1.0,
+           "feature_bytes": 200 * mib, "prepare_rss": 1000 * mib, "train_rss": 1500 * mib},
+          {"scale": 4, "num_phrases": 48, "utterances": 40, "hours": 3.0,
+           "feature_bytes": 600 * mib, "prepare_rss": 1800 * mib, "train_rss": 1700 * mib}]
+  assert memory.per_hour(rows, "prepare_rss") == 400 * mib
+  text = memory.format_table(rows)
+  assert "feature arrays 200 MiB, bin.prepare peak RSS 400 MiB (2.00x)" in text
+  assert "bin.train fold peak RSS 100 MiB (0.50x)" in text
+  for r in rows:
+    r["train_rss"] = None
+  text = memory.format_table(rows)
+  assert text.count("not run") == 2 and "bin.train fold peak RSS 1" not in text
+  assert "bin.prepare peak RSS 400 MiB (2.00x)" in text
