@@ -237,6 +237,9 @@ parts = [np.full((64, 2**18), i, np.float32) for i in range(4)]   # 4 x 64 MiB, 
 with open("/proc/self/clear_refs", "w") as f:
   f.write("5")  # resets the peak (VmHWM) to the current resident set (Linux >= 4.0)
 before = kib("VmRSS")
+if kib("VmHWM") - before > 16 * 1024:  # the reset did not take (not a stock Linux kernel)
+  print("no-reset")
+  sys.exit(0)
 out = np.concatenate(parts) if sys.argv[1] == "concatenate" else data._concat_consuming(parts)
 assert out.shape == (256, 2**18) and out[-1, 0] == 3
 print((kib("VmHWM") - before) / 1024)  # MiB of peak above the parts alone
@@ -252,6 +255,9 @@ def test_concat_consuming_peak_is_about_one_part_not_a_second_copy():
   for how in ("concatenate", "consuming"):
     done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, how], cwd=root, capture_output=True,
                           text=True, check=True, env={**os.environ, "PYTHONPATH": str(root)})
-    growth[how] = float(done.stdout.strip().splitlines()[-1])
+    last = done.stdout.strip().splitlines()[-1]
+    if last == "no-reset":
+      pytest.skip("/proc/self/clear_refs does not reset the peak RSS here")
+    growth[how] = float(last)
   assert growth["concatenate"] > 200  # the second copy: 256 MiB (the check can tell them apart)
   assert growth["consuming"] < 128, growth  # about one 64 MiB part
