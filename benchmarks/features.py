@@ -1,6 +1,6 @@
 """Feature throughput: the per-file librosa reference vs the batched JAX front end.
 
-  python benchmarks/features.py [--rounds 5] [--devices 1] [--dft rfft|matmul|both]
+  python benchmarks/features.py [--rounds 5] [--devices 1] [--dft rfft|matmul|both] [--json out.json]
 
 Prints seconds of audio processed per wall-clock second for
 * librosa: `features.log_mel_3d` one 3 s utterance at a time (after one warm-up call);
@@ -22,19 +22,21 @@ so the batched path stays FFT-bound at ~3x librosa. Sharding the batch over 2 CP
 
 The first line printed says whether the machine was quiet (benchmarks/loadcheck.py: load average
 <= 0.5 at the start, other processes <= 10 % of the CPU time during the run) or
-"LOADED — no verdict"; quote only quiet runs.
+"LOADED — no verdict"; quote only quiet runs. `--json` writes the table (per path: every round's
+seconds of audio per second, median, best, ratios to librosa), the load readings and the arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import time
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--batch", type=int, default=64)
@@ -43,8 +45,12 @@ def main() -> None:
   parser.add_argument("--devices", type=int, default=1, help="CPU devices to shard the batch over")
   parser.add_argument("--dft", default="both", choices=["rfft", "matmul", "both"])
   parser.add_argument("--blas-threads", type=int, default=1,
-                      help="OpenBLAS/OMP threads for numpy (librosa's mel matmul); 0: leave as is")
-  args = parser.parse_args()
+                      help="OpenBLAS/OMP threads for numpy (librosa's mel matmul); 0: leave as is "
+                           "(takes effect only if numpy is not imported yet)")
+  parser.add_argument("--json", default="", help="write the table and the load readings here")
+  args = parser.parse_args(argv)
+  if args.rounds < 1 or args.batch < 1 or args.librosa_files < 1 or args.seconds <= 0:
+    parser.error("--rounds, --batch, --librosa-files and --seconds must be positive")
   if args.blas_threads > 0:  # before numpy is imported
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
       os.environ[var] = str(args.blas_threads)
@@ -105,10 +111,22 @@ def main() -> None:
         f"load avg {os.getloadavg()[0]:.1f}, rounds: {args.rounds}, batch {args.batch} x {args.seconds} s")
   print(f"{'path':<13}{'median s/s':>12}{'best s/s':>10}{'best ms/audio s':>17}"
         f"{'ratio (median)':>16}{'ratio (best)':>14}")
+  rows = []
   for name, values in speed.items():
     med, best = statistics.median(values), max(values)
+    rows.append({"path": name, "audio_s_per_s": values, "median": med, "best": best,
+                 "ms_per_audio_s_best": 1000 / best, "ratio_median": med / base_med,
+                 "ratio_best": best / base_best})
     print(f"{name:<13}{med:>12.0f}{best:>10.0f}{1000 / best:>17.4f}"
           f"{med / base_med:>15.2f}x{best / base_best:>13.2f}x")
+  out = {"args": vars(args), "load": readings, "rows": rows,
+         "devices": f"{jax.devices()[0].platform} x {len(devices)}", "cpus": os.cpu_count(),
+         "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")}
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(out, f, indent=2)
+  return out
+
 
 if __name__ == "__main__":
   main()

@@ -1,5 +1,7 @@
 """Was the machine quiet while a benchmark ran? Readings, and the rule that decides.
 
+  python benchmarks/loadcheck.py [--sample 15] [--json out.json]   # is the machine idle now?
+
   monitor = LoadMonitor.start()          # before the first timed step
   ...                                    # the timed work
   readings = monitor.stop()              # {load_before, load_after, others_share, ...}
@@ -21,7 +23,9 @@ Where /proc is missing (not Linux) the readings are None and the run counts as l
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import os
 import platform
 import time
@@ -172,3 +176,29 @@ class LoadMonitor:
                 "cpu": cpu_model(), "cores": os.cpu_count()}
     readings["quiet"], readings["reasons"] = verdict(readings)
     return readings
+
+
+def sample(seconds: float) -> dict[str, Any]:
+  """Readings over `seconds` of this process sleeping: the other processes' CPU share is then
+  everything else that runs (the check before a benchmark starts)."""
+  monitor = LoadMonitor.start()
+  time.sleep(max(seconds, 0.0))
+  return monitor.stop()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+  parser = argparse.ArgumentParser(description="Is the machine idle? The load rule over an idle "
+                                   "sample (benchmarks/loadcheck.py)")
+  parser.add_argument("--sample", type=float, default=15.0, metavar="SECONDS")
+  parser.add_argument("--json", default="")
+  args = parser.parse_args(argv)
+  readings = sample(args.sample)
+  print(header(readings))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(readings, f, indent=2)
+  return readings
+
+
+if __name__ == "__main__":
+  main()

@@ -1,7 +1,7 @@
 """Peak resident memory of `bin.prepare` and of one `bin.train` fold as the built-in corpus grows.
 
   python benchmarks/memory.py [--scales 1,4,16] [--config configs/quickstart.py] [--epochs 1]
-      [--cache-dir DIR] [--keep] [--json out.json]
+      [--cache-dir DIR] [--keep] [--skip-train] [--json out.json]
 
 For each scale s the built-in corpus gets s times the config's `data.synthetic.num_phrases`
 (12 -> 48 -> 192 by default: new phrases, same speakers, emotions and repetitions, so the
@@ -75,15 +75,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines.append(f"| {r['scale']}x ({r['num_phrases']} phrases) | {r['utterances']} | "
                  f"{r['hours']:.2f} | {mb(r['feature_bytes'])} | {mb(r['prepare_rss'])}"
                  f"{' (cache reused)' if r.get('prepare_cache') == 'reused' else ''} | "
-                 f"{mb(r['train_rss'])} | {r['train_rss'] / r['feature_bytes']:.2f} |")
-  growth = {k: per_hour(rows, k) for k in ("feature_bytes", "prepare_rss", "train_rss")}
+                 + (f"{mb(r['train_rss'])} | {r['train_rss'] / r['feature_bytes']:.2f} |"
+                    if r.get("train_rss") is not None else "not run | |"))
+  growth = {k: per_hour(rows, k) if all(r.get(k) is not None for r in rows) else None
+            for k in ("feature_bytes", "prepare_rss", "train_rss")}
   if growth["feature_bytes"]:
     lines.append("")
     lines.append(f"per hour of audio ({rows[0]['scale']}x -> {rows[-1]['scale']}x): feature arrays "
                  f"{mb(growth['feature_bytes'])} MiB, bin.prepare peak RSS "
-                 f"{mb(growth['prepare_rss'])} MiB ({growth['prepare_rss'] / growth['feature_bytes']:.2f}x), "
-                 f"bin.train fold peak RSS {mb(growth['train_rss'])} MiB "
-                 f"({growth['train_rss'] / growth['feature_bytes']:.2f}x)")
+                 f"{mb(growth['prepare_rss'])} MiB ({growth['prepare_rss'] / growth['feature_bytes']:.2f}x)"
+                 + (f", bin.train fold peak RSS {mb(growth['train_rss'])} MiB "
+                    f"({growth['train_rss'] / growth['feature_bytes']:.2f}x)"
+                    if growth["train_rss"] is not None else ""))
   return "\n".join(lines)
 
 
@@ -96,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--cache-dir", default="", help="corpus + feature caches (default: a "
                       "temporary folder, deleted at the end unless --keep)")
   parser.add_argument("--keep", action="store_true")
+  parser.add_argument("--skip-train", action="store_true", help="bin.prepare only")
   parser.add_argument("--json", default="")
   args = parser.parse_args(argv)
   sys.path.insert(0, ROOT)
@@ -120,6 +124,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
       row = {"scale": scale, "num_phrases": phrases, **parse_prepare(text, hop, sr),
              "prepare_rss": prep_rss, "prepare_s": prep_s,
              "prepare_cache": "reused" if "(reused)" in text else "built"}
+      if args.skip_train:
+        row.update(train_rss=None, train_s=None)
+        rows.append(row)
+        print(f"scale {scale}x: {row['utterances']} utterances, {row['hours']:.2f} h, prepare "
+              f"{prep_rss / 2**20:.0f} MiB ({prep_s:.0f} s)", file=sys.stderr, flush=True)
+        continue
       rc, train_rss, text, train_s = run_measured(
           [sys.executable, "-m", "bin.train", *common, "--fold", str(args.fold),
            "--workdir", os.path.join(work, f"x{scale}"), f"--config.train.epochs={args.epochs}"],
@@ -138,7 +148,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   table = format_table(rows)
   print(f"{args.config}, fold {args.fold}, {args.epochs} epoch(s) of training\n{table}")
   out = {"args": vars(args), "rows": rows, "table": table,
-         "per_hour": {k: per_hour(rows, k) for k in ("feature_bytes", "prepare_rss", "train_rss")}}
+         "per_hour": {k: per_hour(rows, k) if all(r.get(k) is not None for r in rows) else None
+                      for k in ("feature_bytes", "prepare_rss", "train_rss")}}
   if args.json:
     with open(args.json, "w") as f:
       json.dump(out, f, indent=2)

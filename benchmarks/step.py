@@ -451,6 +451,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   if "bfloat16" in args.dtypes and "torch" in args.framework:
     print("note: bfloat16 applies to JAX only; PyTorch runs float32")
   config = load_config(args.config)
+  if args.batch % int(config.model.num_classes):  # the input pipeline's balanced batches
+    parser.error(f"--batch must be a multiple of the number of classes "
+                 f"({int(config.model.num_classes)}): the data-time row uses emotion-balanced "
+                 f"batches")
   if args.wait_quiet > 0:
     loadcheck.wait_for_quiet(args.wait_quiet, log=lambda m: print(m, file=sys.stderr, flush=True))
   monitor = loadcheck.LoadMonitor.start()

@@ -165,7 +165,7 @@ def _build(config: Any, listing: Listing, progress: bool):
       for k, chunk in enumerate(chunks):
         loaded = [f.result() for f in pending]
         pending = submit(chunks[k + 1]) if k + 1 < len(chunks) else []  # read ahead while extracting
-        good, waves = [], []
+        good, waves, chunk_segs, chunk_masks = [], [], [], []
         for u, w in zip(chunk, loaded):
           if isinstance(w, Exception):
             skip(u, _reason(w, u.path), w)
@@ -181,8 +181,12 @@ def _build(config: Any, listing: Listing, progress: bool):
             continue
           seg_utt.append(np.full(s.shape[0], len(kept), np.int32))
           kept.append(u)
-          segs.append(np.asarray(s, np.float32))
-          masks.append(np.asarray(m, bool))
+          chunk_segs.append(np.asarray(s, np.float32))
+          chunk_masks.append(np.asarray(m, bool))
+        if chunk_segs:  # one array per chunk: few large blocks that _concat_consuming frees
+          segs.append(np.concatenate(chunk_segs))
+          masks.append(np.concatenate(chunk_masks))
+        del waves, loaded, chunk_segs, chunk_masks
         bar.update(len(chunk))
     finally:
       for f in pending:
@@ -191,7 +195,28 @@ def _build(config: Any, listing: Listing, progress: bool):
     shown = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
     raise CorpusError(f"{listing.root}: no utterance left after loading audio "
                       f"({len(skipped)} of {len(utts)} files skipped: {shown})")
-  return (np.concatenate(segs), np.concatenate(masks), np.concatenate(seg_utt), kept, skipped)
+  return (_concat_consuming(segs), _concat_consuming(masks), np.concatenate(seg_utt), kept,
+          skipped)
+
+
+def _concat_consuming(parts: list[np.ndarray]) -> np.ndarray:
+  """np.concatenate(parts) along axis 0 that empties `parts` as it copies.
+
+  The output is allocated uninitialised (its pages are committed as they are written) and each
+  part is dropped once copied, so the peak is about one copy of the data plus one part, not the
+  parts and the concatenation side by side (2x: `bin.prepare`'s peak grew at twice the feature
+  bytes per hour of audio, benchmarks/RESULTS.md).
+  """
+  total = sum(p.shape[0] for p in parts)
+  out = np.empty((total,) + parts[0].shape[1:], parts[0].dtype)
+  pos = 0
+  for i in range(len(parts)):
+    part, parts[i] = parts[i], None
+    out[pos:pos + part.shape[0]] = part
+    pos += part.shape[0]
+    del part
+  parts.clear()
+  return out
 
 
 # --------------------------------------------------------------------------- cache files

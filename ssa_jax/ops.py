@@ -7,7 +7,9 @@
 Why: the CPU train step spends most of its time in convolutions, and with jaxlib 0.10's defaults
 the kernel gradient (a "convolution" whose window is the whole T x F image and whose output is
 the small kt x kf kernel) goes to the YNNPACK library path, which ran at about half the rate of
-the forward convolution. Two remedies, measured in benchmarks/RESULTS.md:
+the forward convolution. Two remedies, measured in process CPU seconds on a 2-core machine shared
+with other work (figures below: directions, not results; benchmarks/RESULTS.md, "What was tried",
+and its quiet run give the sizes):
 
 * `train_compiler_options()`: compile the train step with YNNPACK's convolutions off (XLA's Eigen
   convolutions instead): per 256 -> 256 layer (batch 8, CPU seconds) the kernel gradient went
@@ -140,7 +142,8 @@ def train_compiler_options(backend: str | None = None) -> dict[str, str] | None:
   """XLA compiler options for the jitted train step: `jax.jit(..., compiler_options=...)`.
 
   On CPU, `CPU_OPTION_SETS[TRAIN_OPTION_SET]`: YNNPACK's convolutions off (its kernel gradient
-  is 4-5x slower than Eigen's); None elsewhere. The eval step keeps the defaults.
+  was slower than Eigen's in the measurements of the module docstring); None elsewhere. The
+  eval step keeps the defaults.
   """
   return cpu_compiler_options(TRAIN_OPTION_SET, backend)
 
@@ -192,7 +195,7 @@ LSTM_IMPLS = ("auto", "flax", "hoisted")
 
 
 def resolve_lstm_impl(impl: str) -> str:
-  """Checks `model.lstm_impl`; "auto" -> "hoisted" (measured in benchmarks/RESULTS.md)."""
+  """Checks `model.lstm_impl`; "auto" -> "hoisted" (benchmarks/RESULTS.md, "What was tried")."""
   if impl not in LSTM_IMPLS:
     raise ValueError(f"model.lstm_impl must be one of {LSTM_IMPLS}, got {impl!r}")
   return "hoisted" if impl == "auto" else impl

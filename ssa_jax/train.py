@@ -182,8 +182,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
   if max_traces is not None:
     step = chex.assert_max_traces(step, n=max_traces)
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  # On CPU, XLA's own (Eigen) convolutions instead of YNNPACK's: their kernel gradient is ~1.9x
-  # faster, the paper-size SSA-CRNN step 2.8x (benchmarks/RESULTS.md).
+  # On CPU, XLA's own (Eigen) convolutions instead of YNNPACK's: their kernel gradient was faster
+  # (benchmarks/RESULTS.md, "What was tried"; sizes from its quiet run).
   return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
                  compiler_options=compiler_options)
 

@@ -46,11 +46,14 @@ def test_step_benchmark_tiny_config(tmp_path, capsys):
   assert len(out["rows"]) == 2
 
 
-def test_step_benchmark_rejects_bad_arguments(tmp_path):
+def test_step_benchmark_rejects_bad_arguments(tmp_path, capsys):
   with pytest.raises(SystemExit):
     step.main(["--framework", "tensorflow"])
   with pytest.raises(SystemExit, match="no such config file"):
     step.main(["--config", str(tmp_path / "missing.py")])
+  with pytest.raises(SystemExit):  # 4 classes: batch 6 cannot be emotion-balanced
+    step.main(["--batch", "6", "--models", "acrnn"])
+  assert "multiple of the number of classes (4)" in capsys.readouterr().err
 
 
 # --- the load rule (benchmarks/loadcheck.py), on fake readings --------------------------------
@@ -133,3 +136,70 @@ def test_wait_for_quiet(monkeypatch):
   assert len(said) == 2 and "load average 3.00" in said[0]  # stopped at 0.4
   monkeypatch.setattr(loadcheck, "_loadavg", lambda: 5.0)
   assert loadcheck.wait_for_quiet(0) == pytest.approx(0, abs=1)  # gives up at once
+
+
+def test_loadcheck_cli_sample(tmp_path, monkeypatch, capsys):
+  # fake readings: the load average 0.2, then 100 ticks elapse of which 30 are others' busy time
+  stats = iter([(500, 1000), (530 + 5, 1100)])
+  own = iter([40, 45])
+  monkeypatch.setattr(loadcheck, "_loadavg", lambda: 0.2)
+  monkeypatch.setattr(loadcheck, "_snapshot", lambda: (next(stats), next(own)))
+  monkeypatch.setattr(loadcheck.time, "sleep", lambda s: None)
+  out_json = tmp_path / "idle.json"
+  readings = loadcheck.main(["--sample", "3", "--json", str(out_json)])
+  assert readings["others_share"] == pytest.approx(0.30)
+  assert readings["quiet"] is False and "30 %" in readings["reasons"][0]
+  assert capsys.readouterr().out.startswith("LOADED — no verdict")
+  assert json.loads(out_json.read_text())["others_share"] == pytest.approx(0.30)
+
+
+def test_features_benchmark_json(tmp_path, capsys):
+  from benchmarks import features as feature_bench  # pylint: disable=import-outside-toplevel
+  out_json = tmp_path / "features.json"
+  out = feature_bench.main(["--rounds", "2", "--batch", "2", "--seconds", "0.5",
+                            "--librosa-files", "1", "--dft", "rfft", "--blas-threads", "0",
+                            "--json", str(out_json)])
+  printed = capsys.readouterr().out
+  assert printed.startswith(("QUIET", "LOADED — no verdict"))
+  saved = json.loads(out_json.read_text())
+  assert saved == json.loads(json.dumps(out))
+  rows = {r["path"]: r for r in saved["rows"]}
+  assert set(rows) == {"librosa", "jax rfft"}
+  assert rows["librosa"]["ratio_median"] == pytest.approx(1.0)
+  for r in rows.values():
+    assert len(r["audio_s_per_s"]) == 2 and all(v > 0 for v in r["audio_s_per_s"])
+    assert r["best"] == max(r["audio_s_per_s"])
+    assert r["median"] == pytest.approx(sorted(r["audio_s_per_s"])[0] / 2 +
+                                        sorted(r["audio_s_per_s"])[1] / 2)
+  assert rows["jax rfft"]["ratio_best"] == pytest.approx(rows["jax rfft"]["best"] /
+                                                         rows["librosa"]["best"])
+  assert saved["load"]["quiet"] == loadcheck.verdict(saved["load"])[0]
+  assert saved["args"]["batch"] == 2
+
+
+def test_quiet_run_script_usage():
+  import os  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "benchmarks", "quiet_run.sh")
+  assert subprocess.run(["bash", "-n", script], check=False).returncode == 0  # parses
+  done = subprocess.run(["bash", script], capture_output=True, text=True, check=False)
+  assert done.returncode == 2 and "usage:" in done.stderr  # no OUTDIR: nothing runs
+
+
+def test_memory_table_per_hour_and_skipped_train():
+  from benchmarks import memory  # pylint: disable=import-outside-toplevel
+  mib = 2**20
+  rows = [{"scale": 1, "num_phrases": 12, "utterances": 10, "hours": 1.0,
+           "feature_bytes": 200 * mib, "prepare_rss": 1000 * mib, "train_rss": 1500 * mib},
+          {"scale": 4, "num_phrases": 48, "utterances": 40, "hours": 3.0,
+           "feature_bytes": 600 * mib, "prepare_rss": 1800 * mib, "train_rss": 1700 * mib}]
+  assert memory.per_hour(rows, "prepare_rss") == 400 * mib
+  text = memory.format_table(rows)
+  assert "feature arrays 200 MiB, bin.prepare peak RSS 400 MiB (2.00x)" in text
+  assert "bin.train fold peak RSS 100 MiB (0.50x)" in text
+  for r in rows:
+    r["train_rss"] = None
+  text = memory.format_table(rows)
+  assert text.count("not run") == 2 and "bin.train fold peak RSS 1" not in text
+  assert "bin.prepare peak RSS 400 MiB (2.00x)" in text

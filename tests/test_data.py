@@ -212,3 +212,52 @@ def test_unknown_backend(tmp_path):
   cfg = make_config(make_corpus(tmp_path / "corpus", bad=False), tmp_path / "cache", backend="torch")
   with pytest.raises(ValueError, match="features.backend 'torch'"):
     data.prepare(cfg, progress=False)
+
+
+def test_concat_consuming_equals_concatenate_and_empties_the_list():
+  rng = np.random.default_rng(0)
+  parts = [rng.standard_normal((n, 3, 2)).astype(np.float32) for n in (4, 1, 7)]
+  want = np.concatenate(parts)
+  got = data._concat_consuming(list(parts))  # pylint: disable=protected-access
+  np.testing.assert_array_equal(got, want)
+  assert got.dtype == np.float32 and got.shape == (12, 3, 2)
+  owned = [np.ones((2, 5), bool), np.zeros((3, 5), bool)]
+  out = data._concat_consuming(owned)  # pylint: disable=protected-access
+  assert owned == [] and out.shape == (5, 5) and out[:2].all() and not out[2:].any()
+
+
+_PEAK_SCRIPT = """
+import sys
+import numpy as np
+from ssa_jax import data
+def kib(field):
+  with open("/proc/self/status") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+parts = [np.full((64, 2**18), i, np.float32) for i in range(4)]   # 4 x 64 MiB, touched
+with open("/proc/self/clear_refs", "w") as f:
+  f.write("5")  # resets the peak (VmHWM) to the current resident set (Linux >= 4.0)
+before = kib("VmRSS")
+if kib("VmHWM") - before > 16 * 1024:  # the reset did not take (not a stock Linux kernel)
+  print("no-reset")
+  sys.exit(0)
+out = np.concatenate(parts) if sys.argv[1] == "concatenate" else data._concat_consuming(parts)
+assert out.shape == (256, 2**18) and out[-1, 0] == 3
+print((kib("VmHWM") - before) / 1024)  # MiB of peak above the parts alone
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux /proc only")
+def test_concat_consuming_peak_is_about_one_part_not_a_second_copy():
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  root = Path(__file__).resolve().parents[1]
+  growth = {}
+  for how in ("concatenate", "consuming"):
+    done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, how], cwd=root, capture_output=True,
+                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(root)})
+    last = done.stdout.strip().splitlines()[-1]
+    if last == "no-reset":
+      pytest.skip("/proc/self/clear_refs does not reset the peak RSS here")
+    growth[how] = float(last)
+  assert growth["concatenate"] > 200  # the second copy: 256 MiB (the check can tell them apart)
+  assert growth["consuming"] < 128, growth  # about one 64 MiB part
