@@ -10,12 +10,14 @@
 SSA-CRNN), optax NAdam update, then the Eq. 8 projection of `params["classifier"]["kernel"]` with
 the step's own classifier inputs `aux["z_em"]` (no gradient). A non-finite loss or gradient is
 recorded on the device in `state.bad_step` (the first such step, -1 if none), which the loop reads
-at log steps and epoch ends only, so metrics never stall the device.
+at log steps, checkpoints and epoch ends only, so metrics never stall the device.
 
 `train_and_evaluate` is a sequence of named steps: `check_config` -> mesh -> `load_fold`
 (`fold.prepare_fold`: split, training speaker statistics, normalised arrays) -> `build_program`
 (model, optimizer, jitted functions) -> `restore_or_init` (the latest checkpoint) -> `FoldLoop.run`
-(train an epoch, `fold.evaluate` the validation set, write its line, checkpoint) -> `fold_result`.
+(train an epoch, `fold.evaluate` the validation set, write its line, checkpoint; mid-epoch
+checkpoints every `train.checkpoint_every_minutes` / `train.checkpoint_every_steps`) ->
+`fold_result`.
 
 Files written by `train_and_evaluate` under `<workdir>/fold<K>/` (process 0 only, through
 `ssa_jax.io`: config.json and result.json replaced atomically, metrics.jsonl appended a line at a
@@ -29,10 +31,11 @@ time with fsync, a torn last line dropped on resume):
                   speaker mass, class names, counts, corpus, split, fold, config; wall-clock
                   values under "timing"
   checkpoints/    orbax CheckpointManager (ssa_jax/checkpointing.py), the latest and the best-UAR
-                  steps: train state, data position, best-so-far, speaker normalisation
-                  statistics, class / speaker names
-Rerunning the same command resumes from the latest checkpoint and ends with the same result.
-Epochs are counted from 1 in the files (epoch e = e epochs completed).
+                  steps: train state, data position (epoch, batch) and the epoch's running metric
+                  sums, best-so-far, speaker normalisation statistics, class / speaker names
+Rerunning the same command resumes from the latest checkpoint, at the batch it was saved at (the
+batch order of an epoch is a pure function of (seed, fold, epoch)), and ends with the same
+result.json. Epochs are counted from 1 in the files (epoch e = e epochs completed).
 """
 
 from __future__ import annotations
@@ -50,10 +53,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import struct
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from ssa_jax import constraint as constraint_lib
@@ -344,6 +349,15 @@ def _sync_metrics_file(path: str, meta: Mapping[str, Any], is_main: bool) -> Non
     io_lib.write_jsonl(path, history)
 
 
+def checkpoint_due(step: int, seconds_since_save: float, every_steps: int,
+                   every_minutes: float) -> bool:
+  """Whether a mid-epoch checkpoint is due after global step `step` (`train.checkpoint_every_*`:
+  every `every_steps` steps if > 0, or once `every_minutes` have passed since the last save if
+  > 0)."""
+  return ((every_steps > 0 and step % every_steps == 0)
+          or (every_minutes > 0 and seconds_since_save >= 60.0 * every_minutes))
+
+
 def stopped(meta: Mapping[str, Any], tcfg: ml_collections.ConfigDict) -> str | None:
   """Why training is over ("epochs" | "patience"), or None."""
   if meta["epoch"] >= int(tcfg.epochs):
@@ -404,6 +418,9 @@ class FoldLoop:
                                                         int(self.tcfg.batch_size))
     self.names = {"classes": list(fd.classes), "speakers": [str(n) for n in fd.speaker_names]}
     self.t_resume, self.elapsed0 = time.time(), float(meta["elapsed"])
+    self.last_save = self.t_resume
+    self.every_steps = int(self.tcfg.get("checkpoint_every_steps", 0))
+    self.every_minutes = float(self.tcfg.get("checkpoint_every_minutes", 10.0))
     self.last_uar = meta["best"]["uar"] if meta["best"] else float("nan")
 
   def run(self) -> dict[str, Any]:
@@ -444,14 +461,40 @@ class FoldLoop:
           self.state, parallel.global_batch(local, self.mesh))
       pending.append(step_metrics)
       self.bar.update(1)
-      if (b + 1) % int(self.tcfg.log_every) == 0:  # fetch metrics only here: the device never waits
+      log_step = (b + 1) % int(self.tcfg.log_every) == 0
+      if log_step:  # fetch metrics only here (and at checkpoints): the device never waits
         pending = _accumulate(sums, pending)
         self._check_finite("log step")
         self.bar.set_postfix(loss=f"{sums['loss'] / sums['count']:.3f}",
                              uar=f"{self.last_uar:.3f}")
+      step = epoch * self.num_batches + b + 1  # == state.step, without waiting for the device
+      if b + 1 < self.num_batches and self._save_due(step, log_step):
+        pending = _accumulate(sums, pending)
+        self._check_finite("mid-epoch checkpoint")
+        self.save_position(b + 1, sums)
     _accumulate(sums, pending)
     self._check_finite("end of epoch")
     return sums
+
+  def _save_due(self, step: int, log_step: bool) -> bool:
+    """A mid-epoch checkpoint after `step`? The clock is read at log steps only, and with several
+    processes process 0's decision is everyone's (the save is collective)."""
+    if checkpoint_due(step, 0.0, self.every_steps, 0.0):
+      return True
+    if not log_step or self.every_minutes <= 0:
+      return False
+    due = checkpoint_due(step, time.time() - self.last_save, 0, self.every_minutes)
+    if jax.process_count() > 1:
+      due = bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
+    return due
+
+  def save_position(self, batch: int, sums: Mapping[str, float]) -> None:
+    """A mid-epoch checkpoint: `batch` batches of epoch meta["epoch"] done, their metric sums."""
+    self.meta.update(batch=batch, sums=dict(sums),
+                     elapsed=self.elapsed0 + time.time() - self.t_resume)
+    checkpointing.save(self.manager, int(self.state.step), self.state.to_dict(), self.meta,
+                       self.fd.stats, self.names, uar=None, epoch=int(self.meta["epoch"]))
+    self.last_save = time.time()
 
   def end_epoch(self, sums: Mapping[str, float]) -> None:
     """Evaluates, updates best-so-far and patience, writes the epoch's line and checkpoint."""
@@ -476,6 +519,7 @@ class FoldLoop:
     self.bar.set_postfix(loss=f"{line['train_loss']:.3f}", uar=f"{self.last_uar:.3f}")
     checkpointing.save(self.manager, step, self.state.to_dict(), meta, self.fd.stats, self.names,
                        uar=result["uar"], epoch=epoch_done)
+    self.last_save = time.time()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: int,

@@ -230,10 +230,17 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_best(tmp_path, capsys):
     checkpointing.save(manager, step, {"w": np.full(3, float(step))}, {"epoch": step}, stats,
                        {"classes": ["x"]}, uar=uar, epoch=step)
   assert manager.all_steps() == [2, 3]  # the best (2) and the latest (3)
-  for f in (tmp_path / "3" / "state").rglob("*"):
+  assert manager.best_step() == 2  # orbax's own tracking (best_fn on the saved metrics)
+  checkpointing.save(manager, 4, {"w": np.full(3, 4.0)}, {"epoch": 3, "batch": 1}, stats,
+                     {"classes": ["x"]}, uar=None, epoch=3)  # mid-epoch: no metrics
+  assert manager.all_steps() == [2, 4] and manager.best_step() == 2
+  reopened = checkpointing.checkpoint_manager(str(tmp_path), read_only=True)
+  assert reopened.best_step() == 2  # the metrics are read back from disk
+  reopened.close()
+  for f in (tmp_path / "4" / "state").rglob("*"):
     if f.is_file():
       f.write_bytes(b"garbage")
   state, meta = checkpointing.restore_latest(manager, {"w": np.zeros(3)})
   np.testing.assert_array_equal(state["w"], [2.0, 2.0, 2.0])
   assert meta == {"epoch": 2}
-  assert "checkpoint step 3" in capsys.readouterr().out
+  assert "checkpoint step 4" in capsys.readouterr().out
