@@ -14,7 +14,9 @@ Layout of `<workdir>/fold<K>/checkpoints/<step>/` (orbax items, nothing pickled)
 
 The best step is orbax's (`best_fn` = (uar, -epoch), `best_mode="max"`: the best UAR, the
 earliest epoch on ties; `manager.best_step()`); a mid-epoch checkpoint carries no metrics, so it
-is never the best and is deleted once a newer checkpoint exists.
+is never the best; the training loop deletes it once a newer checkpoint exists
+(`delete_steps`). Checkpoints without metrics are otherwise kept: those written before orbax
+tracked the metrics hold the best of runs that started then (the saved meta names it).
 
   manager = checkpoint_manager(directory)
   save(manager, step, state_dict, meta, stats, names, uar=..., epoch=...)   # uar=None mid-epoch
@@ -47,8 +49,7 @@ def checkpoint_manager(directory: str, read_only: bool = False) -> ocp.Checkpoin
   """
   policy = ocp.checkpoint_managers.AnyPreservationPolicy([
       ocp.checkpoint_managers.LatestN(n=1),
-      ocp.checkpoint_managers.BestN(get_metric_fn=_best_key, n=1,
-                                    keep_checkpoints_without_metrics=False),
+      ocp.checkpoint_managers.BestN(get_metric_fn=_best_key, n=1),
   ])
   options = ocp.CheckpointManagerOptions(
       best_fn=_best_key, best_mode="max", preservation_policy=policy, create=not read_only,
@@ -71,6 +72,13 @@ def save(manager: ocp.CheckpointManager, step: int, state: dict[str, Any], meta:
       state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
       normalization=ocp.args.StandardSave(norm), names=ocp.args.JsonSave(names)),
       metrics=None if uar is None else {"uar": float(uar), "epoch": int(epoch)})
+
+
+def delete_steps(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+  """Deletes these checkpoints (superseded mid-epoch ones) where they exist."""
+  for step in steps:
+    if step in manager.all_steps():
+      manager.delete(step)
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: dict[str, Any] | None
@@ -119,13 +127,13 @@ def load_best(fold_dir: str) -> dict[str, Any]:
   steps = manager.all_steps()
   if not steps:
     raise FileNotFoundError(f"{ckpt_dir}: no checkpoint")
-  step = manager.best_step()
-  if step is None or step not in steps:  # no epoch-end checkpoint yet, or written before orbax
-    # tracked the metrics (their best step is in the latest meta)
-    latest_meta = manager.restore(max(steps), args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore()))["meta"]
-    best = (latest_meta.get("best") or {}).get("step")
-    step = best if best in steps else max(steps)
+  step = manager.best_step()  # None: no checkpoint with metrics (no epoch ended yet)
+  latest_meta = manager.restore(max(steps), args=ocp.args.Composite(
+      meta=ocp.args.JsonRestore()))["meta"]
+  legacy = (latest_meta.get("best") or {}).get("step")
+  if legacy in steps and manager.metrics(legacy) is None:  # saved before orbax tracked metrics
+    step = legacy
+  step = max(steps) if step is None else step
   r = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore(),
       normalization=ocp.args.StandardRestore(), names=ocp.args.JsonRestore()))

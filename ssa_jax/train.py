@@ -422,6 +422,8 @@ class FoldLoop:
     self.every_steps = int(self.tcfg.get("checkpoint_every_steps", 0))
     self.every_minutes = float(self.tcfg.get("checkpoint_every_minutes", 10.0))
     self.last_uar = meta["best"]["uar"] if meta["best"] else float("nan")
+    # Mid-epoch checkpoints to delete once a newer one is saved (the one resumed from, too).
+    self.superseded = [int(state.step)] if int(meta["batch"]) > 0 else []
 
   def run(self) -> dict[str, Any]:
     total = int(self.tcfg.epochs) * self.num_batches
@@ -492,9 +494,11 @@ class FoldLoop:
     """A mid-epoch checkpoint: `batch` batches of epoch meta["epoch"] done, their metric sums."""
     self.meta.update(batch=batch, sums=dict(sums),
                      elapsed=self.elapsed0 + time.time() - self.t_resume)
-    checkpointing.save(self.manager, int(self.state.step), self.state.to_dict(), self.meta,
+    step = int(self.state.step)
+    checkpointing.save(self.manager, step, self.state.to_dict(), self.meta,
                        self.fd.stats, self.names, uar=None, epoch=int(self.meta["epoch"]))
-    self.last_save = time.time()
+    checkpointing.delete_steps(self.manager, self.superseded)
+    self.superseded, self.last_save = [step], time.time()
 
   def end_epoch(self, sums: Mapping[str, float]) -> None:
     """Evaluates, updates best-so-far and patience, writes the epoch's line and checkpoint."""
@@ -519,7 +523,8 @@ class FoldLoop:
     self.bar.set_postfix(loss=f"{line['train_loss']:.3f}", uar=f"{self.last_uar:.3f}")
     checkpointing.save(self.manager, step, self.state.to_dict(), meta, self.fd.stats, self.names,
                        uar=result["uar"], epoch=epoch_done)
-    self.last_save = time.time()
+    checkpointing.delete_steps(self.manager, self.superseded)
+    self.superseded, self.last_save = [], time.time()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: int,
