@@ -395,7 +395,7 @@ def profile_jax(cfg, batch: dict[str, np.ndarray], steps: int, options: str,
   """Per-layer table, wall seconds {train, infer}, and the runner (for the torch weights)."""
   runner = step_bench.JaxRunner(cfg, batch, options, eval_options)
   train = runner.train_fn.lower(runner.state, runner.batch).compile()
-  evaluate = runner.eval_fn.lower(runner.state, runner.batch).compile()
+  evaluate = runner.eval_fn.lower(runner.variables(), runner.batch).compile()
   state = {"s": runner.state}
 
   def train_once():
@@ -403,7 +403,8 @@ def profile_jax(cfg, batch: dict[str, np.ndarray], steps: int, options: str,
     jax.block_until_ready((state["s"], metrics))
 
   def infer_once():
-    jax.block_until_ready(evaluate(state["s"], runner.batch))
+    s = state["s"]
+    jax.block_until_ready(evaluate({"params": s.params, "batch_stats": s.batch_stats}, runner.batch))
 
   train_once()  # warm-up (allocations, thread pools)
   infer_once()

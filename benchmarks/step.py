@@ -153,7 +153,7 @@ class JaxRunner:
     self.loss = float(metrics["loss"])
 
   def infer(self) -> None:
-    jax.block_until_ready(self.eval_fn(self.state, self.batch))
+    jax.block_until_ready(self.eval_fn(self.variables(), self.batch))
 
   def recompilations(self) -> int:
     return self.train_fn._cache_size() - 1 + self.eval_fn._cache_size() - 1  # pylint: disable=protected-access
@@ -166,10 +166,11 @@ def nominal_flops(cfg, runner: JaxRunner) -> tuple[float, float]:
   model = models.build_model(plain.model)
   step = train.make_train_step(model, runner.tx, cfg.train.constraint, runner.mesh)
   evaluate = train.make_eval_step(model, runner.mesh)
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
-                          (runner.state, runner.batch))
-  flops = lambda f: float(f.lower(*abstract).cost_analysis()["flops"])  # noqa: E731
-  return flops(step), flops(evaluate)
+  abstract = lambda *args: jax.tree.map(  # noqa: E731
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), args)
+  flops = lambda f, *args: float(f.lower(*abstract(*args)).cost_analysis()["flops"])  # noqa: E731
+  return (flops(step, runner.state, runner.batch),
+          flops(evaluate, runner.variables(), runner.batch))
 
 
 class TorchRunner:

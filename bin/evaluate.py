@@ -2,15 +2,17 @@
 
   python -m bin.evaluate --workdir runs/quickstart_ssa_crnn_r --fold 3 [--utterance ID] [--out DIR]
 
-Loads the fold's best checkpoint (validation UAR), rebuilds its validation set exactly as training
-did (data cache, split, training speaker statistics) and writes into `<workdir>/fold<K>/figures/`
-(or --out):
+Loads the fold's best checkpoint (validation UAR), rebuilds its validation set and evaluates it
+with training's own code (`ssa_jax.fold.prepare_fold` / `fold.evaluate`: data cache, split,
+training speaker statistics, eval step, pooling; the numbers are result.json's) and writes into
+`<workdir>/fold<K>/figures/` (or --out):
   confusion.png       row-normalised confusion matrix with class names and percentages (Figure 4)
   attention_<ID>.png  attention scores over time, α_em and α_sp for SSA-CRNN, α for ACRNN, with the
                       log-Mel static channel above (Figure 3); --utterance, else the first
                       validation utterance
   tsne.png            t-SNE of the validation emotion embeddings z_em by class (Figure 5)
-  evaluation.json     UAR, WA, segment UAR, confusion matrix, the files written
+  evaluation.json     UAR, WA, segment UAR, confusion matrix, recalls, SSA speaker mass and
+                      speaker accuracy, the files written
 
 A bad or missing flag, a folder that is not a trained fold or an unknown utterance is one line on
 stderr and exit code 1 (`bin/_cli.py`).

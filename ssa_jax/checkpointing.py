@@ -1,16 +1,25 @@
 """Per-fold orbax checkpoints: the latest (to resume) and the best by validation UAR.
 
 Layout of `<workdir>/fold<K>/checkpoints/<step>/` (orbax items, nothing pickled):
-  state          {step, params, batch_stats, opt_state, rng, bad_step}   (orbax StandardSave)
-  meta           JSON: data position {epoch, batch}, best-so-far {epoch, step, uar, wa,
-                 segment_uar, confusion}, bad_epochs, train_loss, elapsed
+  state          {step, params, batch_stats, opt_state, bad_step}   (orbax StandardSave)
+  meta           JSON: data position {epoch (epochs done), batch (batches of the next epoch
+                 done)}, sums (that epoch's running step-metric sums and their count), best-so-far
+                 {epoch, step, uar, wa, segment_uar, confusion, recalls, ...}, bad_epochs,
+                 train_loss, elapsed
   normalization  the training speaker statistics `features.SpeakerStats.to_arrays()` without the
                  speaker ids (arrays: mean, std (S, M, C), global_mean, global_std (M, C), frames)
   names          JSON: classes, speakers (all of the corpus, the speaker-classifier order),
                  normalization_speakers (the row order of `normalization`)
+  metrics        orbax's own: {uar, epoch} of an epoch-end checkpoint (none mid-epoch)
+
+The best step is orbax's (`best_fn` = (uar, -epoch), `best_mode="max"`: the best UAR, the
+earliest epoch on ties; `manager.best_step()`); a mid-epoch checkpoint carries no metrics, so it
+is never the best; the training loop deletes it once a newer checkpoint exists
+(`delete_steps`). Checkpoints without metrics are otherwise kept: those written before orbax
+tracked the metrics hold the best of runs that started then (the saved meta names it).
 
   manager = checkpoint_manager(directory)
-  save(manager, step, state_dict, meta, stats, names, uar=..., epoch=...)
+  save(manager, step, state_dict, meta, stats, names, uar=..., epoch=...)   # uar=None mid-epoch
   state_dict, meta = restore_latest(manager, target_state_dict)   # or None
   best = load_best(fold_dir)   # {"variables", "config", "classes", "stats", "step", "meta"}
 """
@@ -29,6 +38,10 @@ from absl import logging
 from ssa_jax import features
 
 
+def _best_key(metrics: dict[str, Any]) -> tuple[float, int]:
+  return (float(metrics["uar"]), -int(metrics["epoch"]))
+
+
 def checkpoint_manager(directory: str, read_only: bool = False) -> ocp.CheckpointManager:
   """Keeps the latest step and the best by validation UAR (the earliest epoch on ties).
 
@@ -36,21 +49,36 @@ def checkpoint_manager(directory: str, read_only: bool = False) -> ocp.Checkpoin
   """
   policy = ocp.checkpoint_managers.AnyPreservationPolicy([
       ocp.checkpoint_managers.LatestN(n=1),
-      ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: (m["uar"], -m["epoch"]), n=1),
+      ocp.checkpoint_managers.BestN(get_metric_fn=_best_key, n=1),
   ])
-  options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=not read_only,
-                                         read_only=read_only, enable_async_checkpointing=False)
+  options = ocp.CheckpointManagerOptions(
+      best_fn=_best_key, best_mode="max", preservation_policy=policy, create=not read_only,
+      read_only=read_only, enable_async_checkpointing=False)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: dict[str, Any], meta: dict[str, Any],
-         stats: features.SpeakerStats, names: dict[str, Any], *, uar: float, epoch: int) -> None:
+         stats: features.SpeakerStats, names: dict[str, Any], *, uar: float | None,
+         epoch: int) -> None:
+  """Saves one checkpoint (the layout above); uar None: a mid-epoch one (no orbax metrics).
+  A step that already exists (an unreadable one, passed over by `restore_latest`, replayed from
+  an older checkpoint) is replaced."""
+  if step in manager.all_steps():
+    logging.warning("checkpoint step %d in %s is replaced", step, manager.directory)
+    manager.delete(step)
   norm = {k: v for k, v in stats.to_arrays().items() if k != "speakers"}
   names = {**names, "normalization_speakers": [str(s) for s in stats.speakers]}
   manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
       normalization=ocp.args.StandardSave(norm), names=ocp.args.JsonSave(names)),
-      metrics={"uar": float(uar), "epoch": int(epoch)})
+      metrics=None if uar is None else {"uar": float(uar), "epoch": int(epoch)})
+
+
+def delete_steps(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+  """Deletes these checkpoints (superseded mid-epoch ones) where they exist."""
+  for step in steps:
+    if step in manager.all_steps():
+      manager.delete(step)
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: dict[str, Any] | None
@@ -99,10 +127,13 @@ def load_best(fold_dir: str) -> dict[str, Any]:
   steps = manager.all_steps()
   if not steps:
     raise FileNotFoundError(f"{ckpt_dir}: no checkpoint")
+  step = manager.best_step()  # None: no checkpoint with metrics (no epoch ended yet)
   latest_meta = manager.restore(max(steps), args=ocp.args.Composite(
       meta=ocp.args.JsonRestore()))["meta"]
-  best = (latest_meta.get("best") or {}).get("step")
-  step = best if best in steps else max(steps)
+  legacy = (latest_meta.get("best") or {}).get("step")
+  if legacy in steps and manager.metrics(legacy) is None:  # saved before orbax tracked metrics
+    step = legacy
+  step = max(steps) if step is None else step
   r = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore(),
       normalization=ocp.args.StandardRestore(), names=ocp.args.JsonRestore()))

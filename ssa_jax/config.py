@@ -111,4 +111,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.valid_fraction = 0.2  # random split
   c.train.pooling = "max"  # segment posteriors -> utterance: max | mean
   c.train.log_every = 10  # steps between progress-bar updates
+  # Mid-epoch checkpoints (preemption): the train state, the exact data position (epoch, batch)
+  # and the epoch's running metric sums, so that a killed run resumes at that batch and ends with
+  # the same result.json. Every epoch end is checkpointed regardless. <= 0: no timed checkpoint.
+  # The clock is read at log steps (log_every), so the interval is rounded up to one.
+  c.train.checkpoint_every_minutes = 10.0
+  c.train.checkpoint_every_steps = 0  # also every this many steps (tests); 0: off
   return c

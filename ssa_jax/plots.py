@@ -171,17 +171,73 @@ def _attention_curves(aux: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   raise ValueError(f"the model returns no attention weights (aux keys: {sorted(aux)})")
 
 
+def _fold_number(fold_dir: str) -> int:
+  """K of a trained fold: result.json's "fold", else the folder name fold<K>."""
+  from ssa_jax import io as io_lib  # pylint: disable=g-import-not-at-top,reimported
+  result_path = os.path.join(fold_dir, "result.json")
+  if os.path.isfile(result_path):
+    return int(io_lib.read_json(result_path)["fold"])
+  name = os.path.basename(fold_dir)
+  if not (name.startswith("fold") and name[4:].isdigit()):
+    raise ValueError(f"{fold_dir}: cannot tell the fold number; pass it")
+  return int(name[4:])
+
+
+def _utterance_index(dataset, utterance: str | None, valid_utt: np.ndarray) -> int:
+  """The corpus index of `utterance` (default: the first validation utterance)."""
+  ids = list(dataset.utt_ids)
+  if utterance is None:
+    return int(valid_utt[0])
+  if utterance in ids:
+    return ids.index(utterance)
+  raise ValueError(f"utterance {utterance!r} is not in the corpus "
+                   f"(e.g. validation utterances: {', '.join(ids[i] for i in valid_utt[:5])})")
+
+
+def _plot_attention_of(u: int, dataset, fd, config, outputs_fn, system: str, fold: int,
+                       out_dir: str) -> str:
+  """Figure 3 for utterance index u (its segments normalised with the fold's statistics)."""
+  from ssa_jax import features, metrics  # pylint: disable=g-import-not-at-top
+  seg_utt = np.asarray(dataset.seg_utt)
+  useg = np.flatnonzero(seg_utt == u)
+  labels = np.asarray(dataset.labels)
+  seg_speaker = np.asarray(dataset.speaker_names)[np.asarray(dataset.speakers)[seg_utt]]
+  arrays = {"x": features.normalize(dataset.segments, dataset.mask, seg_speaker, fd.stats,
+                                    str(config.features.norm_fallback), index=useg),
+            "mask": np.asarray(dataset.mask[useg], bool),
+            "label": np.full(len(useg), labels[u], np.int32),
+            "speaker": np.zeros(len(useg), np.int32)}  # unused by the model
+  out = outputs_fn(arrays)
+  curves = _attention_curves(out)
+  real = int(arrays["mask"].sum())
+  static = np.asarray(dataset.segments[useg][..., 0]).reshape(-1, dataset.segments.shape[2])[:real]
+  keep = -(-real // int(config.model.pool_size[0]))
+  curves = {k: np.asarray(v).reshape(-1)[:keep] for k, v in curves.items()}
+  hop = float(config.features.hop_length) / float(config.features.sample_rate)
+  scores = metrics.pool_posteriors(out["probs"], np.zeros(len(useg), np.int64), 1,
+                                   str(config.train.pooling))[0]
+  ids, classes = list(dataset.utt_ids), fd.classes
+  where = "validation" if u in set(fd.valid_utt.tolist()) else "training"
+  title = (f"{system}, fold {fold}: attention over {ids[u]} ({where} utterance, "
+           f"true {classes[labels[u]]}, predicted {classes[int(scores.argmax())]})")
+  seg_s = int(config.features.segment_frames) * hop
+  path = os.path.join(out_dir, f"attention_{_safe_name(ids[u])}.png")
+  return plot_attention(static, curves, path, hop, title,
+                        boundaries_s=[k * seg_s for k in range(1, len(useg))])
+
+
 def evaluate_fold(fold_dir: str | os.PathLike, fold: int | None = None,
                   utterance: str | None = None, out_dir: str | os.PathLike | None = None,
                   dataset=None) -> dict:
   """Evaluates a fold's best checkpoint on its validation utterances and draws the figures.
 
-  Rebuilds the fold's validation set exactly as training did (same data cache, split and
-  training speaker statistics from the checkpoint), runs the model, pools the segment posteriors
-  (`config.train.pooling`), and writes into `out_dir` (default `<fold_dir>/figures`):
-  confusion.png (Figure 4), attention_<utterance>.png (Figure 3; the chosen utterance, else the
-  first validation one), tsne.png (Figure 5, validation segment embeddings z_em) and
-  evaluation.json (UAR, WA, segment UAR, confusion, the files written).
+  Rebuilds the fold's validation set with training's own code (`fold.prepare_fold`: same data
+  cache and split, the training speaker statistics from the checkpoint), computes the metrics
+  with training's `fold.evaluate` (the same eval step, batches and pooling), and writes into
+  `out_dir` (default `<fold_dir>/figures`): confusion.png (Figure 4), attention_<utterance>.png
+  (Figure 3; the chosen utterance, else the first validation one), tsne.png (Figure 5,
+  validation segment embeddings z_em) and evaluation.json (UAR, WA, segment UAR, confusion,
+  recalls, SSA speaker mass, the files written).
 
   Args:
     fold_dir: `<workdir>/fold<K>`.
@@ -194,95 +250,46 @@ def evaluate_fold(fold_dir: str | os.PathLike, fold: int | None = None,
     The evaluation.json content.
   """
   # Imported here: plotting arrays must not need JAX or the model code.
-  import json  # pylint: disable=g-import-not-at-top
-  from ssa_jax import data as data_lib, features, metrics, predict, splits, summary  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from ssa_jax import data as data_lib, fold as fold_lib, parallel, predict, summary, train
 
   fold_dir = os.path.abspath(os.fspath(fold_dir))
   p = predict.load_predictor(fold_dir)
   config, classes = p.config, p.classes
-  if fold is None:
-    result_path = os.path.join(fold_dir, "result.json")
-    if os.path.isfile(result_path):
-      with open(result_path, encoding="utf-8") as f:
-        fold = int(json.load(f)["fold"])
-    else:
-      name = os.path.basename(fold_dir)
-      if not (name.startswith("fold") and name[4:].isdigit()):
-        raise ValueError(f"{fold_dir}: cannot tell the fold number; pass it")
-      fold = int(name[4:])
+  fold = _fold_number(fold_dir) if fold is None else fold
   if dataset is None:
     dataset = data_lib.prepare(config, progress=False)
   if tuple(dataset.classes) != tuple(classes):
     raise ValueError(f"{fold_dir}: the checkpoint's classes {classes} differ from the data's "
                      f"{tuple(dataset.classes)} (was the config changed?)")
-  tcfg = config.train
-  train_utt, valid_utt = splits.fold_split(dataset, fold, tcfg.split, int(tcfg.num_folds),
-                                           float(tcfg.valid_fraction), int(config.seed))
-  ids = list(dataset.utt_ids)
-  if utterance is None:
-    u = int(valid_utt[0])
-  elif utterance in ids:
-    u = ids.index(utterance)
-  else:
-    raise ValueError(f"utterance {utterance!r} is not in the corpus "
-                     f"(e.g. validation utterances: {', '.join(ids[i] for i in valid_utt[:5])})")
-  seg_utt = np.asarray(dataset.seg_utt)
-  seg_speaker = np.asarray(dataset.speaker_names)[np.asarray(dataset.speakers)[seg_utt]]
-  fallback = str(config.features.norm_fallback)  # as training normalised the validation side
+  fd = fold_lib.prepare_fold(config, dataset, fold, stats=p.stats, with_train=False)
+  u = _utterance_index(dataset, utterance, fd.valid_utt)
 
-  def run(seg_idx, keys):
-    x = features.normalize(dataset.segments[seg_idx], dataset.mask[seg_idx], seg_speaker[seg_idx],
-                           p.stats, fallback)
-    return predict.run_segments(p.model, p.variables, x, dataset.mask[seg_idx],
-                                int(tcfg.eval_batch_size), aux_keys=keys)
-
-  # --- validation metrics ---
-  valid_seg = np.flatnonzero(np.isin(seg_utt, valid_utt))
-  is_ssa = str(config.model.name) == "ssa_crnn"
-  probs, aux = run(valid_seg, ("z_em", "alpha_sp") if is_ssa else ("z_em",))
-  local = np.searchsorted(valid_utt, seg_utt[valid_seg])
-  labels = np.asarray(dataset.labels)
-  pooled = metrics.pool_posteriors(probs, local, len(valid_utt), str(tcfg.pooling))
-  cm = metrics.confusion_matrix(labels[valid_utt], pooled.argmax(-1), len(classes))
-  seg_cm = metrics.confusion_matrix(labels[seg_utt[valid_seg]], probs.argmax(-1), len(classes))
-  uar, wa, seg_uar = metrics.uar(cm), metrics.wa(cm), metrics.uar(seg_cm)
+  # --- validation metrics: training's evaluation on the best checkpoint ---
+  mesh = parallel.make_mesh()
+  batch_size = int(config.train.eval_batch_size)
+  eval_fn = train.make_eval_step(p.model, mesh, aux_keys=("z_em", "alpha", "alpha_em", "alpha_sp"))
+  variables = {"params": p.variables["params"], "batch_stats": p.variables.get("batch_stats", {})}
+  report, outputs = fold_lib.evaluate(eval_fn, variables, fd, str(config.train.pooling),
+                                      batch_size, mesh)
   system = summary.system_label(config)
   out_dir = os.path.join(fold_dir, "figures") if out_dir is None else os.fspath(out_dir)
+  uar, wa = report["uar"], report["wa"]
   written = {}
   written["confusion"] = plot_confusion(
-      cm, classes, os.path.join(out_dir, "confusion.png"),
+      np.asarray(report["confusion"]), classes, os.path.join(out_dir, "confusion.png"),
       title=f"{system}, fold {fold}: validation UAR {100 * uar:.2f} %, WA {100 * wa:.2f} %")
   written["tsne"] = plot_tsne(
-      aux["z_em"], labels[seg_utt[valid_seg]], classes, os.path.join(out_dir, "tsne.png"),
+      outputs["z_em"], fd.valid["label"], classes, os.path.join(out_dir, "tsne.png"),
       title=f"t-SNE of the emotion embeddings z_em ({system}, fold {fold}, "
-            f"{len(valid_seg)} validation segments)", seed=int(config.seed))
-
-  # --- attention of one utterance (Figure 3) ---
-  useg = np.flatnonzero(seg_utt == u)
-  uprobs, uaux = run(useg, ("alpha", "alpha_em", "alpha_sp"))
-  curves = _attention_curves(uaux)
-  mask = np.asarray(dataset.mask[useg])
-  real = int(mask.sum())
-  static = np.asarray(dataset.segments[useg][..., 0]).reshape(-1, dataset.segments.shape[2])[:real]
-  pool_t = int(config.model.pool_size[0])
-  keep = -(-real // pool_t)
-  curves = {k: np.asarray(v).reshape(-1)[:keep] for k, v in curves.items()}
-  hop = float(config.features.hop_length) / float(config.features.sample_rate)
-  scores = metrics.pool_posteriors(uprobs, np.zeros(len(useg), np.int64), 1, str(tcfg.pooling))[0]
-  where = "validation" if u in set(valid_utt.tolist()) else "training"
-  title = (f"{system}, fold {fold}: attention over {ids[u]} ({where} utterance, "
-           f"true {classes[labels[u]]}, predicted {classes[int(scores.argmax())]})")
-  seg_s = int(config.features.segment_frames) * hop
-  written["attention"] = plot_attention(
-      static, curves, os.path.join(out_dir, f"attention_{_safe_name(ids[u])}.png"), hop, title,
-      boundaries_s=[k * seg_s for k in range(1, len(useg))])
-
-  report = {"fold_dir": fold_dir, "fold": fold, "step": p.step, "system": system,
-            "uar": uar, "wa": wa, "segment_uar": seg_uar, "confusion": cm.tolist(),
-            "classes": list(classes), "valid_utterances": int(len(valid_utt)),
-            "valid_segments": int(len(valid_seg)), "attention_utterance": ids[u],
-            "figures": written}
-  if is_ssa:  # mean attention mass on the SSA's speaker half (sum_t alpha_sp,t per segment)
-    report["speaker_mass"] = float(np.mean(np.asarray(aux["alpha_sp"]).sum(axis=-1)))
+            f"{len(fd.valid_seg)} validation segments)", seed=int(config.seed))
+  def outputs_fn(arrays):
+    return fold_lib.model_outputs(eval_fn, variables, arrays, batch_size, mesh)
+  written["attention"] = _plot_attention_of(u, dataset, fd, config, outputs_fn, system, fold,
+                                            out_dir)
+  report = {"fold_dir": fold_dir, "fold": fold, "step": p.step, "system": system, **report,
+            "classes": list(classes), "valid_utterances": int(len(fd.valid_utt)),
+            "valid_segments": int(len(fd.valid_seg)),
+            "attention_utterance": list(dataset.utt_ids)[u], "figures": written}
   io_lib.write_json(os.path.join(out_dir, "evaluation.json"), report)
   return report

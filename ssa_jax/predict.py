@@ -17,8 +17,10 @@ A result per file is a dict (JSON-serialisable):
    "segments": [{"index", "start_s", "end_s", "label", "probabilities": {class: p}}]}
 or {"path", "error"} for a file that could not be used (its AudioError message).
 
-`run_segments` (segments -> posteriors and model aux outputs, batched) is shared with
-`bin/evaluate.py`.
+`run_segments` (segments -> posteriors and model aux outputs, batched in power-of-two shapes so
+that a short file does not run a whole evaluation batch) computes the posteriors with training's
+`train.eval_outputs`; a trained fold's validation set is evaluated by `fold.evaluate`
+(`bin.evaluate`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -111,11 +112,14 @@ def load_predictor(fold_dir: str | os.PathLike) -> Predictor:
 
 
 def _apply_fn(model: Any) -> Callable:
-  """jit: (variables, x (B, T, M, C), mask (B, T)) -> (posteriors (B, K) float32, aux)."""
+  """jit: (variables, x (B, T, M, C), mask (B, T)) -> (posteriors (B, K) float32, aux): the
+  posteriors of training's evaluation (`train.eval_outputs`)."""
+  from ssa_jax import train  # pylint: disable=g-import-not-at-top
+
   @jax.jit
   def apply(variables, x, mask):
     logits, aux = model.apply(variables, x, mask, train=False)
-    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1), aux
+    return train.eval_outputs(logits, aux)["probs"], aux
   return apply
 
 

@@ -3,36 +3,49 @@
   state = create_train_state(model, tx, rng, x, mask, constraint)  # Eq. 8 holds from step 0
   step = make_train_step(model, tx, constraint, mesh)     # jitted once; state donated
   state, metrics = step(state, batch)
+  outputs = make_eval_step(model, mesh)(variables_of(state), batch)  # probs, speaker mass, ...
   result = train_and_evaluate(config, workdir, fold)      # the content of result.json
 
 `train_step` is pure: forward in training mode (batch statistics updated), loss = CE_em (+ CE_sp for
 SSA-CRNN), optax NAdam update, then the Eq. 8 projection of `params["classifier"]["kernel"]` with
 the step's own classifier inputs `aux["z_em"]` (no gradient). A non-finite loss or gradient is
 recorded on the device in `state.bad_step` (the first such step, -1 if none), which the loop reads
-at log steps and epoch ends only, so metrics never stall the device.
+at log steps, checkpoints and epoch ends only, so metrics never stall the device.
+
+`train_and_evaluate` is a sequence of named steps: `check_config` -> mesh -> `load_fold`
+(`fold.prepare_fold`: split, training speaker statistics, normalised arrays) -> `build_program`
+(model, optimizer, jitted functions) -> `restore_or_init` (the latest checkpoint) -> `FoldLoop.run`
+(train an epoch, `fold.evaluate` the validation set, write its line, checkpoint; mid-epoch
+checkpoints every `train.checkpoint_every_minutes` / `train.checkpoint_every_steps`) ->
+`fold_result`.
 
 Files written by `train_and_evaluate` under `<workdir>/fold<K>/` (process 0 only, through
 `ssa_jax.io`: config.json and result.json replaced atomically, metrics.jsonl appended a line at a
 time with fsync, a torn last line dropped on resume):
   config.json     the config the run used (num_speakers / num_classes filled in from the data)
   events.out.tfevents.*  TensorBoard scalars (train/loss, valid/uar, valid/wa, ... per epoch)
-  metrics.jsonl   one line per evaluation (epoch, step, train loss, valid UAR / WA / segment UAR,
-                  elapsed seconds)
+  metrics.jsonl   one line per evaluation (epoch, step, train loss / accuracy / logit scale, valid
+                  UAR / WA / segment UAR, SSA speaker mass and speaker accuracy, elapsed seconds)
   result.json     best epoch (by utterance UAR) and its UAR, WA, segment UAR, confusion matrix,
-                  class names, counts, corpus, split, fold, config; wall-clock values under "timing"
-  checkpoints/    orbax CheckpointManager, the latest and the best-UAR steps: train state, data
-                  position, best-so-far, speaker normalisation statistics, class / speaker names
-Rerunning the same command resumes from the latest checkpoint and ends with the same result.
-Epochs are counted from 1 in the files (epoch e = e epochs completed).
+                  per-class `recalls` (class order; null for a class absent from validation), SSA
+                  speaker mass, class names, counts, corpus, split, fold, config; wall-clock
+                  values under "timing"
+  checkpoints/    orbax CheckpointManager (ssa_jax/checkpointing.py), the latest and the best-UAR
+                  steps: train state, data position (epoch, batch) and the epoch's running metric
+                  sums, best-so-far, speaker normalisation statistics, class / speaker names
+Rerunning the same command resumes from the latest checkpoint, at the batch it was saved at (the
+batch order of an epoch is a pure function of (seed, fold, epoch)), and ends with the same
+result.json. Epochs are counted from 1 in the files (epoch e = e epochs completed).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import os
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import chex
 import flax
@@ -42,12 +55,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from absl import logging
 from flax import struct
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from ssa_jax import constraint as constraint_lib
-from ssa_jax import checkpointing, features, input_pipeline, metrics, models, ops, parallel, splits
+from ssa_jax import checkpointing, input_pipeline, metrics, models, ops, parallel
+from ssa_jax import fold as fold_lib
 from ssa_jax import io as io_lib
 from ssa_jax import summary as summary_lib
 
@@ -144,22 +160,30 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.M
   return new_state, {"loss": loss, "grad_norm": grad_norm, **out}
 
 
-def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
-              model: nn.Module) -> dict[str, jax.Array]:
-  """Evaluation-mode outputs of a batch (running BN statistics):
+def eval_outputs(logits: jax.Array, aux: Mapping[str, jax.Array],
+                 aux_keys: Sequence[str] = ()) -> dict[str, jax.Array]:
+  """Evaluation outputs of a batch from the model's (logits (B, K), aux):
 
-    probs          (B, K) softmax emotion posteriors
+    probs          (B, K) softmax emotion posteriors (float32)
     speaker_mass   (B,)   SSA models only: the SSA's attention mass on the speaker half,
                           sum_t alpha_sp,t over real frames (0: the speaker branch is unused)
     speaker_pred   (B,)   SSA models only: the speaker branch's predicted speaker
+    <key>                 aux[key] for each of `aux_keys` the model returns (figures: z_em, alpha*)
   """
-  logits, aux = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                            batch["x"], batch["mask"], train=False)
   out = {"probs": jax.nn.softmax(logits.astype(jnp.float32), axis=-1)}
   if "alpha_sp" in aux:
     out["speaker_mass"] = aux["alpha_sp"].sum(axis=-1)
     out["speaker_pred"] = jnp.argmax(aux["speaker_logits"], axis=-1).astype(jnp.int32)
+  out.update({k: aux[k] for k in aux_keys if k in aux})
   return out
+
+
+def eval_step(variables: Mapping[str, Any], batch: Mapping[str, jax.Array], *, model: nn.Module,
+              aux_keys: Sequence[str] = ()) -> dict[str, jax.Array]:
+  """`eval_outputs` of a batch {x (B,T,M,C), mask (B,T)} in evaluation mode (running BN
+  statistics); variables = {"params", "batch_stats"} (a TrainState's, or a checkpoint's)."""
+  logits, aux = model.apply(variables, batch["x"], batch["mask"], train=False)
+  return eval_outputs(logits, aux, aux_keys)
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constraint: str,
@@ -189,54 +213,26 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
 
 
 def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
-                   compiler_options: Mapping[str, str] | None = None) -> Callable:
-  """jit signature: (state P(), batch P("data")) -> {probs (B, K), ...} P("data").
+                   compiler_options: Mapping[str, str] | None = None,
+                   aux_keys: Sequence[str] = ()) -> Callable:
+  """jit signature: (variables {"params", "batch_stats"} P(), batch P("data"))
+  -> {probs (B, K), ...} P("data") (`eval_outputs`).
 
   `compiler_options`: XLA's defaults unless given (benchmarks compare `ops.CPU_OPTION_SETS`)."""
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  return jax.jit(functools.partial(eval_step, model=model), in_shardings=(repl, data),
-                 out_shardings=data, compiler_options=compiler_options)
+  return jax.jit(functools.partial(eval_step, model=model, aux_keys=tuple(aux_keys)),
+                 in_shardings=(repl, data), out_shardings=data,
+                 compiler_options=compiler_options)
 
 
-def evaluate(eval_fn: Callable, state: TrainState, arrays: Mapping[str, np.ndarray],
-             seg_utt: np.ndarray, utt_labels: np.ndarray, num_classes: int, pooling: str,
-             batch_size: int, mesh: jax.sharding.Mesh) -> dict[str, Any]:
-  """Utterance UAR / WA / confusion (pooled posteriors) and segment UAR on a validation set;
-  for SSA models also the mean speaker-half attention mass over the segments and the speaker
-  branch's segment accuracy.
-
-  Args:
-    arrays: validation segments {x, mask, label, speaker}; seg_utt (N,) indexes `utt_labels` (U,).
-  """
-  outputs = [(eval_fn(state, parallel.global_batch(local, mesh)), real)
-             for local, real in input_pipeline.eval_batches(
-                 arrays, batch_size, jax.process_index(), jax.process_count())]
-  gathered = {k: np.concatenate([parallel.to_host(o[k])[:real] for o, real in outputs])
-              for k in outputs[0][0]}
-  probs = gathered["probs"]
-  seg_cm = metrics.confusion_matrix(arrays["label"], probs.argmax(-1), num_classes)
-  pooled = metrics.pool_posteriors(probs, seg_utt, len(utt_labels), pooling)
-  cm = metrics.confusion_matrix(utt_labels, pooled.argmax(-1), num_classes)
-  out = {"uar": metrics.uar(cm), "wa": metrics.wa(cm), "segment_uar": metrics.uar(seg_cm),
-         "confusion": cm.tolist(),
-         "recalls": [None if np.isnan(r) else float(r) for r in metrics.recalls(cm)]}
-  if "speaker_mass" in gathered:
-    out["speaker_mass"] = float(np.mean(gathered["speaker_mass"]))
-    out["speaker_accuracy"] = float(np.mean(gathered["speaker_pred"] == arrays["speaker"]))
-  return out
+def variables_of(state: TrainState) -> dict[str, Any]:
+  """The model variables {"params", "batch_stats"} of a train state (eval_step's input)."""
+  return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 # ----------------------------------------------------------------------------------------------
-# One fold
+# One fold: train_and_evaluate and its steps
 # ----------------------------------------------------------------------------------------------
-
-
-def _segment_arrays(x: np.ndarray, mask: np.ndarray, dataset: Any, seg_idx: np.ndarray
-                    ) -> dict[str, np.ndarray]:
-  utt = dataset.seg_utt[seg_idx]
-  return {"x": x, "mask": np.asarray(dataset.mask[seg_idx], bool),
-          "label": np.asarray(dataset.labels[utt], np.int32),
-          "speaker": np.asarray(dataset.speakers[utt], np.int32)}
 
 
 def _accumulate(sums: dict[str, float], pending: list[dict[str, jax.Array]]) -> list:
@@ -248,8 +244,287 @@ def _accumulate(sums: dict[str, float], pending: list[dict[str, jax.Array]]) -> 
   return []
 
 
-def _counts(labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, int]:
-  return {c: int(n) for c, n in zip(classes, np.bincount(labels, minlength=len(classes)))}
+def check_config(config: ml_collections.ConfigDict, fold: int) -> None:
+  """A one-line ValueError for a bad fold or training value."""
+  tcfg = config.train
+  fold_lib.check_fold(tcfg, fold)
+  if tcfg.pooling not in metrics.POOLING:
+    raise ValueError(f"train.pooling must be one of {metrics.POOLING}, got {tcfg.pooling!r}")
+  if not float(tcfg.speaker_loss_weight) >= 0:
+    raise ValueError(f"train.speaker_loss_weight must be >= 0, got {tcfg.speaker_loss_weight}")
+  if tcfg.constraint not in constraint_lib.MODES:
+    raise ValueError(f"train.constraint must be one of {constraint_lib.MODES}, "
+                     f"got {tcfg.constraint!r}")
+
+
+def _make_mesh(tcfg: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(int(tcfg.batch_size), mesh, "train.batch_size")
+  parallel.check_batch_size(int(tcfg.eval_batch_size), mesh, "train.eval_batch_size")
+  return mesh
+
+
+def load_fold(config: ml_collections.ConfigDict, fold: int,
+              dataset: Any = None) -> fold_lib.FoldData:
+  """`fold.prepare_fold` on `dataset` (default `data.prepare(config)`, dropped on return: only
+  the normalised copy stays); fills config.model.num_classes / num_speakers from the data."""
+  if dataset is None:
+    from ssa_jax import data as data_lib  # pylint: disable=import-outside-toplevel
+    dataset = data_lib.prepare(config)
+  input_pipeline.per_class_size(int(config.train.batch_size), len(dataset.classes))
+  fd = fold_lib.prepare_fold(config, dataset, fold)
+  config.model.num_classes = fd.num_classes
+  if int(config.model.num_speakers) <= 0:
+    config.model.num_speakers = len(fd.speaker_names)
+  logging.info("fold %d (%s split): %d train / %d valid utterances, %d / %d segments", fold,
+               config.train.split, len(fd.train_utt), len(fd.valid_utt), len(fd.train_seg),
+               len(fd.valid_seg))
+  return fd
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """A fold's model and jitted functions: init_fn(rng, x, mask) -> TrainState (replicated),
+  train_fn (`make_train_step`), eval_fn (`make_eval_step`), rng (the fold's init key) and the
+  first training batch {x, mask} (initialisation and the restore target's shapes)."""
+  model: nn.Module
+  init_fn: Callable
+  train_fn: Callable
+  eval_fn: Callable
+  rng: jax.Array
+  example: dict[str, jax.Array]
+
+
+def build_program(config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold: int,
+                  mesh: jax.sharding.Mesh) -> Program:
+  tcfg = config.train
+  model = models.build_model(config.model)
+  tx = make_optimizer(tcfg)
+  # The first training batch, whole on every process (initialisation and the step-0 Eq. 8
+  # projection see the same global batch everywhere).
+  example = next(input_pipeline.train_batches(
+      fd.train, fd.num_classes, int(tcfg.batch_size), seed=int(config.seed), fold=fold,
+      epoch=0, class_names=fd.classes))
+  init_fn = jax.jit(functools.partial(create_train_state, model, tx,
+                                      constraint=str(tcfg.constraint)),
+                    out_shardings=parallel.replicated(mesh))
+  return Program(
+      model=model, init_fn=init_fn,
+      train_fn=make_train_step(model, tx, tcfg.constraint, mesh,
+                               speaker_loss_weight=float(tcfg.speaker_loss_weight)),
+      eval_fn=make_eval_step(model, mesh),
+      rng=jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), fold),
+      example={k: jnp.asarray(example[k]) for k in ("x", "mask")})
+
+
+def _new_meta() -> dict[str, Any]:
+  """The checkpointed loop position: `epoch` epochs done, `batch` batches of the next one done
+  with the running metric `sums` of those batches, best-so-far, patience count, train time."""
+  return {"epoch": 0, "batch": 0, "sums": {}, "best": None, "bad_epochs": 0, "elapsed": 0.0,
+          "train_loss": None}
+
+
+def restore_or_init(manager: ocp.CheckpointManager, program: Program, mesh: jax.sharding.Mesh,
+                    fold: int) -> tuple[TrainState, dict[str, Any]]:
+  """(state, meta) of the latest checkpoint, or a fresh state and `_new_meta()`."""
+  # The restore target is abstract (shapes, dtypes, shardings): no initialisation on resume.
+  x, mask = program.example["x"], program.example["mask"]
+  abstract = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
+      jax.eval_shape(program.init_fn, program.rng, x, mask))
+  restored = checkpointing.restore_latest(manager, abstract.to_dict())
+  if restored is None:
+    return program.init_fn(program.rng, x, mask), _new_meta()
+  state_dict, meta = restored
+  meta = {**_new_meta(), **meta}  # checkpoints from before `sums` was saved
+  logging.info("resumed fold %d from step %d (epoch %d, batch %d)", fold,
+               int(state_dict["step"]), meta["epoch"], meta["batch"])
+  return TrainState(**state_dict), meta
+
+
+def _sync_metrics_file(path: str, meta: Mapping[str, Any], is_main: bool) -> None:
+  """Drops metrics.jsonl lines newer than the checkpoint (evaluations of a lost epoch)."""
+  history = [r for r in io_lib.read_jsonl(path, missing_ok=True) if r["epoch"] <= meta["epoch"]]
+  if is_main:
+    io_lib.write_jsonl(path, history)
+
+
+def checkpoint_due(step: int, seconds_since_save: float, every_steps: int,
+                   every_minutes: float) -> bool:
+  """Whether a mid-epoch checkpoint is due after global step `step` (`train.checkpoint_every_*`:
+  every `every_steps` steps if > 0, or once `every_minutes` have passed since the last save if
+  > 0)."""
+  return ((every_steps > 0 and step % every_steps == 0)
+          or (every_minutes > 0 and seconds_since_save >= 60.0 * every_minutes))
+
+
+def stopped(meta: Mapping[str, Any], tcfg: ml_collections.ConfigDict) -> str | None:
+  """Why training is over ("epochs" | "patience"), or None."""
+  if meta["epoch"] >= int(tcfg.epochs):
+    return "epochs"
+  if int(tcfg.patience) > 0 and meta["bad_epochs"] >= int(tcfg.patience):
+    return "patience"
+  return None
+
+
+def _epoch_line(epoch: int, step: int, train_means: Mapping[str, float],
+                result: Mapping[str, Any], elapsed: float) -> dict[str, Any]:
+  """One metrics.jsonl line (and TensorBoard scalars) of an evaluated epoch."""
+  return {"epoch": epoch, "step": step, "train_loss": train_means.get("loss", float("nan")),
+          "train_accuracy": train_means.get("accuracy_em"),
+          "train_logit_scale": train_means.get("logit_scale"),
+          **({"train_speaker_accuracy": train_means["accuracy_sp"]}
+             if "accuracy_sp" in train_means else {}),
+          "valid_uar": result["uar"], "valid_wa": result["wa"],
+          "valid_segment_uar": result["segment_uar"],
+          **{f"valid_{k}": result[k] for k in ("speaker_mass", "speaker_accuracy") if k in result},
+          "elapsed": round(elapsed, 3)}
+
+
+def fold_result(config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold: int,
+                meta: Mapping[str, Any], this_run_s: float) -> dict[str, Any]:
+  """The result.json content from the final loop state (`meta`)."""
+  tcfg = config.train
+  best = meta["best"]
+  if best is None:
+    raise ValueError(f"fold {fold}: no epoch was trained (train.epochs={tcfg.epochs})")
+  return {
+      "corpus": config.data.corpus, "split": tcfg.split, "fold": fold,
+      "best_epoch": best["epoch"], "best_step": best["step"], "uar": best["uar"],
+      "wa": best["wa"], "segment_uar": best["segment_uar"], "confusion": best["confusion"],
+      "recalls": best.get("recalls"),  # per-class recall (class order; None: class not in valid)
+      **{k: best[k] for k in ("speaker_mass", "speaker_accuracy", "train_speaker_accuracy")
+         if k in best},
+      "classes": list(fd.classes), "counts": fd.counts, "epochs_run": meta["epoch"],
+      "stopped_by": stopped(meta, tcfg), "last_train_loss": meta["train_loss"],
+      "config": config.to_dict(),
+      "timing": {"train_elapsed_s": round(meta["elapsed"], 3),
+                 "this_run_s": round(this_run_s, 3)},
+  }
+
+
+class FoldLoop:
+  """The epoch loop of one fold: trains, evaluates each epoch, writes metrics.jsonl /
+  TensorBoard and checkpoints (`run()` returns the final `meta`)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold: int,
+               program: Program, mesh: jax.sharding.Mesh, manager: ocp.CheckpointManager,
+               fold_dir: str, state: TrainState, meta: dict[str, Any]):
+    self.config, self.tcfg, self.fd, self.fold = config, config.train, fd, fold
+    self.program, self.mesh, self.manager, self.fold_dir = program, mesh, manager, fold_dir
+    self.state, self.meta = state, meta
+    self.is_main = jax.process_index() == 0
+    self.num_batches = input_pipeline.batches_per_epoch(fd.train["label"], fd.num_classes,
+                                                        int(self.tcfg.batch_size))
+    self.names = {"classes": list(fd.classes), "speakers": [str(n) for n in fd.speaker_names]}
+    self.t_resume, self.elapsed0 = time.time(), float(meta["elapsed"])
+    self.last_save = self.t_resume
+    self.every_steps = int(self.tcfg.get("checkpoint_every_steps", 0))
+    self.every_minutes = float(self.tcfg.get("checkpoint_every_minutes", 10.0))
+    self.last_uar = meta["best"]["uar"] if meta["best"] else float("nan")
+    # Mid-epoch checkpoints to delete once a newer one is saved (the one resumed from, too).
+    self.superseded = [int(state.step)] if int(meta["batch"]) > 0 else []
+
+  def run(self) -> dict[str, Any]:
+    total = int(self.tcfg.epochs) * self.num_batches
+    self.tb = summary_lib.MetricWriter(self.fold_dir) if self.is_main else None
+    self.bar = tqdm(total=total, initial=min(int(self.state.step), total),
+                    disable=not self.is_main, desc=f"fold {self.fold}", unit="step",
+                    dynamic_ncols=True)
+    try:
+      while stopped(self.meta, self.tcfg) is None:
+        sums = self.train_epoch()
+        self.end_epoch(sums)
+    finally:
+      self.bar.close()
+      if self.tb is not None:
+        self.tb.close()
+    return self.meta
+
+  def _check_finite(self, where: str) -> None:
+    bad = int(self.state.bad_step)
+    if bad >= 0:
+      raise NonFiniteLossError(
+          f"non-finite loss or gradient at step {bad} (epoch {self.meta['epoch'] + 1}; {where}); "
+          f"stopped, the last good checkpoint in {self.manager.directory} is kept "
+          f"(step {self.manager.latest_step()})")
+
+  def train_epoch(self) -> dict[str, float]:
+    """Trains the rest of epoch meta["epoch"] from batch meta["batch"]; returns the epoch's
+    summed step metrics (with the sums restored for the batches done before a resume)."""
+    epoch, start = int(self.meta["epoch"]), int(self.meta["batch"])
+    sums, pending = dict(self.meta.get("sums") or {}), []
+    batches = input_pipeline.train_batches(
+        self.fd.train, self.fd.num_classes, int(self.tcfg.batch_size), seed=int(self.config.seed),
+        fold=self.fold, epoch=epoch, start_batch=start, process_index=jax.process_index(),
+        process_count=jax.process_count(), class_names=self.fd.classes)
+    for b, local in enumerate(batches, start=start):
+      self.state, step_metrics = self.program.train_fn(
+          self.state, parallel.global_batch(local, self.mesh))
+      pending.append(step_metrics)
+      self.bar.update(1)
+      log_step = (b + 1) % int(self.tcfg.log_every) == 0
+      if log_step:  # fetch metrics only here (and at checkpoints): the device never waits
+        pending = _accumulate(sums, pending)
+        self._check_finite("log step")
+        self.bar.set_postfix(loss=f"{sums['loss'] / sums['count']:.3f}",
+                             uar=f"{self.last_uar:.3f}")
+      step = epoch * self.num_batches + b + 1  # == state.step, without waiting for the device
+      if b + 1 < self.num_batches and self._save_due(step, log_step):
+        pending = _accumulate(sums, pending)
+        self._check_finite("mid-epoch checkpoint")
+        self.save_position(b + 1, sums)
+    _accumulate(sums, pending)
+    self._check_finite("end of epoch")
+    return sums
+
+  def _save_due(self, step: int, log_step: bool) -> bool:
+    """A mid-epoch checkpoint after `step`? The clock is read at log steps only, and with several
+    processes process 0's decision is everyone's (the save is collective)."""
+    if checkpoint_due(step, 0.0, self.every_steps, 0.0):
+      return True
+    if not log_step or self.every_minutes <= 0:
+      return False
+    due = checkpoint_due(step, time.time() - self.last_save, 0, self.every_minutes)
+    if jax.process_count() > 1:
+      due = bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
+    return due
+
+  def save_position(self, batch: int, sums: Mapping[str, float]) -> None:
+    """A mid-epoch checkpoint: `batch` batches of epoch meta["epoch"] done, their metric sums."""
+    self.meta.update(batch=batch, sums=dict(sums),
+                     elapsed=self.elapsed0 + time.time() - self.t_resume)
+    step = int(self.state.step)
+    checkpointing.save(self.manager, step, self.state.to_dict(), self.meta,
+                       self.fd.stats, self.names, uar=None, epoch=int(self.meta["epoch"]))
+    checkpointing.delete_steps(self.manager, self.superseded)
+    self.superseded, self.last_save = [step], time.time()
+
+  def end_epoch(self, sums: Mapping[str, float]) -> None:
+    """Evaluates, updates best-so-far and patience, writes the epoch's line and checkpoint."""
+    result, _ = fold_lib.evaluate(self.program.eval_fn, variables_of(self.state), self.fd,
+                                  self.tcfg.pooling, int(self.tcfg.eval_batch_size), self.mesh)
+    meta, epoch_done, step = self.meta, int(self.meta["epoch"]) + 1, int(self.state.step)
+    means = {k: v / max(sums.get("count", 0), 1) for k, v in sums.items() if k != "count"}
+    improved = meta["best"] is None or result["uar"] > meta["best"]["uar"]
+    if improved:
+      meta["best"] = {"epoch": epoch_done, "step": step, **result,
+                      **({"train_speaker_accuracy": means["accuracy_sp"]}
+                         if "accuracy_sp" in means else {})}
+    meta.update(epoch=epoch_done, batch=0, sums={},
+                bad_epochs=0 if improved else meta["bad_epochs"] + 1,
+                train_loss=means.get("loss", float("nan")),
+                elapsed=self.elapsed0 + time.time() - self.t_resume)
+    self.last_uar = result["uar"]
+    line = _epoch_line(epoch_done, step, means, result, meta["elapsed"])
+    if self.is_main:
+      io_lib.append_jsonl(os.path.join(self.fold_dir, "metrics.jsonl"), line)
+      self.tb.write(epoch_done, line)
+    self.bar.set_postfix(loss=f"{line['train_loss']:.3f}", uar=f"{self.last_uar:.3f}")
+    checkpointing.save(self.manager, step, self.state.to_dict(), meta, self.fd.stats, self.names,
+                       uar=result["uar"], epoch=epoch_done)
+    checkpointing.delete_steps(self.manager, self.superseded)
+    self.superseded, self.last_save = [], time.time()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: int,
@@ -265,215 +540,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
   Raises:
     ValueError: bad fold / config / data (message says what); NonFiniteLossError.
   """
-  # --- setup ---
   t_start = time.time()
   config = copy.deepcopy(config)
-  is_main = jax.process_index() == 0
-  tcfg = config.train
+  check_config(config, fold)
+  mesh = _make_mesh(config.train)
+  fd = load_fold(config, fold, dataset)
+  del dataset  # a dataset loaded here is freed: nothing below reads the raw features
+  program = build_program(config, fd, fold, mesh)
   fold_dir = os.path.join(os.path.abspath(os.path.expanduser(workdir)), f"fold{fold}")
-  if tcfg.split != "loso" and not 0 <= fold < int(tcfg.num_folds):  # loso: checked on the data
-    raise ValueError(f"fold {fold} is out of range: the {tcfg.split} split has folds "
-                     f"0..{int(tcfg.num_folds) - 1}")
-  if tcfg.split not in splits.MODES:
-    raise ValueError(f"train.split must be one of {splits.MODES}, got {tcfg.split!r}")
-  if tcfg.pooling not in metrics.POOLING:
-    raise ValueError(f"train.pooling must be one of {metrics.POOLING}, got {tcfg.pooling!r}")
-  if not float(tcfg.speaker_loss_weight) >= 0:
-    raise ValueError(f"train.speaker_loss_weight must be >= 0, got {tcfg.speaker_loss_weight}")
-  if tcfg.constraint not in constraint_lib.MODES:
-    raise ValueError(f"train.constraint must be one of {constraint_lib.MODES}, "
-                     f"got {tcfg.constraint!r}")
-
-  # --- mesh ---
-  mesh = parallel.make_mesh()
-  parallel.check_batch_size(int(tcfg.batch_size), mesh, "train.batch_size")
-  parallel.check_batch_size(int(tcfg.eval_batch_size), mesh, "train.eval_batch_size")
-
-  # --- data ---
-  loaded_here = dataset is None
-  if loaded_here:
-    from ssa_jax import data as data_lib  # pylint: disable=import-outside-toplevel
-    dataset = data_lib.prepare(config)
-  classes = tuple(dataset.classes)
-  num_classes = len(classes)
-  input_pipeline.per_class_size(int(tcfg.batch_size), num_classes)
-  train_utt, valid_utt = splits.fold_split(dataset, fold, tcfg.split, int(tcfg.num_folds),
-                                           float(tcfg.valid_fraction), int(config.seed))
-  seg_utt = np.asarray(dataset.seg_utt)
-  train_seg = np.flatnonzero(np.isin(seg_utt, train_utt))
-  valid_seg = np.flatnonzero(np.isin(seg_utt, valid_utt))
-  speaker_names = np.asarray(dataset.speaker_names)
-  seg_speaker = speaker_names[np.asarray(dataset.speakers)[seg_utt]]
-  # Per-speaker statistics from the TRAINING segments only; both sides normalised with them.
-  # Both read the raw segments by row index a chunk at a time: the only copy of the features
-  # this fold makes is the normalised one (benchmarks/memory.py).
-  stats = features.fit_speaker_stats(dataset.segments, dataset.mask, seg_speaker, index=train_seg)
-  norm = lambda idx: features.normalize(dataset.segments, dataset.mask, seg_speaker,  # noqa: E731
-                                        stats, config.features.norm_fallback, index=idx)
-  train_arrays = _segment_arrays(norm(train_seg), dataset.mask, dataset, train_seg)
-  valid_arrays = _segment_arrays(norm(valid_seg), dataset.mask, dataset, valid_seg)
-  valid_seg_utt = np.searchsorted(valid_utt, seg_utt[valid_seg])  # local utterance index
-  valid_labels = np.asarray(dataset.labels)[valid_utt]
-  config.model.num_classes = num_classes
-  if int(config.model.num_speakers) <= 0:
-    config.model.num_speakers = len(speaker_names)
-  num_batches = input_pipeline.batches_per_epoch(train_arrays["label"], num_classes,
-                                                 int(tcfg.batch_size))
-  counts = {
-      "train_utterances": _counts(np.asarray(dataset.labels)[train_utt], classes),
-      "valid_utterances": _counts(valid_labels, classes),
-      "train_segments": _counts(train_arrays["label"], classes),
-      "valid_segments": _counts(valid_arrays["label"], classes),
-  }
-  logging.info("fold %d (%s split): %d train / %d valid utterances, %d / %d segments, "
-               "%d batches per epoch", fold, tcfg.split, len(train_utt), len(valid_utt),
-               len(train_seg), len(valid_seg), num_batches)
-  if loaded_here:  # nothing below reads the raw features: free them (a caller's dataset is kept)
-    dataset = None
-
-  # --- model and optimizer ---
-  model = models.build_model(config.model)
-  tx = make_optimizer(tcfg)
-  rng = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), fold)
-  # The first training batch, whole on every process (initialisation and the step-0 Eq. 8
-  # projection see the same global batch everywhere).
-  example = next(input_pipeline.train_batches(
-      train_arrays, num_classes, int(tcfg.batch_size), seed=int(config.seed), fold=fold,
-      epoch=0, class_names=classes))
-  example = {k: jnp.asarray(example[k]) for k in ("x", "mask")}
-  init_fn = jax.jit(functools.partial(create_train_state, model, tx,
-                                      constraint=str(tcfg.constraint)),
-                    out_shardings=parallel.replicated(mesh))
-  train_fn = make_train_step(model, tx, tcfg.constraint, mesh,
-                             speaker_loss_weight=float(tcfg.speaker_loss_weight))
-  eval_fn = make_eval_step(model, mesh)
-
-  # --- restore ---
+  is_main = jax.process_index() == 0
   if is_main:
     os.makedirs(fold_dir, exist_ok=True)
     io_lib.write_json(os.path.join(fold_dir, "config.json"), config.to_dict())
   manager = checkpointing.checkpoint_manager(os.path.join(fold_dir, "checkpoints"))
-  meta = {"epoch": 0, "batch": 0, "best": None, "bad_epochs": 0, "elapsed": 0.0,
-          "train_loss": None}
-  # The restore target is abstract (shapes, dtypes, shardings): no initialisation on resume.
-  abstract = jax.eval_shape(init_fn, rng, example["x"], example["mask"])
-  abstract = jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
-      abstract)
-  restored = checkpointing.restore_latest(manager, abstract.to_dict())
-  if restored is None:
-    state = init_fn(rng, example["x"], example["mask"])
-  else:
-    state_dict, meta = restored
-    state = TrainState(**state_dict)
-    logging.info("resumed fold %d from step %d (epoch %d, batch %d)", fold, int(state.step),
-                 meta["epoch"], meta["batch"])
-  metrics_path = os.path.join(fold_dir, "metrics.jsonl")
-  history = [r for r in io_lib.read_jsonl(metrics_path, missing_ok=True)
-             if r["epoch"] <= meta["epoch"]]
-  if is_main:  # drop lines of evaluations newer than the checkpoint (an interrupted epoch)
-    io_lib.write_jsonl(metrics_path, history)
-
-  # --- loop ---
-  def stopped() -> str | None:
-    if meta["epoch"] >= int(tcfg.epochs):
-      return "epochs"
-    if int(tcfg.patience) > 0 and meta["bad_epochs"] >= int(tcfg.patience):
-      return "patience"
-    return None
-
-  def check_finite(where: str) -> None:
-    bad = int(state.bad_step)
-    if bad >= 0:
-      raise NonFiniteLossError(
-          f"non-finite loss or gradient at step {bad} (epoch {meta['epoch'] + 1}; {where}); "
-          f"stopped, the last good checkpoint in {manager.directory} is kept "
-          f"(step {manager.latest_step()})")
-
-  t_resume = time.time()
-  elapsed0 = float(meta["elapsed"])
-  total = int(tcfg.epochs) * num_batches
-  last_uar = meta["best"]["uar"] if meta["best"] else float("nan")
-  tb = summary_lib.MetricWriter(fold_dir) if is_main else None  # TensorBoard beside metrics.jsonl
-  bar = tqdm(total=total, initial=min(int(state.step), total), disable=not is_main,
-             desc=f"fold {fold}", unit="step", dynamic_ncols=True)
   try:
-    while stopped() is None:
-      epoch = int(meta["epoch"])
-      sums, pending = {}, []
-      for b, local in enumerate(input_pipeline.train_batches(
-          train_arrays, num_classes, int(tcfg.batch_size), seed=int(config.seed), fold=fold,
-          epoch=epoch, start_batch=int(meta["batch"]), process_index=jax.process_index(),
-          process_count=jax.process_count(), class_names=classes), start=int(meta["batch"])):
-        state, step_metrics = train_fn(state, parallel.global_batch(local, mesh))
-        pending.append(step_metrics)
-        bar.update(1)
-        if (b + 1) % int(tcfg.log_every) == 0:  # fetch metrics only here: the device never waits
-          pending = _accumulate(sums, pending)
-          check_finite("log step")
-          bar.set_postfix(loss=f"{sums['loss'] / sums['count']:.3f}", uar=f"{last_uar:.3f}")
-      _accumulate(sums, pending)
-      check_finite("end of epoch")
-
-      # --- evaluate ---
-      result = evaluate(eval_fn, state, valid_arrays, valid_seg_utt, valid_labels, num_classes,
-                        tcfg.pooling, int(tcfg.eval_batch_size), mesh)
-      epoch_done = epoch + 1
-      train_means = {k: v / max(sums.get("count", 0), 1) for k, v in sums.items() if k != "count"}
-      train_loss = train_means.get("loss", float("nan"))
-      improved = meta["best"] is None or result["uar"] > meta["best"]["uar"]
-      if improved:
-        meta["best"] = {"epoch": epoch_done, "step": int(state.step), **result,
-                        **({"train_speaker_accuracy": train_means["accuracy_sp"]}
-                           if "accuracy_sp" in train_means else {})}
-      meta.update(epoch=epoch_done, batch=0, bad_epochs=0 if improved else meta["bad_epochs"] + 1,
-                  train_loss=train_loss, elapsed=elapsed0 + time.time() - t_resume)
-      last_uar = result["uar"]
-      line = {"epoch": epoch_done, "step": int(state.step), "train_loss": train_loss,
-              "train_accuracy": train_means.get("accuracy_em"),
-              "train_logit_scale": train_means.get("logit_scale"),
-              **({"train_speaker_accuracy": train_means["accuracy_sp"]}
-                 if "accuracy_sp" in train_means else {}),
-              "valid_uar": result["uar"], "valid_wa": result["wa"],
-              "valid_segment_uar": result["segment_uar"],
-              **{f"valid_{k}": result[k] for k in ("speaker_mass", "speaker_accuracy")
-                 if k in result},
-              "elapsed": round(meta["elapsed"], 3)}
-      if is_main:
-        io_lib.append_jsonl(metrics_path, line)
-        tb.write(epoch_done, line)
-      bar.set_postfix(loss=f"{train_loss:.3f}", uar=f"{last_uar:.3f}")
-
-      # --- checkpoint ---
-      checkpointing.save(manager, int(state.step), state.to_dict(), meta, stats,
-                         {"classes": list(classes), "speakers": [str(n) for n in speaker_names]},
-                         uar=result["uar"], epoch=epoch_done)
+    state, meta = restore_or_init(manager, program, mesh, fold)
+    _sync_metrics_file(os.path.join(fold_dir, "metrics.jsonl"), meta, is_main)
+    loop = FoldLoop(config, fd, fold, program, mesh, manager, fold_dir, state, meta)
+    meta = loop.run()
   finally:
-    bar.close()
     manager.close()
-    if tb is not None:
-      tb.close()
-  compiled = train_fn._cache_size()  # pylint: disable=protected-access
+  compiled = program.train_fn._cache_size()  # pylint: disable=protected-access
   if compiled > 1:
     logging.warning("the train step was compiled %d times (shapes or types changed)", compiled)
-
-  # --- result ---
-  best = meta["best"]
-  if best is None:
-    raise ValueError(f"fold {fold}: no epoch was trained (train.epochs={tcfg.epochs})")
-  out = {
-      "corpus": config.data.corpus, "split": tcfg.split, "fold": fold,
-      "best_epoch": best["epoch"], "best_step": best["step"], "uar": best["uar"],
-      "wa": best["wa"], "segment_uar": best["segment_uar"], "confusion": best["confusion"],
-      "recalls": best.get("recalls"),  # per-class recall (class order; None: class not in valid)
-      **{k: best[k] for k in ("speaker_mass", "speaker_accuracy", "train_speaker_accuracy")
-         if k in best},
-      "classes": list(classes), "counts": counts, "epochs_run": meta["epoch"],
-      "stopped_by": stopped(), "last_train_loss": meta["train_loss"],
-      "config": config.to_dict(),
-      "timing": {"train_elapsed_s": round(meta["elapsed"], 3),
-                 "this_run_s": round(time.time() - t_start, 3)},
-  }
+  out = fold_result(config, fd, fold, meta, time.time() - t_start)
   if is_main:
     io_lib.write_json(os.path.join(fold_dir, "result.json"), out)
   return out

@@ -133,7 +133,8 @@ def _steps(out: str, conv_impl: str) -> None:
   # process that fed or gathered the wrong rows would put another segment's posterior here.
   eval_fn = train.make_eval_step(model, mesh)
   probs = np.concatenate([
-      parallel.to_host(eval_fn(state, parallel.global_batch(local, mesh))["probs"])[:real]
+      parallel.to_host(eval_fn(train.variables_of(state),
+                                   parallel.global_batch(local, mesh))["probs"])[:real]
       for local, real in input_pipeline.eval_batches(arrays, EVAL_BATCH, jax.process_index(),
                                                      jax.process_count())])
   leaves = jax.tree_util.tree_flatten_with_path(state.params)[0]

@@ -230,10 +230,46 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_best(tmp_path, capsys):
     checkpointing.save(manager, step, {"w": np.full(3, float(step))}, {"epoch": step}, stats,
                        {"classes": ["x"]}, uar=uar, epoch=step)
   assert manager.all_steps() == [2, 3]  # the best (2) and the latest (3)
-  for f in (tmp_path / "3" / "state").rglob("*"):
+  assert manager.best_step() == 2  # orbax's own tracking (best_fn on the saved metrics)
+  checkpointing.save(manager, 4, {"w": np.full(3, 4.0)}, {"epoch": 3, "batch": 1}, stats,
+                     {"classes": ["x"]}, uar=None, epoch=3)  # mid-epoch: no metrics
+  assert manager.all_steps() == [2, 4] and manager.best_step() == 2
+  reopened = checkpointing.checkpoint_manager(str(tmp_path), read_only=True)
+  assert reopened.best_step() == 2  # the metrics are read back from disk
+  reopened.close()
+  for f in (tmp_path / "4" / "state").rglob("*"):
     if f.is_file():
       f.write_bytes(b"garbage")
   state, meta = checkpointing.restore_latest(manager, {"w": np.zeros(3)})
   np.testing.assert_array_equal(state["w"], [2.0, 2.0, 2.0])
   assert meta == {"epoch": 2}
-  assert "checkpoint step 3" in capsys.readouterr().out
+  assert "checkpoint step 4" in capsys.readouterr().out
+
+
+def test_load_best_of_a_run_checkpointed_before_orbax_tracked_the_metrics(tmp_path):
+  """Checkpoints saved without orbax metrics (before best_fn) are kept by the new manager, and
+  load_best takes the best the saved meta names, not orbax's best among the newer ones."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  fold_dir = tmp_path / "fold0"
+  fold_dir.mkdir()
+  (fold_dir / "config.json").write_text(json.dumps(tiny_config().to_dict()))
+  stats = features.SpeakerStats(speakers=("a",), mean=np.zeros((1, 2, 3), np.float32),
+                                std=np.ones((1, 2, 3), np.float32),
+                                global_mean=np.zeros((2, 3), np.float32),
+                                global_std=np.ones((2, 3), np.float32), frames=np.ones(1, np.int64))
+  names = {"classes": ["x"], "speakers": ["a"]}
+  state = lambda v: {"params": {"w": np.full(3, v)}, "batch_stats": {"m": np.zeros(1)}}  # noqa: E731
+  old = ocp.CheckpointManager(str(fold_dir / "checkpoints"), options=ocp.CheckpointManagerOptions(
+      enable_async_checkpointing=False))  # the manager as it was: no best_fn, metrics not written
+  for step, uar in [(1, 0.9), (2, 0.5)]:
+    checkpointing.save(old, step, state(float(step)), {"epoch": step, "best": {"step": 1}}, stats,
+                       names, uar=uar, epoch=step)
+  old.close()
+  new = checkpointing.checkpoint_manager(str(fold_dir / "checkpoints"))
+  checkpointing.save(new, 3, state(3.0), {"epoch": 3, "best": {"step": 1}}, stats, names,
+                     uar=0.4, epoch=3)
+  assert 1 in new.all_steps() and new.best_step() == 3  # orbax alone would pick step 3
+  new.close()
+  best = checkpointing.load_best(str(fold_dir))
+  assert best["step"] == 1
+  np.testing.assert_array_equal(best["variables"]["params"]["w"], [1.0, 1.0, 1.0])

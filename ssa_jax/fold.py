@@ -1,0 +1,170 @@
+"""One fold's data and validation metrics, shared by training, `bin.evaluate` and the figures.
+
+  fd = prepare_fold(config, dataset, fold)          # split, speaker statistics, normalised arrays
+  outputs = model_outputs(eval_fn, variables, fd.valid, batch_size, mesh)
+  metrics = validation_metrics(outputs, fd, pooling)  # UAR, WA, confusion, recalls, speaker mass
+  metrics, outputs = evaluate(eval_fn, variables, fd, pooling, batch_size, mesh)  # both at once
+
+`eval_fn` is `train.make_eval_step(model, mesh, aux_keys)`: (variables {"params",
+"batch_stats"}, batch) -> {"probs" (B, K), SSA models: "speaker_mass" (B,), "speaker_pred" (B,),
+plus the requested aux outputs}. Training (`train.train_and_evaluate`) and `plots.evaluate_fold`
+both call `prepare_fold` and `evaluate`, so the figures' numbers are training's numbers.
+
+Arrays of a fold (`FoldData.train`, `FoldData.valid`): dicts of numpy
+  x        float32 (N, T, M, C)  normalised with the TRAINING speakers' statistics
+  mask     bool    (N, T)
+  label    int32   (N,)          emotion class of the segment's utterance
+  speaker  int32   (N,)          speaker index (into `speaker_names`)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+from ssa_jax import features, input_pipeline, metrics, parallel, splits
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldData:
+  """One fold's split and normalised arrays (no reference to the raw dataset features).
+
+  classes (K,) names; speaker_names (S,) str; train_utt (U_tr,), valid_utt (U_va,) sorted
+  utterance indices; train_seg (N_tr,), valid_seg (N_va,) segment indices; stats: the training
+  speaker statistics; train / valid: the arrays above (train None when not asked for);
+  valid_seg_utt (N_va,): each validation segment's index into valid_utt; valid_labels (U_va,);
+  counts: per-class utterance and segment counts {train_utterances, valid_utterances,
+  train_segments, valid_segments}: {class: n}.
+  """
+  classes: tuple[str, ...]
+  speaker_names: np.ndarray
+  train_utt: np.ndarray
+  valid_utt: np.ndarray
+  train_seg: np.ndarray
+  valid_seg: np.ndarray
+  stats: features.SpeakerStats
+  train: dict[str, np.ndarray] | None
+  valid: dict[str, np.ndarray]
+  valid_seg_utt: np.ndarray
+  valid_labels: np.ndarray
+  counts: dict[str, dict[str, int]]
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.classes)
+
+
+def check_fold(train_cfg: ml_collections.ConfigDict, fold: int) -> None:
+  """A one-line ValueError for an unknown split mode or a fold out of range (loso: on the data)."""
+  if train_cfg.split not in splits.MODES:
+    raise ValueError(f"train.split must be one of {splits.MODES}, got {train_cfg.split!r}")
+  if train_cfg.split != "loso" and not 0 <= fold < int(train_cfg.num_folds):
+    raise ValueError(f"fold {fold} is out of range: the {train_cfg.split} split has folds "
+                     f"0..{int(train_cfg.num_folds) - 1}")
+
+
+def _counts(labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, int]:
+  return {c: int(n) for c, n in zip(classes, np.bincount(labels, minlength=len(classes)))}
+
+
+def _arrays(x: np.ndarray, dataset: Any, seg_idx: np.ndarray) -> dict[str, np.ndarray]:
+  utt = np.asarray(dataset.seg_utt)[seg_idx]
+  return {"x": x, "mask": np.asarray(dataset.mask[seg_idx], bool),
+          "label": np.asarray(dataset.labels, np.int32)[utt],
+          "speaker": np.asarray(dataset.speakers, np.int32)[utt]}
+
+
+def prepare_fold(config: ml_collections.ConfigDict, dataset: Any, fold: int,
+                 stats: features.SpeakerStats | None = None, with_train: bool = True) -> FoldData:
+  """The split of fold `fold`, the training speaker statistics and the normalised arrays.
+
+  Args:
+    config: the full config (reads `seed`, `train.split / num_folds / valid_fraction`,
+      `features.norm_fallback`).
+    dataset: a `data.Dataset` (raw segments, read a chunk of rows at a time: the only copy of
+      the features made here is the normalised one).
+    fold: 0-based fold number.
+    stats: the training statistics to use (a checkpoint's); default: fitted on the training
+      segments of this fold.
+    with_train: also normalise the training segments (training needs them, evaluation not).
+
+  Raises:
+    ValueError: bad split mode / fold, or data the split cannot use.
+  """
+  tcfg = config.train
+  check_fold(tcfg, fold)
+  classes = tuple(dataset.classes)
+  train_utt, valid_utt = splits.fold_split(dataset, fold, tcfg.split, int(tcfg.num_folds),
+                                           float(tcfg.valid_fraction), int(config.seed))
+  seg_utt = np.asarray(dataset.seg_utt)
+  train_seg = np.flatnonzero(np.isin(seg_utt, train_utt))
+  valid_seg = np.flatnonzero(np.isin(seg_utt, valid_utt))
+  speaker_names = np.asarray(dataset.speaker_names)
+  seg_speaker = speaker_names[np.asarray(dataset.speakers)[seg_utt]]
+  if stats is None:  # from the TRAINING segments only; both sides normalised with them
+    stats = features.fit_speaker_stats(dataset.segments, dataset.mask, seg_speaker,
+                                       index=train_seg)
+
+  def norm(idx):
+    return _arrays(features.normalize(dataset.segments, dataset.mask, seg_speaker, stats,
+                                      config.features.norm_fallback, index=idx), dataset, idx)
+  train = norm(train_seg) if with_train else None
+  valid = norm(valid_seg)
+  labels = np.asarray(dataset.labels)
+  counts = {"train_utterances": _counts(labels[train_utt], classes),
+            "valid_utterances": _counts(labels[valid_utt], classes),
+            "train_segments": _counts(labels[seg_utt[train_seg]], classes),
+            "valid_segments": _counts(valid["label"], classes)}
+  return FoldData(classes=classes, speaker_names=speaker_names, train_utt=train_utt,
+                  valid_utt=valid_utt, train_seg=train_seg, valid_seg=valid_seg, stats=stats,
+                  train=train, valid=valid,
+                  valid_seg_utt=np.searchsorted(valid_utt, seg_utt[valid_seg]),
+                  valid_labels=labels[valid_utt], counts=counts)
+
+
+def model_outputs(eval_fn: Callable, variables: Mapping[str, Any],
+                  arrays: Mapping[str, np.ndarray], batch_size: int,
+                  mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
+  """eval_fn over all segments of `arrays` in fixed-size padded batches (`eval_batches`);
+  returns each output concatenated over the segments, in order: {key: (N, ...)} numpy."""
+  outputs = [(eval_fn(variables, parallel.global_batch(local, mesh)), real)
+             for local, real in input_pipeline.eval_batches(
+                 arrays, batch_size, jax.process_index(), jax.process_count())]
+  return {k: np.concatenate([parallel.to_host(o[k])[:real] for o, real in outputs])
+          for k in outputs[0][0]}
+
+
+def validation_metrics(outputs: Mapping[str, np.ndarray], fd: FoldData,
+                       pooling: str) -> dict[str, Any]:
+  """The validation metrics of a fold from the model outputs of its validation segments.
+
+  Returns:
+    uar, wa, confusion (K x K list, utterances: pooled posteriors), recalls (per class, None for
+    a class absent from validation), segment_uar; for SSA models speaker_mass (the mean over the
+    segments of the SSA's attention mass on the speaker half) and speaker_accuracy (the speaker
+    branch, per segment).
+  """
+  probs = np.asarray(outputs["probs"])
+  k = fd.num_classes
+  seg_cm = metrics.confusion_matrix(fd.valid["label"], probs.argmax(-1), k)
+  pooled = metrics.pool_posteriors(probs, fd.valid_seg_utt, len(fd.valid_utt), pooling)
+  cm = metrics.confusion_matrix(fd.valid_labels, pooled.argmax(-1), k)
+  out = {"uar": metrics.uar(cm), "wa": metrics.wa(cm), "segment_uar": metrics.uar(seg_cm),
+         "confusion": cm.tolist(),
+         "recalls": [None if np.isnan(r) else float(r) for r in metrics.recalls(cm)]}
+  if "speaker_mass" in outputs:
+    out["speaker_mass"] = float(np.mean(outputs["speaker_mass"]))
+    out["speaker_accuracy"] = float(np.mean(outputs["speaker_pred"] == fd.valid["speaker"]))
+  return out
+
+
+def evaluate(eval_fn: Callable, variables: Mapping[str, Any], fd: FoldData, pooling: str,
+             batch_size: int, mesh: jax.sharding.Mesh
+             ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+  """(validation_metrics, model_outputs) of the fold's validation segments."""
+  outputs = model_outputs(eval_fn, variables, fd.valid, batch_size, mesh)
+  return validation_metrics(outputs, fd, pooling), outputs

@@ -1,0 +1,99 @@
+"""The one fold pipeline (ssa_jax/fold.py): prepare_fold's split, statistics and arrays, the
+validation metrics, and bin.evaluate's numbers (plots.evaluate_fold) equal to training's
+result.json through the same code."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+
+from conftest import fake_dataset, tiny_config
+from ssa_jax import features, plots, train
+from ssa_jax import fold as fold_lib
+
+
+def test_prepare_fold_split_statistics_and_arrays():
+  ds = fake_dataset()
+  cfg = tiny_config()
+  fd = fold_lib.prepare_fold(cfg, ds, 1)
+  assert np.intersect1d(fd.train_utt, fd.valid_utt).size == 0
+  assert len(fd.train_utt) + len(fd.valid_utt) == len(ds.labels)
+  # Segments follow their utterances; valid_seg_utt indexes valid_utt.
+  np.testing.assert_array_equal(fd.valid_utt[fd.valid_seg_utt], ds.seg_utt[fd.valid_seg])
+  np.testing.assert_array_equal(fd.valid_labels, ds.labels[fd.valid_utt])
+  np.testing.assert_array_equal(fd.valid["label"], ds.labels[ds.seg_utt[fd.valid_seg]])
+  # Statistics from the training segments only, applied to both sides.
+  seg_spk = np.asarray(ds.speaker_names)[ds.speakers[ds.seg_utt]]
+  stats = features.fit_speaker_stats(ds.segments[fd.train_seg], ds.mask[fd.train_seg],
+                                     seg_spk[fd.train_seg])
+  np.testing.assert_allclose(fd.stats.mean, stats.mean, rtol=1e-6, atol=1e-6)
+  ref = features.normalize(ds.segments[fd.valid_seg], ds.mask[fd.valid_seg],
+                           seg_spk[fd.valid_seg], stats)
+  np.testing.assert_allclose(fd.valid["x"], ref, rtol=1e-5, atol=1e-5)
+  assert fd.train["x"].shape == (len(fd.train_seg),) + ds.segments.shape[1:]
+  assert sum(fd.counts["valid_segments"].values()) == len(fd.valid_seg)
+  # Given statistics are used as they are; the training side can be skipped.
+  shifted = features.SpeakerStats(**{**fd.stats.__dict__, "mean": fd.stats.mean + 1.0})
+  other = fold_lib.prepare_fold(cfg, ds, 1, stats=shifted, with_train=False)
+  assert other.train is None and other.stats is shifted
+  assert not np.allclose(other.valid["x"], fd.valid["x"])
+
+
+@pytest.mark.parametrize("fold,split,match", [(10, "random", "fold 10 is out of range"),
+                                              (0, "nope", "train.split must be one of")])
+def test_prepare_fold_bad_fold_is_one_line(fold, split, match):
+  cfg = tiny_config()
+  cfg.train.split = split
+  with pytest.raises(ValueError, match=match) as e:
+    fold_lib.prepare_fold(cfg, fake_dataset(), fold)
+  assert "\n" not in str(e.value)
+
+
+def test_validation_metrics_pool_segments_and_match_sklearn():
+  ds = fake_dataset()
+  fd = fold_lib.prepare_fold(tiny_config(), ds, 0, with_train=False)
+  rng = np.random.default_rng(0)
+  probs = rng.dirichlet(np.ones(4), size=len(fd.valid_seg))
+  m = fold_lib.validation_metrics({"probs": probs, "speaker_mass": np.full(len(probs), 0.25),
+                                   "speaker_pred": fd.valid["speaker"]}, fd, "mean")
+  pooled = np.zeros((len(fd.valid_utt), 4))
+  np.add.at(pooled, fd.valid_seg_utt, probs)  # mean pooling: the argmax of the sum
+  pred = pooled.argmax(-1)
+  assert m["uar"] == pytest.approx(balanced_accuracy_score(fd.valid_labels, pred), abs=1e-12)
+  assert m["wa"] == pytest.approx(np.mean(pred == fd.valid_labels), abs=1e-12)
+  assert np.sum(m["confusion"]) == len(fd.valid_utt)
+  seg_uar = balanced_accuracy_score(fd.valid["label"], probs.argmax(-1))
+  assert m["segment_uar"] == pytest.approx(seg_uar, abs=1e-12)
+  assert m["speaker_mass"] == 0.25 and m["speaker_accuracy"] == 1.0
+  assert "speaker_mass" not in fold_lib.validation_metrics({"probs": probs}, fd, "max")
+
+
+def test_evaluate_fold_equals_result_json_through_the_shared_code(tmp_path, monkeypatch):
+  ds = fake_dataset()
+  cfg = tiny_config()
+  calls = []
+  real = fold_lib.evaluate
+
+  def spy(*args, **kwargs):
+    metrics, outputs = real(*args, **kwargs)
+    calls.append(metrics)
+    return metrics, outputs
+  monkeypatch.setattr(fold_lib, "evaluate", spy)
+  result = train.train_and_evaluate(cfg, str(tmp_path / "run"), 0, dataset=ds)
+  assert len(calls) == cfg.train.epochs  # training evaluated each epoch through fold.evaluate
+  fold_dir = str(tmp_path / "run" / "fold0")
+  report = plots.evaluate_fold(fold_dir, dataset=ds, out_dir=str(tmp_path / "figures"))
+  assert len(calls) == cfg.train.epochs + 1  # and so did the evaluation
+  assert report["step"] == result["best_step"]
+  assert report["confusion"] == result["confusion"]
+  assert report["uar"] == result["uar"] and report["wa"] == result["wa"]
+  assert report["segment_uar"] == result["segment_uar"]
+  assert report["recalls"] == result["recalls"]
+  assert report["speaker_mass"] == pytest.approx(result["speaker_mass"], abs=1e-6)
+  saved = json.load(open(tmp_path / "figures" / "evaluation.json"))
+  assert saved["confusion"] == result["confusion"]
+  assert sorted(os.listdir(tmp_path / "figures")) == [
+      f"attention_{report['attention_utterance']}.png", "confusion.png", "evaluation.json",
+      "tsne.png"]
