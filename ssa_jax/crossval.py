@@ -78,11 +78,10 @@ def complete_result(fold_dir: str, config: Any, warn: bool = True) -> dict[str, 
   if not os.path.isfile(path):
     return None
   try:
-    with open(path, encoding="utf-8") as f:
-      result = json.load(f)
-  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    result = io_lib.read_json(path)
+  except ValueError as e:
     if warn:
-      print(f"warning: {path} is unreadable ({e}); the fold will be resumed", file=sys.stderr)
+      print(f"warning: {e}; the fold will be resumed", file=sys.stderr)
     return None
   if not isinstance(result, dict) or any(k not in result for k in REQUIRED):
     return None

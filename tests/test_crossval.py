@@ -125,3 +125,11 @@ def test_tabulate_runs_pairs_finished_folds_without_training(tmp_path):
     crossval.tabulate_runs([str(tmp_path / "new" / "fold9")], str(tmp_path / "t2"))
   with pytest.raises(ValueError, match="no such run folder"):
     crossval.tabulate_runs([str(tmp_path / "missing")], str(tmp_path / "t2"))
+
+
+def test_complete_result_of_a_corrupt_file_warns_naming_it(tmp_path, capsys):
+  (tmp_path / "result.json").write_text('{"uar": 0.5,', encoding="utf-8")  # cut off mid-write
+  assert crossval.complete_result(str(tmp_path), config=None) is None
+  err = capsys.readouterr().err
+  assert str(tmp_path / "result.json") in err and "resumed" in err
+  assert len(err.strip().splitlines()) == 1
