@@ -19,7 +19,6 @@ says whether the machine was quiet (benchmarks/loadcheck.py).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -131,8 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
   print(text)
   out = {"load": readings, "rows": rows, "table": text, "args": vars(args)}
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(out, f, indent=2, default=str)
+    loadcheck.write_json(args.json, out)
   return out
 
 

@@ -29,7 +29,6 @@ seconds of audio per second, median, best, ratios to librosa), the load readings
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -123,8 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
          "devices": f"{jax.devices()[0].platform} x {len(devices)}", "cpus": os.cpu_count(),
          "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")}
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(out, f, indent=2)
+    loadcheck.write_json(args.json, out)
   return out
 
 

@@ -195,9 +195,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   readings = sample(args.sample)
   print(header(readings))
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(readings, f, indent=2)
+    write_json(args.json, readings)
   return readings
+
+
+def write_json(path: str, obj) -> None:
+  """A benchmark's --json output, written atomically by the project's one writer (ssa_jax.io);
+  values JSON does not know (dtypes, paths) as their str."""
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from ssa_jax import io as io_lib  # pylint: disable=g-import-not-at-top
+  io_lib.write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":

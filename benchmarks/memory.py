@@ -21,7 +21,6 @@ not depend on the machine's load (they are not timings).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -151,8 +150,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
          "per_hour": {k: per_hour(rows, k) if all(r.get(k) is not None for r in rows) else None
                       for k in ("feature_bytes", "prepare_rss", "train_rss")}}
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(out, f, indent=2)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks import loadcheck  # pylint: disable=g-import-not-at-top
+    loadcheck.write_json(args.json, out)
   return out
 
 

@@ -41,7 +41,6 @@ import argparse
 import collections
 import dataclasses
 import glob
-import json
 import os
 import re
 import shutil
@@ -655,8 +654,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "calls (one oneDNN call computes both)")
   out["text"] = head + "\n\n" + "\n\n".join(texts)
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(out, f, indent=2, default=str)
+    loadcheck.write_json(args.json, out)
   return out
 
 

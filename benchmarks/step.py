@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import itertools
-import json
 import os
 import platform
 import statistics
@@ -473,8 +472,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   out = {"machine": info, "load": readings, "gemm_gflops": gemm,
          "args": {k: v for k, v in vars(args).items()}, "rows": rows, "table": table}
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(out, f, indent=2, default=str)
+    loadcheck.write_json(args.json, out)
   return out
 
 
