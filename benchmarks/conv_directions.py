@@ -7,6 +7,8 @@ Shapes: x (B, 150, 20, 256), kernel 5 x 3, SAME, stride 1 (conv2-conv6 after the
 20·256·256·15 FLOP per direction (47 GFLOP at B = 8). Rows, each jitted on its own with the
 named XLA option set (`ssa_jax.ops.CPU_OPTION_SETS`: "default" = YNNPACK, "eigen" = YNNPACK off):
 * forward, input gradient (`jax.vjp` in x), kernel gradient (`jax.vjp` in the kernel);
+* the input gradient written as a forward convolution of the flipped kernel (what a custom VJP
+  would run instead of `jax.vjp`'s window-reversed convolution);
 * forward as 5 row-shifted GEMMs over a frequency im2col (K = 3·256), kernel gradient as
   15 per-tap GEMMs (`ops.conv_kernel_grad`);
 * PyTorch: `conv2d` and `aten.convolution_backward` with one output at a time, channels-last,
@@ -45,6 +47,14 @@ def input_grad(k, dy):
   return jax.vjp(lambda x: conv(x, k), jnp.zeros(dy.shape[:3] + (C,), dy.dtype))[1](dy)[0]
 
 
+def input_grad_flipped(k, dy):
+  """The input gradient as a plain forward convolution: dy * (k flipped in time and frequency,
+  channel axes swapped), padded (high, low) where the forward pads (low, high)."""
+  pad = tuple((hi, lo) for lo, hi in ops.same_padding((KT, KF)))
+  return lax.conv_general_dilated(dy, jnp.flip(k, (0, 1)).swapaxes(2, 3), (1, 1), pad,
+                                  dimension_numbers=_DN)
+
+
 def kernel_grad(x, dy):
   return jax.vjp(lambda k: conv(x, k), jnp.zeros((KT, KF, C, C), x.dtype))[1](dy)[0]
 
@@ -81,14 +91,18 @@ def main(argv: list[str] | None = None) -> dict:
     o = ops.cpu_compiler_options(opts)
     variants[f"JAX forward, {opts}"] = (jax.jit(conv, compiler_options=o), (x, k))
     variants[f"JAX input grad, {opts}"] = (jax.jit(input_grad, compiler_options=o), (k, dy))
+    variants[f"JAX input grad as a forward conv of the flipped kernel, {opts}"] = (
+        jax.jit(input_grad_flipped, compiler_options=o), (k, dy))
     variants[f"JAX kernel grad, {opts}"] = (jax.jit(kernel_grad, compiler_options=o), (x, dy))
     variants[f"JAX forward as 5 GEMMs, {opts}"] = (jax.jit(forward_gemm, compiler_options=o),
                                                    (x, k))
     variants[f"JAX kernel grad as 15 GEMMs (ops.conv_kernel_grad), {opts}"] = (
         jax.jit(lambda x_, d_: ops.conv_kernel_grad(x_, d_, (KT, KF)), compiler_options=o),
         (x, dy))
-  ref = {"forward": conv(x, k), "kernel grad": kernel_grad(x, dy)}
+  ref = {"forward": conv(x, k), "input grad": input_grad(k, dy), "kernel grad": kernel_grad(x, dy)}
   err = {"forward as 5 GEMMs": ref["forward"] - variants["JAX forward as 5 GEMMs, eigen"][0](x, k),
+         "input grad as a forward conv of the flipped kernel":
+             ref["input grad"] - input_grad_flipped(k, dy),
          "kernel grad as GEMMs": ref["kernel grad"] - ops.conv_kernel_grad(x, dy, (KT, KF))}
   cl = torch.channels_last
   tx = torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2).contiguous(memory_format=cl)
