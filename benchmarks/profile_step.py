@@ -389,7 +389,7 @@ def jax_table(instrs: dict[str, Instr], kernel_size, train_ops: dict[str, float]
 
 
 def profile_jax(cfg, batch: dict[str, np.ndarray], steps: int, options: str,
-                eval_options: str = "default"
+                eval_options: str = "tuned"
                 ) -> tuple[dict[str, dict[str, float]], dict[str, float], Any]:
   """Per-layer table, wall seconds {train, infer}, and the runner (for the torch weights)."""
   runner = step_bench.JaxRunner(cfg, batch, options, eval_options)
@@ -604,8 +604,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--conv-impl", default="", help="JAX convolution (ssa_jax.ops); default: the config's")
   parser.add_argument("--xla-options", default="tuned",
                       help="train step: tuned (as train.py) or a name of ops.CPU_OPTION_SETS")
-  parser.add_argument("--eval-options", default="default",
-                      help="eval step: a name of ops.CPU_OPTION_SETS (default: XLA's, as train.py)")
+  parser.add_argument("--eval-options", default="tuned",
+                      help="eval step: tuned (as train.py) or a name of ops.CPU_OPTION_SETS")
   parser.add_argument("--lstm-impl", default="", help="BLSTM (ops.LSTM_IMPLS); default: the config's")
   parser.add_argument("--quick", action="store_true", help="batch 8, 1 step")
   parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",

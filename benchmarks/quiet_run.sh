@@ -16,8 +16,8 @@
 #   01_idle.txt / .json    loadcheck over a 15 s idle sample before anything starts (the other
 #                          processes' CPU share with nothing of ours running)
 #   02_step.txt / .json    benchmarks/step.py, paper sizes, batch 40: SSA-CRNN and ACRNN; JAX float32
-#                          and bfloat16 (train.py's step, "tuned" XLA options, the default
-#                          eval options, the config's conv and BLSTM), PyTorch float32; the float32
+#                          and bfloat16 (train.py's train and eval steps with their "tuned" XLA
+#                          options, the config's conv and BLSTM), PyTorch float32; the float32
 #                          GEMM rate of XLA and torch measured in the same process; the load
 #                          header (QUIET / LOADED — no verdict) and, only if quiet, the goal verdict
 #   03_profile.txt / .json benchmarks/profile_step.py at batch 8 (layers at paper size), float32,
@@ -79,7 +79,7 @@ part() {  # part NAME COMMAND...: runs it, stdout -> NAME.txt, stderr -> NAME.er
 { date -u; uptime; } > "$OUT/00_uptime_before.txt"
 part 01_idle "$PY" benchmarks/loadcheck.py --sample "$IDLE_S" --json "$OUT/01_idle.json"
 part 02_step "$PY" benchmarks/step.py "${CONFIG[@]}" "${STEP_SIZE[@]}" --models ssa_crnn,acrnn \
-  --framework jax,torch --dtype float32,bfloat16 --xla-options tuned --eval-options default \
+  --framework jax,torch --dtype float32,bfloat16 --xla-options tuned --eval-options tuned \
   --wait-quiet "$WAIT" --json "$OUT/02_step.json"
 if [ "$PROFILE" = "1" ]; then
   part 03_profile "$PY" benchmarks/profile_step.py "${CONFIG[@]}" "${PROF_SIZE[@]}" \

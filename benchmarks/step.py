@@ -3,7 +3,7 @@
   python benchmarks/step.py [--config configs/ssa_crnn_r.py] [--models ssa_crnn,acrnn]
       [--batch 40] [--steps 5] [--warmup 1] [--framework jax,torch] [--dtype float32,bfloat16]
       [--conv-impl auto,gemm,xla] [--lstm-impl flax,hoisted]
-      [--xla-options tuned,default,eigen,eigen_conv] [--eval-options default,eigen,eigen_conv]
+      [--xla-options tuned,default,eigen,eigen_conv] [--eval-options tuned,default,eigen,eigen_conv]
       [--wait-quiet SECONDS] [--json out.json]
 
 For each model, at the config's sizes (default: the paper's) and the given batch:
@@ -120,14 +120,13 @@ def gemm_rates(n: int = 2048, rounds: int = 5) -> dict[str, float]:
 class JaxRunner:
   """The project's jitted train and eval steps on one fixed batch.
 
-  options: the train step's XLA options, "tuned" (`train.make_train_step`'s own,
-  `ops.train_compiler_options()`, as train.py runs it) or a name of `ops.CPU_OPTION_SETS`
-  ("default": XLA's defaults); eval_options: the eval step's, a name of `ops.CPU_OPTION_SETS`
-  ("default", as train.py and predict.py compile it).
+  options / eval_options: the train / eval step's XLA options, "tuned" (`ops.
+  step_compiler_options()`, as train.py, bin.evaluate and bin.predict compile both steps) or a
+  name of `ops.CPU_OPTION_SETS` ("default": XLA's defaults).
   """
 
   def __init__(self, cfg, batch: dict[str, np.ndarray], options: str = "default",
-               eval_options: str = "default"):
+               eval_options: str = "tuned"):
     self.mesh = parallel.make_mesh()
     self.model = models.build_model(cfg.model)
     self.tx = train.make_optimizer(cfg.train)
@@ -140,7 +139,8 @@ class JaxRunner:
         self.model, self.tx, cfg.train.constraint, self.mesh,
         compiler_options="tuned" if options == "tuned" else ops.cpu_compiler_options(options))
     self.eval_fn = train.make_eval_step(self.model, self.mesh,
-                                        ops.cpu_compiler_options(eval_options))
+                                        "tuned" if eval_options == "tuned"
+                                        else ops.cpu_compiler_options(eval_options))
     self.loss = float("nan")
 
   def variables(self) -> dict[str, Any]:
@@ -412,11 +412,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "default: the config's")
   parser.add_argument("--xla-options", default="tuned",
                       help="JAX train-step compile options, comma-separated runners: tuned "
-                           "(ops.train_compiler_options, as train.py) and/or names of "
+                           "(ops.step_compiler_options, as train.py) and/or names of "
                            "ops.CPU_OPTION_SETS (default = XLA's defaults, eigen, eigen_conv)")
-  parser.add_argument("--eval-options", default="default",
-                      help="JAX eval-step compile options (names of ops.CPU_OPTION_SETS), "
-                           "comma-separated runners; default: XLA's, as train.py")
+  parser.add_argument("--eval-options", default="tuned",
+                      help="JAX eval-step compile options, comma-separated runners: tuned "
+                           "(ops.step_compiler_options, as train.py) and/or names of "
+                           "ops.CPU_OPTION_SETS")
   parser.add_argument("--lstm-impl", default="",
                       help="JAX BLSTM implementation(s) (ops.LSTM_IMPLS), comma-separated "
                            "runners; default: the config's")
@@ -434,8 +435,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.error(f"--xla-options takes tuned and/or {sorted(ops.CPU_OPTION_SETS)}, "
                  f"got {args.xla_options}")
   args.eval_options = [o.strip() for o in args.eval_options.split(",") if o.strip()]
-  if set(args.eval_options) - set(ops.CPU_OPTION_SETS) or not args.eval_options:
-    parser.error(f"--eval-options takes {sorted(ops.CPU_OPTION_SETS)}, got {args.eval_options}")
+  if set(args.eval_options) - {"tuned", *ops.CPU_OPTION_SETS} or not args.eval_options:
+    parser.error(f"--eval-options takes tuned or {sorted(ops.CPU_OPTION_SETS)}, "
+                 f"got {args.eval_options}")
   args.lstm_impls = [c.strip() for c in args.lstm_impl.split(",")] if args.lstm_impl else [""]
   if set(args.lstm_impls) - set(ops.LSTM_IMPLS) - {""}:
     parser.error(f"--lstm-impl takes {', '.join(ops.LSTM_IMPLS)}, got {args.lstm_impl!r}")

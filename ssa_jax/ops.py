@@ -1,6 +1,6 @@
 """A fast CPU train step: XLA compiler options, and a SAME convolution with a GEMM kernel gradient.
 
-  jax.jit(train_step, ..., compiler_options=train_compiler_options())   None off CPU
+  jax.jit(step, ..., compiler_options=step_compiler_options())   train and eval steps; None off CPU
   y = conv2d_same(x (B, T, F, Ci), kernel (kt, kf, Ci, Co)) -> (B, T, F, Co)   NHWC / HWIO, stride 1
   Conv(features, kernel_size, impl="gemm" | "xla" | "auto")   drop-in for flax.linen.Conv here
 
@@ -11,9 +11,11 @@ the forward convolution. Two remedies, measured in process CPU seconds on a 2-co
 with other work (figures below: directions, not results; benchmarks/RESULTS.md, "What was tried",
 and its quiet run give the sizes):
 
-* `train_compiler_options()`: compile the train step with YNNPACK's convolutions off (XLA's Eigen
+* `step_compiler_options()`: compile the train step with YNNPACK's convolutions off (XLA's Eigen
   convolutions instead): per 256 -> 256 layer (batch 8, CPU seconds) the kernel gradient went
   0.53 -> 0.28 s, while the forward and input gradient went 0.20 -> 0.23 s. This is what pays.
+  The eval step takes the same options: at batch 40 XLA's YNNPACK forward ran the paper-size
+  inference ~11 % slower than Eigen's (benchmarks/RESULTS.md, "What was tried").
 * `conv2d_same` (impl="gemm"): a `jax.custom_vjp` whose forward and input gradient are XLA's own
   convolutions and whose kernel gradient is kt·kf GEMMs, one per kernel tap, each contracting the
   whole batch (pad x to (B, T+kt-1, F+kf-1, Ci) and flatten it to rows p = (b, t, f); dy on the
@@ -111,7 +113,7 @@ conv2d_same.defvjp(_conv_fwd, _conv_bwd)
 
 
 def resolve_impl(impl: str) -> str:
-  """Checks `model.conv_impl`; "auto" -> "xla" (the measured best with `train_compiler_options`)."""
+  """Checks `model.conv_impl`; "auto" -> "xla" (the measured best with `step_compiler_options`)."""
   if impl not in IMPLS:
     raise ValueError(f"model.conv_impl must be one of {IMPLS}, got {impl!r}")
   return "xla" if impl == "auto" else impl
@@ -127,7 +129,7 @@ CPU_OPTION_SETS: dict[str, dict[str, str] | None] = {
     # Eigen convolutions, YNNPACK dots (the dense layer, the BLSTM, the attention)
     "eigen_conv": {_YNN_OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
 }
-TRAIN_OPTION_SET = "eigen"
+STEP_OPTION_SET = "eigen"  # the train and eval steps' option set on CPU
 
 
 def cpu_compiler_options(name: str, backend: str | None = None) -> dict[str, str] | None:
@@ -138,14 +140,14 @@ def cpu_compiler_options(name: str, backend: str | None = None) -> dict[str, str
   return CPU_OPTION_SETS[name] if backend == "cpu" else None
 
 
-def train_compiler_options(backend: str | None = None) -> dict[str, str] | None:
-  """XLA compiler options for the jitted train step: `jax.jit(..., compiler_options=...)`.
+def step_compiler_options(backend: str | None = None) -> dict[str, str] | None:
+  """XLA compiler options for the jitted train and eval steps: `jax.jit(..., compiler_options=...)`.
 
-  On CPU, `CPU_OPTION_SETS[TRAIN_OPTION_SET]`: YNNPACK's convolutions off (its kernel gradient
-  was slower than Eigen's in the measurements of the module docstring); None elsewhere. The
-  eval step keeps the defaults.
+  On CPU, `CPU_OPTION_SETS[STEP_OPTION_SET]`: YNNPACK's convolutions off (its kernel gradient
+  was slower than Eigen's in the measurements of the module docstring, and its forward at the
+  eval batch of 40); None elsewhere.
   """
-  return cpu_compiler_options(TRAIN_OPTION_SET, backend)
+  return cpu_compiler_options(STEP_OPTION_SET, backend)
 
 
 class Conv(nn.Module):

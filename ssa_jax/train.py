@@ -196,10 +196,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
                   batch: {x, mask, label, speaker}  P("data"))
               -> (state: P(), metrics: {str: scalar}  P()).
   `max_traces` wraps the step in `chex.assert_max_traces` (tests). `compiler_options`: "tuned"
-  (ops.train_compiler_options()), None for XLA's defaults (benchmarks), or a dict.
+  (ops.step_compiler_options()), None for XLA's defaults (benchmarks), or a dict.
   """
   if compiler_options == "tuned":
-    compiler_options = ops.train_compiler_options()
+    compiler_options = ops.step_compiler_options()
   def step(state, batch):
     return train_step(state, batch, model=model, tx=tx, constraint=constraint,
                       speaker_loss_weight=speaker_loss_weight)
@@ -213,12 +213,15 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
 
 
 def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
-                   compiler_options: Mapping[str, str] | None = None,
+                   compiler_options: Mapping[str, str] | None | str = "tuned",
                    aux_keys: Sequence[str] = ()) -> Callable:
   """jit signature: (variables {"params", "batch_stats"} P(), batch P("data"))
   -> {probs (B, K), ...} P("data") (`eval_outputs`).
 
-  `compiler_options`: XLA's defaults unless given (benchmarks compare `ops.CPU_OPTION_SETS`)."""
+  `compiler_options`: as `make_train_step`'s ("tuned": the train step's own,
+  `ops.step_compiler_options()`; None: XLA's defaults; or a dict)."""
+  if compiler_options == "tuned":
+    compiler_options = ops.step_compiler_options()
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
   return jax.jit(functools.partial(eval_step, model=model, aux_keys=tuple(aux_keys)),
                  in_shardings=(repl, data), out_shardings=data,

@@ -116,14 +116,14 @@ def test_bad_inputs_raise_clear_errors():
     ops.Conv(4, (5, 3)).init(jax.random.key(0), jnp.ones((2, 6, 4)))
 
 
-def test_train_compiler_options_by_backend():
-  assert ops.train_compiler_options("gpu") is None
-  opts = ops.train_compiler_options("cpu")
+def test_step_compiler_options_by_backend():
+  assert ops.step_compiler_options("gpu") is None
+  opts = ops.step_compiler_options("cpu")
   assert opts == {"xla_cpu_experimental_ynn_fusion_type": ""}
   # XLA accepts them, and the step's value is unchanged by them.
   x, k, dy = arrays(5, 2, 8, 6, 3, 4, 5, 3)
   f = lambda k_: jax.grad(lambda kk: jnp.sum(plain_conv(x, kk) * dy))(k_)  # noqa: E731
-  tuned = jax.jit(f, compiler_options=ops.train_compiler_options())
+  tuned = jax.jit(f, compiler_options=ops.step_compiler_options())
   assert rel(tuned(k), jax.jit(f)(k)) <= TOL
 
 

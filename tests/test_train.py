@@ -273,3 +273,25 @@ def test_load_best_of_a_run_checkpointed_before_orbax_tracked_the_metrics(tmp_pa
   best = checkpointing.load_best(str(fold_dir))
   assert best["step"] == 1
   np.testing.assert_array_equal(best["variables"]["params"]["w"], [1.0, 1.0, 1.0])
+
+
+def test_eval_step_compiles_with_the_train_steps_cpu_options():
+  """make_eval_step's default is the train step's option set (ops.step_compiler_options): on CPU
+  no convolution goes to a YNNPACK fusion (XLA's defaults send 32-channel f32 convolutions there),
+  and the outputs equal those of the step compiled with XLA's defaults."""
+  cfg = tiny_config("acrnn", overrides={"model.conv_features": (32,) * 6,
+                                        "features.segment_frames": 16, "features.n_mels": 8})
+  model = models.build_model(cfg.model)
+  mesh = parallel.make_mesh()
+  rng = np.random.default_rng(0)
+  batch = {"x": rng.standard_normal((8, 16, 8, 3)).astype(np.float32),
+           "mask": np.ones((8, 16), bool)}
+  variables = model.init(jax.random.PRNGKey(0), batch["x"], batch["mask"])
+  batch = parallel.global_batch(batch, mesh)
+  tuned = train.make_eval_step(model, mesh)
+  plain = train.make_eval_step(model, mesh, compiler_options=None)
+  if jax.default_backend() == "cpu":
+    hlo = tuned.lower(variables, batch).compile().as_text()
+    assert "convolution(" in hlo and "ynn" not in hlo.lower()
+  np.testing.assert_allclose(tuned(variables, batch)["probs"], plain(variables, batch)["probs"],
+                             rtol=1e-5, atol=1e-6)
