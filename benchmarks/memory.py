@@ -12,7 +12,9 @@ child). The train run is fold 0 with `--config.train.epochs` (1 by default: the 
 the train step's buffers are reached in the first epoch; more epochs add no data copies).
 
 Printed: utterances, hours of audio (real frames x hop), bytes of the cached feature arrays
-(segments float32 + mask + segment->utterance index), peak RSS of each command, and the growth
+(segments float32 + mask + segment->utterance index), peak RSS of each command (for the train
+run also its peak anonymous RSS: ru_maxrss counts the pages of the memory-mapped feature cache a
+fold reads, page cache the kernel can drop; RssAnon, sampled, is what the process holds), and the growth
 per hour of audio between the smallest and the largest scale (the fixed cost of Python, JAX and
 the compiled model drops out), next to the feature arrays' own bytes per hour. Memory figures do
 not depend on the machine's load (they are not timings).
@@ -27,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -35,16 +38,39 @@ _SEGMENTS = re.compile(r"(\d+) segments of (\d+) frames x (\d+) mel bands x (\d+
                        r"\((\d+) real frames\) from (\d+) utterances")
 
 
-def run_measured(cmd: list[str], cwd: str) -> tuple[int, float, str, float]:
-  """(exit status, peak RSS bytes, stdout + stderr, wall seconds) of one subprocess."""
+def _anon_bytes(pid: int) -> float:
+  """RssAnon of a live process (bytes), 0 once it is gone."""
+  try:
+    with open(f"/proc/{pid}/status") as f:
+      for line in f:
+        if line.startswith("RssAnon:"):
+          return float(line.split()[1]) * 1024.0
+  except OSError:
+    pass
+  return 0.0
+
+
+def run_measured(cmd: list[str], cwd: str) -> tuple[int, float, str, float, float]:
+  """(exit status, peak RSS bytes, stdout + stderr, wall seconds, peak anonymous RSS bytes) of
+  one subprocess. Peak RSS is the kernel's ru_maxrss and counts the pages of memory-mapped files
+  it touched (the feature cache; page cache the kernel can drop); the anonymous peak (RssAnon,
+  sampled every 50 ms) is the memory the process itself holds."""
   t0 = time.time()
   with tempfile.TemporaryFile() as out:
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    anon = [0.0]
+    def poll():
+      while proc.returncode is None:
+        anon[0] = max(anon[0], _anon_bytes(proc.pid))
+        time.sleep(0.05)
+    sampler = threading.Thread(target=poll, daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
+    sampler.join()
     out.seek(0)
     text = out.read().decode(errors="replace")
-  return proc.returncode, usage.ru_maxrss * 1024.0, text, time.time() - t0  # ru_maxrss: KiB
+  return proc.returncode, usage.ru_maxrss * 1024.0, text, time.time() - t0, anon[0]  # KiB -> B
 
 
 def parse_prepare(text: str, hop: int, sample_rate: int) -> dict[str, float]:
@@ -74,10 +100,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines.append(f"| {r['scale']}x ({r['num_phrases']} phrases) | {r['utterances']} | "
                  f"{r['hours']:.2f} | {mb(r['feature_bytes'])} | {mb(r['prepare_rss'])}"
                  f"{' (cache reused)' if r.get('prepare_cache') == 'reused' else ''} | "
-                 + (f"{mb(r['train_rss'])} | {r['train_rss'] / r['feature_bytes']:.2f} |"
+                 + (f"{mb(r['train_rss'])}"
+                    + (f" (anonymous {mb(r['train_anon'])})" if r.get("train_anon") else "")
+                    + f" | {r['train_rss'] / r['feature_bytes']:.2f} |"
                     if r.get("train_rss") is not None else "not run | |"))
   growth = {k: per_hour(rows, k) if all(r.get(k) is not None for r in rows) else None
-            for k in ("feature_bytes", "prepare_rss", "train_rss")}
+            for k in ("feature_bytes", "prepare_rss", "train_rss", "train_anon")}
   if growth["feature_bytes"]:
     lines.append("")
     lines.append(f"per hour of audio ({rows[0]['scale']}x -> {rows[-1]['scale']}x): feature arrays "
@@ -85,7 +113,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                  f"{mb(growth['prepare_rss'])} MiB ({growth['prepare_rss'] / growth['feature_bytes']:.2f}x)"
                  + (f", bin.train fold peak RSS {mb(growth['train_rss'])} MiB "
                     f"({growth['train_rss'] / growth['feature_bytes']:.2f}x)"
-                    if growth["train_rss"] is not None else ""))
+                    if growth["train_rss"] is not None else "")
+                 + (f", its anonymous peak {mb(growth['train_anon'])} MiB "
+                    f"({growth['train_anon'] / growth['feature_bytes']:.2f}x)"
+                    if growth["train_anon"] is not None else ""))
   return "\n".join(lines)
 
 
@@ -117,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
       phrases = phrases0 * scale
       common = ["--config", args.config, f"--config.data.synthetic.num_phrases={phrases}",
                 f"--config.data.cache_dir={cache}"]
-      rc, prep_rss, text, prep_s = run_measured([sys.executable, "-m", "bin.prepare", *common], ROOT)
+      rc, prep_rss, text, prep_s, _ = run_measured([sys.executable, "-m", "bin.prepare", *common], ROOT)
       if rc:
         raise SystemExit(f"bin.prepare failed at scale {scale}:\n{text[-3000:]}")
       row = {"scale": scale, "num_phrases": phrases, **parse_prepare(text, hop, sr),
@@ -129,17 +160,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"scale {scale}x: {row['utterances']} utterances, {row['hours']:.2f} h, prepare "
               f"{prep_rss / 2**20:.0f} MiB ({prep_s:.0f} s)", file=sys.stderr, flush=True)
         continue
-      rc, train_rss, text, train_s = run_measured(
+      rc, train_rss, text, train_s, train_anon = run_measured(
           [sys.executable, "-m", "bin.train", *common, "--fold", str(args.fold),
            "--workdir", os.path.join(work, f"x{scale}"), f"--config.train.epochs={args.epochs}"],
           ROOT)
       if rc:
         raise SystemExit(f"bin.train failed at scale {scale}:\n{text[-3000:]}")
-      row.update(train_rss=train_rss, train_s=train_s)
+      row.update(train_rss=train_rss, train_s=train_s, train_anon=train_anon)
       rows.append(row)
       print(f"scale {scale}x: {row['utterances']} utterances, {row['hours']:.2f} h, prepare "
             f"{prep_rss / 2**20:.0f} MiB ({prep_s:.0f} s), train {train_rss / 2**20:.0f} MiB "
-            f"({train_s:.0f} s)", file=sys.stderr, flush=True)
+            f"({train_s:.0f} s; anonymous {train_anon / 2**20:.0f} MiB)", file=sys.stderr, flush=True)
   finally:
     shutil.rmtree(work, ignore_errors=True)
     if not args.cache_dir and not args.keep:
@@ -148,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   print(f"{args.config}, fold {args.fold}, {args.epochs} epoch(s) of training\n{table}")
   out = {"args": vars(args), "rows": rows, "table": table,
          "per_hour": {k: per_hour(rows, k) if all(r.get(k) is not None for r in rows) else None
-                      for k in ("feature_bytes", "prepare_rss", "train_rss")}}
+                      for k in ("feature_bytes", "prepare_rss", "train_rss", "train_anon")}}
   if args.json:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from benchmarks import loadcheck  # pylint: disable=g-import-not-at-top

@@ -247,7 +247,11 @@ def _read_cache(location: Path, key: str) -> tuple[dict[str, np.ndarray], dict[s
       raise ValueError("version or key mismatch")
     arrays = {}
     for name, dtype in _ARRAYS.items():
-      arr = np.load(location / f"{name}.npy", allow_pickle=False)
+      # The segments (nearly all of the bytes) are memory-mapped, read-only: a fold reads the
+      # rows it normalises from the page cache, so it never holds a private raw copy beside its
+      # normalised one (benchmarks/RESULTS.md, "Memory as the corpus grows").
+      arr = np.load(location / f"{name}.npy", allow_pickle=False,
+                    mmap_mode="r" if name == "segments" else None)
       want = meta["arrays"][name]
       if list(arr.shape) != want["shape"] or arr.dtype != np.dtype(dtype):
         raise ValueError(f"{name}.npy has shape {arr.shape} {arr.dtype}, expected {want}")
@@ -292,6 +296,8 @@ def prepare(config: Any, progress: bool = True, *, listing: Listing | None = Non
     meta = {"corpus": listing.corpus, "root": listing.root, "classes": list(listing.classes),
             "utt_ids": [u.utt_id for u in kept], "skipped": [list(s) for s in skipped]}
     _write_cache(location, key, arrays, meta)
+    # Drop the freshly built segments for the memory-mapped cache file, as a cache hit returns.
+    arrays["segments"] = np.load(location / "segments.npy", allow_pickle=False, mmap_mode="r")
   else:
     arrays, meta = cached
     kept = [by_id[i] for i in meta["utt_ids"]]

@@ -197,7 +197,10 @@ def test_memory_table_per_hour_and_skipped_train():
   assert memory.per_hour(rows, "prepare_rss") == 400 * mib
   text = memory.format_table(rows)
   assert "feature arrays 200 MiB, bin.prepare peak RSS 400 MiB (2.00x)" in text
-  assert "bin.train fold peak RSS 100 MiB (0.50x)" in text
+  assert "bin.train fold peak RSS 100 MiB (0.50x)" in text and "anonymous" not in text
+  rows[0]["train_anon"], rows[1]["train_anon"] = 900 * mib, 1300 * mib
+  text = memory.format_table(rows)
+  assert "| 1,500 (anonymous 900) |" in text and "its anonymous peak 200 MiB (1.00x)" in text
   for r in rows:
     r["train_rss"] = None
   text = memory.format_table(rows)
