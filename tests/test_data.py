@@ -150,6 +150,10 @@ def test_cache_reused_and_invalidated(tmp_path, calls):
   again = data.prepare(cfg, progress=False)  # unchanged: read back, nothing extracted
   assert calls["files"] == len(GOOD)
   np.testing.assert_array_equal(again.segments, first.segments)
+  # Built or read back, the segments are the cache file memory-mapped read-only (no private copy).
+  for ds in (first, again):
+    assert isinstance(ds.segments, np.memmap) and not ds.segments.flags.writeable
+    assert os.path.samefile(ds.segments.filename, location / "segments.npy")
   assert again.utt_ids == first.utt_ids and again.listing.skipped == first.listing.skipped
   cfg.features.norm_fallback = "global"  # does not change the features
   data.prepare(cfg, progress=False)
