@@ -91,6 +91,15 @@ def per_hour(rows: list[dict[str, Any]], key: str) -> float | None:
   return (rows[-1][key] - rows[0][key]) / (rows[-1]["hours"] - rows[0]["hours"])
 
 
+GROWTH_KEYS = ("feature_bytes", "prepare_rss", "train_rss", "train_anon")
+
+
+def growth(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+  """`per_hour` of each of GROWTH_KEYS that every row has (None otherwise)."""
+  return {k: per_hour(rows, k) if all(r.get(k) is not None for r in rows) else None
+          for k in GROWTH_KEYS}
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
   mb = lambda b: f"{b / 2**20:,.0f}"  # noqa: E731
   lines = ["| corpus | utterances | hours of audio | feature arrays MiB | bin.prepare peak RSS MiB | "
@@ -104,19 +113,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                     + (f" (anonymous {mb(r['train_anon'])})" if r.get("train_anon") else "")
                     + f" | {r['train_rss'] / r['feature_bytes']:.2f} |"
                     if r.get("train_rss") is not None else "not run | |"))
-  growth = {k: per_hour(rows, k) if all(r.get(k) is not None for r in rows) else None
-            for k in ("feature_bytes", "prepare_rss", "train_rss", "train_anon")}
-  if growth["feature_bytes"]:
+  g = growth(rows)
+  if g["feature_bytes"]:
     lines.append("")
     lines.append(f"per hour of audio ({rows[0]['scale']}x -> {rows[-1]['scale']}x): feature arrays "
-                 f"{mb(growth['feature_bytes'])} MiB, bin.prepare peak RSS "
-                 f"{mb(growth['prepare_rss'])} MiB ({growth['prepare_rss'] / growth['feature_bytes']:.2f}x)"
-                 + (f", bin.train fold peak RSS {mb(growth['train_rss'])} MiB "
-                    f"({growth['train_rss'] / growth['feature_bytes']:.2f}x)"
-                    if growth["train_rss"] is not None else "")
-                 + (f", its anonymous peak {mb(growth['train_anon'])} MiB "
-                    f"({growth['train_anon'] / growth['feature_bytes']:.2f}x)"
-                    if growth["train_anon"] is not None else ""))
+                 f"{mb(g['feature_bytes'])} MiB, bin.prepare peak RSS "
+                 f"{mb(g['prepare_rss'])} MiB ({g['prepare_rss'] / g['feature_bytes']:.2f}x)"
+                 + (f", bin.train fold peak RSS {mb(g['train_rss'])} MiB "
+                    f"({g['train_rss'] / g['feature_bytes']:.2f}x)"
+                    if g["train_rss"] is not None else "")
+                 + (f", its anonymous peak {mb(g['train_anon'])} MiB "
+                    f"({g['train_anon'] / g['feature_bytes']:.2f}x)"
+                    if g["train_anon"] is not None else ""))
   return "\n".join(lines)
 
 
@@ -178,10 +186,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   table = format_table(rows)
   print(f"{args.config}, fold {args.fold}, {args.epochs} epoch(s) of training\n{table}")
   out = {"args": vars(args), "rows": rows, "table": table,
-         "per_hour": {k: per_hour(rows, k) if all(r.get(k) is not None for r in rows) else None
-                      for k in ("feature_bytes", "prepare_rss", "train_rss", "train_anon")}}
+         "per_hour": growth(rows)}
   if args.json:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from benchmarks import loadcheck  # pylint: disable=g-import-not-at-top
     loadcheck.write_json(args.json, out)
   return out

@@ -56,6 +56,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from benchmarks import loadcheck  # pylint: disable=g-import-not-at-top
 from benchmarks import step as step_bench  # pylint: disable=g-import-not-at-top
+from ssa_jax import train as ssa_train  # pylint: disable=g-import-not-at-top
 
 FWD, IN_GRAD, K_GRAD, INFER = "forward", "input grad", "kernel grad", "inference"
 DIRECTIONS = (FWD, IN_GRAD, K_GRAD)
@@ -402,8 +403,7 @@ def profile_jax(cfg, batch: dict[str, np.ndarray], steps: int, options: str,
     jax.block_until_ready((state["s"], metrics))
 
   def infer_once():
-    s = state["s"]
-    jax.block_until_ready(evaluate({"params": s.params, "batch_stats": s.batch_stats}, runner.batch))
+    jax.block_until_ready(evaluate(ssa_train.variables_of(state["s"]), runner.batch))
 
   train_once()  # warm-up (allocations, thread pools)
   infer_once()

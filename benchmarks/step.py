@@ -137,14 +137,12 @@ class JaxRunner:
     self.options, self.eval_options = options, eval_options
     self.train_fn = train.make_train_step(
         self.model, self.tx, cfg.train.constraint, self.mesh,
-        compiler_options="tuned" if options == "tuned" else ops.cpu_compiler_options(options))
-    self.eval_fn = train.make_eval_step(self.model, self.mesh,
-                                        "tuned" if eval_options == "tuned"
-                                        else ops.cpu_compiler_options(eval_options))
+        compiler_options=options)
+    self.eval_fn = train.make_eval_step(self.model, self.mesh, eval_options)
     self.loss = float("nan")
 
   def variables(self) -> dict[str, Any]:
-    return {"params": self.state.params, "batch_stats": self.state.batch_stats}
+    return train.variables_of(self.state)
 
   def step(self) -> None:
     self.state, metrics = self.train_fn(self.state, self.batch)
@@ -431,13 +429,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   if bad or not args.framework:
     parser.error(f"--framework takes jax and/or torch, got {sorted(bad) or 'nothing'}")
   args.xla_options = [o.strip() for o in args.xla_options.split(",") if o.strip()]
-  if set(args.xla_options) - {"tuned", *ops.CPU_OPTION_SETS} or not args.xla_options:
-    parser.error(f"--xla-options takes tuned and/or {sorted(ops.CPU_OPTION_SETS)}, "
-                 f"got {args.xla_options}")
+  if set(args.xla_options) - set(ops.OPTION_NAMES) or not args.xla_options:
+    parser.error(f"--xla-options takes {', '.join(ops.OPTION_NAMES)}, got {args.xla_options}")
   args.eval_options = [o.strip() for o in args.eval_options.split(",") if o.strip()]
-  if set(args.eval_options) - {"tuned", *ops.CPU_OPTION_SETS} or not args.eval_options:
-    parser.error(f"--eval-options takes tuned or {sorted(ops.CPU_OPTION_SETS)}, "
-                 f"got {args.eval_options}")
+  if set(args.eval_options) - set(ops.OPTION_NAMES) or not args.eval_options:
+    parser.error(f"--eval-options takes {', '.join(ops.OPTION_NAMES)}, got {args.eval_options}")
   args.lstm_impls = [c.strip() for c in args.lstm_impl.split(",")] if args.lstm_impl else [""]
   if set(args.lstm_impls) - set(ops.LSTM_IMPLS) - {""}:
     parser.error(f"--lstm-impl takes {', '.join(ops.LSTM_IMPLS)}, got {args.lstm_impl!r}")

@@ -236,6 +236,14 @@ def _write_cache(location: Path, key: str, arrays: dict[str, np.ndarray], meta: 
   io_lib.write_json(marker, meta, indent=1)
 
 
+def _load_array(location: Path, name: str) -> np.ndarray:
+  """One cached array. The segments (nearly all of the bytes) are memory-mapped read-only: a fold
+  reads the rows it normalises from the page cache, so it never holds a private raw copy beside
+  its normalised one (benchmarks/RESULTS.md, "Memory as the corpus grows")."""
+  return np.load(location / f"{name}.npy", allow_pickle=False,
+                 mmap_mode="r" if name == "segments" else None)
+
+
 def _read_cache(location: Path, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
   """The cached arrays and metadata, or None if absent, incomplete, stale or inconsistent."""
   marker = location / "meta.json"
@@ -247,11 +255,7 @@ def _read_cache(location: Path, key: str) -> tuple[dict[str, np.ndarray], dict[s
       raise ValueError("version or key mismatch")
     arrays = {}
     for name, dtype in _ARRAYS.items():
-      # The segments (nearly all of the bytes) are memory-mapped, read-only: a fold reads the
-      # rows it normalises from the page cache, so it never holds a private raw copy beside its
-      # normalised one (benchmarks/RESULTS.md, "Memory as the corpus grows").
-      arr = np.load(location / f"{name}.npy", allow_pickle=False,
-                    mmap_mode="r" if name == "segments" else None)
+      arr = _load_array(location, name)
       want = meta["arrays"][name]
       if list(arr.shape) != want["shape"] or arr.dtype != np.dtype(dtype):
         raise ValueError(f"{name}.npy has shape {arr.shape} {arr.dtype}, expected {want}")
@@ -297,7 +301,7 @@ def prepare(config: Any, progress: bool = True, *, listing: Listing | None = Non
             "utt_ids": [u.utt_id for u in kept], "skipped": [list(s) for s in skipped]}
     _write_cache(location, key, arrays, meta)
     # Drop the freshly built segments for the memory-mapped cache file, as a cache hit returns.
-    arrays["segments"] = np.load(location / "segments.npy", allow_pickle=False, mmap_mode="r")
+    arrays["segments"] = _load_array(location, "segments")
   else:
     arrays, meta = cached
     kept = [by_id[i] for i in meta["utt_ids"]]

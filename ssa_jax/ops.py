@@ -32,7 +32,7 @@ and its quiet run give the sizes):
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -138,6 +138,21 @@ def cpu_compiler_options(name: str, backend: str | None = None) -> dict[str, str
     raise ValueError(f"unknown XLA option set {name!r}; choose one of {sorted(CPU_OPTION_SETS)}")
   backend = backend or jax.default_backend()
   return CPU_OPTION_SETS[name] if backend == "cpu" else None
+
+
+OPTION_NAMES = ("tuned", *CPU_OPTION_SETS)  # what `compiler_options` takes by name
+
+
+def compiler_options(spec: str | Mapping[str, str] | None,
+                     backend: str | None = None) -> Mapping[str, str] | None:
+  """The XLA options of a step's `compiler_options` argument: "tuned" (`step_compiler_options`,
+  as training compiles its steps), a name of `CPU_OPTION_SETS` ("default": XLA's own), or a dict
+  / None passed through."""
+  if spec == "tuned":
+    return step_compiler_options(backend)
+  if isinstance(spec, str):
+    return cpu_compiler_options(spec, backend)
+  return spec
 
 
 def step_compiler_options(backend: str | None = None) -> dict[str, str] | None:

@@ -269,7 +269,7 @@ def evaluate_fold(fold_dir: str | os.PathLike, fold: int | None = None,
   mesh = parallel.make_mesh()
   batch_size = int(config.train.eval_batch_size)
   eval_fn = train.make_eval_step(p.model, mesh, aux_keys=("z_em", "alpha", "alpha_em", "alpha_sp"))
-  variables = {"params": p.variables["params"], "batch_stats": p.variables.get("batch_stats", {})}
+  variables = p.variables  # {"params", "batch_stats"} of the best checkpoint
   report, outputs = fold_lib.evaluate(eval_fn, variables, fd, str(config.train.pooling),
                                       batch_size, mesh)
   system = summary.system_label(config)

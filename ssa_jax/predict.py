@@ -26,6 +26,7 @@ that a short file does not run a whole evaluation batch) computes the posteriors
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -113,10 +114,11 @@ def load_predictor(fold_dir: str | os.PathLike) -> Predictor:
 
 def _apply_fn(model: Any) -> Callable:
   """jit: (variables, x (B, T, M, C), mask (B, T)) -> (posteriors (B, K) float32, aux): the
-  posteriors of training's evaluation (`train.eval_outputs`)."""
-  from ssa_jax import train  # pylint: disable=g-import-not-at-top
+  posteriors of training's evaluation (`train.eval_outputs`), compiled with its eval step's XLA
+  options (`ops.step_compiler_options`)."""
+  from ssa_jax import ops, train  # pylint: disable=g-import-not-at-top
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=ops.step_compiler_options())
   def apply(variables, x, mask):
     logits, aux = model.apply(variables, x, mask, train=False)
     return train.eval_outputs(logits, aux)["probs"], aux

@@ -195,11 +195,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
   jit signature: (state: TrainState  P() replicated, donated;
                   batch: {x, mask, label, speaker}  P("data"))
               -> (state: P(), metrics: {str: scalar}  P()).
-  `max_traces` wraps the step in `chex.assert_max_traces` (tests). `compiler_options`: "tuned"
-  (ops.step_compiler_options()), None for XLA's defaults (benchmarks), or a dict.
+  `max_traces` wraps the step in `chex.assert_max_traces` (tests). `compiler_options`
+  (`ops.compiler_options`): "tuned" (ops.step_compiler_options()), a name of
+  `ops.CPU_OPTION_SETS` ("default": XLA's own; benchmarks), or a dict / None.
   """
-  if compiler_options == "tuned":
-    compiler_options = ops.step_compiler_options()
   def step(state, batch):
     return train_step(state, batch, model=model, tx=tx, constraint=constraint,
                       speaker_loss_weight=speaker_loss_weight)
@@ -209,7 +208,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
   # On CPU, XLA's own (Eigen) convolutions instead of YNNPACK's: their kernel gradient was faster
   # (benchmarks/RESULTS.md, "What was tried"; sizes from its quiet run).
   return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
-                 compiler_options=compiler_options)
+                 compiler_options=ops.compiler_options(compiler_options))
 
 
 def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
@@ -218,14 +217,11 @@ def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
   """jit signature: (variables {"params", "batch_stats"} P(), batch P("data"))
   -> {probs (B, K), ...} P("data") (`eval_outputs`).
 
-  `compiler_options`: as `make_train_step`'s ("tuned": the train step's own,
-  `ops.step_compiler_options()`; None: XLA's defaults; or a dict)."""
-  if compiler_options == "tuned":
-    compiler_options = ops.step_compiler_options()
+  `compiler_options`: as `make_train_step`'s ("tuned": the train step's own)."""
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
   return jax.jit(functools.partial(eval_step, model=model, aux_keys=tuple(aux_keys)),
                  in_shardings=(repl, data), out_shardings=data,
-                 compiler_options=compiler_options)
+                 compiler_options=ops.compiler_options(compiler_options))
 
 
 def variables_of(state: TrainState) -> dict[str, Any]:
