@@ -47,8 +47,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.synthetic.class_weights = "balanced"
   # How speakers express the classes: shared (all the same way) | per_speaker (each speaker a
   # personal mix of the prototypes) | swapped (two speaker groups, both sexes in each, that express
-  # hap and ang by each other's cues). Exact definitions in ssa_jax/corpora/synthetic.py.
+  # hap and ang by each other's cues) | voice_linked (as swapped, but the group follows the voice
+  # (F0 range, crossing sexes), so a speaker code can carry over to unseen speakers).
+  # Exact definitions in ssa_jax/corpora/synthetic.py.
   c.data.synthetic.strategies = "per_speaker"
+  # A held-out test subset of every draw (utterances marked subset="test"; `train.split=heldout`
+  # trains on the rest and scores the test subset). Always class-balanced, whatever class_weights:
+  #   test_phrases   extra phrases per (speaker, class) of the training speakers, held out
+  #                  (new sentences of known speakers: speaker-dependent questions);
+  #   test_speakers  extra speakers whose every utterance is held out (unseen-speaker questions).
+  c.data.synthetic.test_phrases = 0
+  c.data.synthetic.test_speakers = 0
 
   # --- features (docs/DESIGN.md §2) ---
   c.features = ml_collections.ConfigDict()
@@ -103,12 +112,28 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.b2 = 0.999
   c.train.eps = 1e-8
   c.train.constraint = "l1_sphere"  # l1_sphere | rescale | none (Eq. 8)
+  # The step size the Eq. 8 head sees (docs/DESIGN.md "Eq. 8 head"): "adam" (the optimizer's
+  # update as for every other parameter) | "relative" (the classifier kernel's update scaled by
+  # its column's L1 norm, the constraint radius, and a scaled bias's by 1 / logit_scale, so that
+  # the head moves at the learning rate relative to its own size).
+  c.train.head_step = "adam"
+  # How training batches are drawn: balanced (batch_size / K segments of every class, the
+  # paper's) | proportional (a seeded shuffle of the training segments: corpus proportions).
+  c.train.batch_sampling = "balanced"
   c.train.speaker_loss_weight = 1.0  # SSA-CRNN: loss = CE_em + w * CE_sp (the paper: 1)
   c.train.epochs = 100
   c.train.patience = 20  # epochs without a better validation UAR before stopping; 0: never
-  c.train.split = "random"  # random (IEMOCAP) | linguistic (Att-HACK) | loso
+  # random (IEMOCAP) | linguistic (Att-HACK) | loso | heldout (train on subset "train", score
+  # subset "test": the replicate protocol's draws, or a manifest with a subset column)
+  c.train.split = "random"
   c.train.num_folds = 10
   c.train.valid_fraction = 0.2  # random split
+  # Model selection: valid (the best epoch on the fold's validation set, the paper's) | inner
+  # (the best epoch on an inner validation split carved from the training part, `inner_fraction`
+  # of its repetition groups, stratified as the random split; the fold's validation set is
+  # scored once, at the selected epoch).
+  c.train.selection = "valid"
+  c.train.inner_fraction = 0.2
   c.train.pooling = "max"  # segment posteriors -> utterance: max | mean
   c.train.log_every = 10  # steps between progress-bar updates
   # Mid-epoch checkpoints (preemption): the train state, the exact data position (epoch, batch)
