@@ -20,9 +20,22 @@ Edge cases (both value-dependent, handled without Python branching so the step s
   - a zero column: both modes return the column (r/n, ..., r/n), the nearest point of the
     sphere to 0 (for "rescale" there is no direction to keep).
 The inputs are the step's own embeddings and get no gradient (stop_gradient).
+
+The step size the head sees (`train.head_step`, `head_step_transform`): with the constraint, a
+column's entries are about r / E in size (E = embed_dim; r ~ 1 / (K mean ||z||_1), ~1e-2 at
+quickstart sizes), while Adam moves every entry by about the learning rate per step, whatever
+its size: at lr 1e-3 the head's kernel is rewritten by a multiple of itself at every step and
+then projected back, and a scaled bias moves the logits by logit_scale * lr per step (0.13 at
+quickstart, against lr for an unconstrained head). "relative" scales the optimizer's update
+of each kernel column by ||w_k||_1 / sqrt(E) and a scaled bias's by 1 / s (s the logit scale):
+each column then changes, relative to its own size, as a lecun-normal unconstrained column (entries
+~1/sqrt(E)) does under the same optimizer, and the logit bias moves by lr per step.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import chex
 import jax
@@ -30,6 +43,7 @@ import jax.numpy as jnp
 import optax
 
 MODES = ("l1_sphere", "rescale", "none")
+HEAD_STEPS = ("adam", "relative")
 
 
 def classifier_radius(inputs: jax.Array, num_classes: int) -> jax.Array:
@@ -73,3 +87,35 @@ def project_classifier(kernel: jax.Array, inputs: jax.Array, mode: str) -> jax.A
   w = kernel.astype(jnp.float32)
   projected = jax.vmap(column_fn, in_axes=(1, None), out_axes=1)(w, safe_radius)
   return jnp.where(finite, projected, w).astype(kernel.dtype)
+
+
+def head_step_transform(mode: str, embed_dim: int, logit_scale: float | str,
+                        classifier_bias: str) -> optax.GradientTransformation:
+  """An optax transformation placed after the optimizer that sets the step size of the head.
+
+  "adam": the identity. "relative": the update of `params["classifier"]["kernel"]` (E, K) is
+  multiplied column-wise by ||w_k||_1 / sqrt(E) (the current column's L1 norm, the Eq. 8 radius),
+  and with `classifier_bias == "scaled"` the update of `params["classifier"]["bias"]` by 1 / s,
+  s = `logit_scale` (a number) or exp(params["log_logit_scale"]) when it is "learned". Every
+  other update passes unchanged. Needs `params` in `update` (optax passes them in the train step).
+  """
+  if mode not in HEAD_STEPS:
+    raise ValueError(f"train.head_step must be one of {HEAD_STEPS}, got {mode!r}")
+  if mode == "adam":
+    return optax.identity()
+  root_e = math.sqrt(int(embed_dim))
+
+  def update_fn(updates: Any, state: optax.EmptyState, params: Any = None):
+    if params is None:
+      raise ValueError("head_step='relative' needs the parameters in the optimizer update")
+    kernel = params["classifier"]["kernel"]
+    column_norm = jnp.sum(jnp.abs(kernel.astype(jnp.float32)), axis=0, keepdims=True)
+    head = dict(updates["classifier"])
+    head["kernel"] = (head["kernel"] * (column_norm / root_e)).astype(head["kernel"].dtype)
+    if classifier_bias == "scaled" and "bias" in head:
+      s = (jnp.exp(params["log_logit_scale"]) if logit_scale == "learned"
+           else jnp.float32(logit_scale))
+      head["bias"] = (head["bias"] / s).astype(head["bias"].dtype)
+    return {**updates, "classifier": head}, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)

@@ -85,10 +85,22 @@ class TrainState:
     return {f: getattr(self, f) for f in ("step", "params", "batch_stats", "opt_state", "bad_step")}
 
 
-def make_optimizer(train_cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """NAdam (Adam with Nesterov momentum, Dozat 2016), seed §3.2."""
-  return optax.nadam(float(train_cfg.learning_rate), b1=float(train_cfg.b1),
-                     b2=float(train_cfg.b2), eps=float(train_cfg.eps))
+def make_optimizer(train_cfg: ml_collections.ConfigDict,
+                   model_cfg: ml_collections.ConfigDict | None = None
+                   ) -> optax.GradientTransformation:
+  """NAdam (Adam with Nesterov momentum, Dozat 2016), seed §3.2, followed by the head's step
+  rule `train.head_step` (`constraint.head_step_transform`; "relative" needs `model_cfg`)."""
+  nadam = optax.nadam(float(train_cfg.learning_rate), b1=float(train_cfg.b1),
+                      b2=float(train_cfg.b2), eps=float(train_cfg.eps))
+  head_step = str(train_cfg.get("head_step", "adam"))
+  if head_step == "adam":
+    return nadam
+  if model_cfg is None:
+    raise ValueError(f"train.head_step={head_step!r} needs the model config (make_optimizer)")
+  logit_scale, _ = models.resolve_logit_scale(model_cfg)
+  return optax.chain(nadam, constraint_lib.head_step_transform(
+      head_step, int(model_cfg.embed_dim), logit_scale,
+      str(model_cfg.get("classifier_bias", "scaled"))))
 
 
 def _constrain(params: Any, z_em: jax.Array, constraint: str) -> Any:
@@ -251,6 +263,9 @@ def check_config(config: ml_collections.ConfigDict, fold: int) -> None:
     raise ValueError(f"train.pooling must be one of {metrics.POOLING}, got {tcfg.pooling!r}")
   if not float(tcfg.speaker_loss_weight) >= 0:
     raise ValueError(f"train.speaker_loss_weight must be >= 0, got {tcfg.speaker_loss_weight}")
+  if str(tcfg.get("head_step", "adam")) not in constraint_lib.HEAD_STEPS:
+    raise ValueError(f"train.head_step must be one of {constraint_lib.HEAD_STEPS}, "
+                     f"got {tcfg.head_step!r}")
   if tcfg.constraint not in constraint_lib.MODES:
     raise ValueError(f"train.constraint must be one of {constraint_lib.MODES}, "
                      f"got {tcfg.constraint!r}")
@@ -298,7 +313,7 @@ def build_program(config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold
                   mesh: jax.sharding.Mesh) -> Program:
   tcfg = config.train
   model = models.build_model(config.model)
-  tx = make_optimizer(tcfg)
+  tx = make_optimizer(tcfg, config.model)
   # The first training batch, whole on every process (initialisation and the step-0 Eq. 8
   # projection see the same global batch everywhere).
   example = next(input_pipeline.train_batches(

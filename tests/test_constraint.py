@@ -9,6 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import scipy.optimize
 from hypothesis import given, settings, strategies as st
@@ -140,3 +141,78 @@ def test_no_gradient_through_inputs_and_bad_arguments():
     project_classifier(kernel, inputs, "l2")
   with pytest.raises(ValueError, match=r"kernel \(n, K\) and inputs \(N, n\)"):
     project_classifier(kernel, inputs[:, :2], "rescale")
+
+
+# ----------------------------------------------------------------------------------------------
+# train.head_step: the head's step size (constraint.head_step_transform, train.make_optimizer)
+
+
+def _head_params(rng, e: int, k: int, learned: bool):
+  params = {"classifier": {"kernel": rng.normal(size=(e, k)).astype(np.float32) * 1e-3,
+                           "bias": rng.normal(size=(k,)).astype(np.float32)},
+            "embed": {"kernel": rng.normal(size=(6, e)).astype(np.float32)}}
+  if learned:
+    params["log_logit_scale"] = np.float32(np.log(37.0))
+  return jax.tree.map(jnp.asarray, params)
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_relative_head_step_scales_nadam_updates(learned):
+  """'relative' = NAdam's own update, then the kernel columns times ||w_k||_1 / sqrt(E) and the
+  scaled bias divided by the logit scale, every other leaf unchanged (reference in numpy)."""
+  from ssa_jax import config as config_lib, train
+  e, k = 8, 4
+  cfg = config_lib.base_config()
+  cfg.train.head_step = "relative"
+  cfg.train.learning_rate = 1e-3
+  cfg.model.embed_dim, cfg.model.num_classes = e, k
+  cfg.model.logit_scale = "learned" if learned else 24.0
+  rng = np.random.default_rng(0)
+  params = _head_params(rng, e, k, learned)
+  plain = train.make_optimizer(_with(cfg.train, head_step="adam"))
+  tx = train.make_optimizer(cfg.train, cfg.model)
+  s_plain, s_tx = plain.init(params), tx.init(params)
+  for step in range(3):
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=np.shape(p)), jnp.float32), params)
+    ref, s_plain = plain.update(grads, s_plain, params)
+    got, s_tx = tx.update(grads, s_tx, params)
+    w = np.asarray(params["classifier"]["kernel"], np.float64)
+    scale = np.exp(float(params["log_logit_scale"])) if learned else 24.0
+    want_kernel = np.asarray(ref["classifier"]["kernel"]) * np.abs(w).sum(0) / np.sqrt(e)
+    np.testing.assert_allclose(got["classifier"]["kernel"], want_kernel, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(got["classifier"]["bias"],
+                               np.asarray(ref["classifier"]["bias"]) / scale, rtol=1e-5)
+    np.testing.assert_allclose(got["embed"]["kernel"], ref["embed"]["kernel"], rtol=1e-6)
+    if learned:
+      np.testing.assert_allclose(got["log_logit_scale"], ref["log_logit_scale"], rtol=1e-6)
+    params = optax.apply_updates(params, got)
+
+
+def _with(cd, **changes):
+  out = cd.copy_and_resolve_references()
+  for key, value in changes.items():
+    out[key] = value
+  return out
+
+
+def test_relative_head_step_unscaled_bias_is_unchanged():
+  from ssa_jax.constraint import head_step_transform
+  params = _head_params(np.random.default_rng(1), 6, 3, False)
+  tx = head_step_transform("relative", 6, 10.0, "unscaled")
+  updates = jax.tree.map(jnp.ones_like, params)
+  got, _ = tx.update(updates, tx.init(params), params)
+  np.testing.assert_array_equal(got["classifier"]["bias"], np.ones(3, np.float32))
+
+
+def test_head_step_errors():
+  from ssa_jax import config as config_lib, train
+  from ssa_jax.constraint import head_step_transform
+  with pytest.raises(ValueError, match="train.head_step must be one of"):
+    head_step_transform("sgd", 8, 1.0, "scaled")
+  cfg = config_lib.base_config()
+  cfg.train.head_step = "relative"
+  with pytest.raises(ValueError, match="needs the model config"):
+    train.make_optimizer(cfg.train)
+  cfg.train.head_step = "fast"
+  with pytest.raises(ValueError, match="train.head_step must be one of"):
+    train.check_config(cfg, 0)
