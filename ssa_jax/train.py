@@ -24,7 +24,8 @@ Files written by `train_and_evaluate` under `<workdir>/fold<K>/` (process 0 only
 time with fsync, a torn last line dropped on resume):
   config.json     the config the run used (num_speakers / num_classes filled in from the data)
   events.out.tfevents.*  TensorBoard scalars (train/loss, valid/uar, valid/wa, ... per epoch)
-  metrics.jsonl   one line per evaluation (epoch, step, train loss / accuracy / logit scale, valid
+  metrics.jsonl   one line per evaluation (epoch, step, train loss / accuracy / logit scale /
+                  head update ratio (mean ||dW||_1 / ||W||_1 of the classifier kernel per step), valid
                   UAR / WA / segment UAR, SSA speaker mass and speaker accuracy, elapsed seconds)
   result.json     best epoch (by utterance UAR) and its UAR, WA, segment UAR, confusion matrix,
                   per-class `recalls` (class order; null for a class absent from validation), SSA
@@ -164,6 +165,12 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.M
   params = optax.apply_updates(state.params, updates)
   # Eq. 8: each column of the classifier kernel onto the L1 sphere of radius N / (K ||sum z||_1).
   params = _constrain(params, z_em, constraint)
+  # How far the step moved the head's kernel, relative to its size (after the projection):
+  # ||W_new - W_old||_1 / ||W_old||_1 (train.head_step, docs/DESIGN.md "Eq. 8 head").
+  old_kernel = state.params["classifier"]["kernel"].astype(jnp.float32)
+  out["head_update_ratio"] = (
+      jnp.sum(jnp.abs(params["classifier"]["kernel"].astype(jnp.float32) - old_kernel))
+      / jnp.maximum(jnp.sum(jnp.abs(old_kernel)), 1e-30))
 
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   bad_step = jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step)
@@ -387,6 +394,7 @@ def _epoch_line(epoch: int, step: int, train_means: Mapping[str, float],
   return {"epoch": epoch, "step": step, "train_loss": train_means.get("loss", float("nan")),
           "train_accuracy": train_means.get("accuracy_em"),
           "train_logit_scale": train_means.get("logit_scale"),
+          "train_head_update_ratio": train_means.get("head_update_ratio"),
           **({"train_speaker_accuracy": train_means["accuracy_sp"]}
              if "accuracy_sp" in train_means else {}),
           "valid_uar": result["uar"], "valid_wa": result["wa"],

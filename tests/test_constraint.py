@@ -216,3 +216,36 @@ def test_head_step_errors():
   cfg.train.head_step = "fast"
   with pytest.raises(ValueError, match="train.head_step must be one of"):
     train.check_config(cfg, 0)
+
+
+def test_step_reports_head_update_ratio():
+  """The train step's head_update_ratio equals ||W_new - W_old||_1 / ||W_old||_1 computed from
+  the states in numpy, for both head steps."""
+  from conftest import fake_dataset, tiny_config
+  from ssa_jax import features, input_pipeline, models, parallel, train
+  ds = fake_dataset()
+  utt = ds.seg_utt
+  stats = features.fit_speaker_stats(ds.segments, ds.mask, ds.speakers[utt])
+  arrays = {"x": features.normalize(ds.segments, ds.mask, ds.speakers[utt], stats),
+            "mask": ds.mask, "label": ds.labels[utt], "speaker": ds.speakers[utt]}
+  mesh = parallel.make_mesh()
+  batches = [parallel.global_batch(b, mesh) for b in
+             input_pipeline.train_batches(arrays, 4, 8, seed=0, fold=0, epoch=0)][:4]
+  ratios = {}
+  for head_step in ("adam", "relative"):
+    cfg = tiny_config("acrnn", "l1_sphere", {"train.head_step": head_step})
+    model = models.build_model(cfg.model)
+    tx = train.make_optimizer(cfg.train, cfg.model)
+    step = train.make_train_step(model, tx, "l1_sphere", mesh)
+    state = train.create_train_state(model, tx, jax.random.PRNGKey(0), batches[0]["x"],
+                                     batches[0]["mask"], "l1_sphere")
+    seen = []
+    for batch in batches:
+      before = np.asarray(state.params["classifier"]["kernel"], np.float64)
+      state, m = step(state, batch)
+      after = np.asarray(state.params["classifier"]["kernel"], np.float64)
+      want = np.abs(after - before).sum() / np.abs(before).sum()
+      np.testing.assert_allclose(float(m["head_update_ratio"]), want, rtol=1e-4)
+      seen.append(want)
+    ratios[head_step] = np.mean(seen)
+  assert all(r > 0 for r in ratios.values()), ratios
