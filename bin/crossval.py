@@ -6,16 +6,18 @@
       configs/quickstart.py --workdir runs/table1
 
 Single system: `<workdir>/fold<K>/` per fold (as `bin.train`), then `<workdir>/summary.json` and
-`<workdir>/summary.md` (per-fold UAR, WA, segment UAR, per-class recalls, collapse = the smallest
-class recall, best epoch; mean ± 95 % CI over folds: the corrected resampled t of Nadeau & Bengio
-for the random split, Student's t for disjoint folds). A fold whose result.json is complete is not
+`<workdir>/summary.md` (per-fold UAR, WA, segment UAR, per-class recalls, worst-class recall = the
+smallest class recall, largest predicted-class share = the share of the utterances given the most
+predicted class, best epoch; mean ± 95 % CI over folds: the corrected resampled t of Nadeau & Bengio
+for the random split, the overlap-corrected t for the linguistic split, whose validation sets
+overlap, Student's t for disjoint folds; see ssa_jax/summary.py). A fold whose result.json is complete is not
 retrained; an interrupted fold resumes from its latest checkpoint. One line per finished fold with
 its UAR, its time and an estimate of the time left.
 
 --compare CONFIG ...: several systems (config files, with an optional `:arg` for `get_config`),
 each in `<workdir>/<config.name>/`, and one table with a row per system in `<workdir>/compare.md`
-(and compare.json), like Table 1, plus each system's paired UAR and collapse differences against
-the first (mean, 95 % CI, p). `--config.key=value` overrides apply to every compared system;
+(and compare.json), like Table 1, plus each system's paired UAR, worst-class recall and largest
+predicted-class share differences against the first (mean, 95 % CI, p). `--config.key=value` overrides apply to every compared system;
 `--config FILE`, if given as well, is the first system.
 
 --runs DIR[=LABEL] ...: no training; the same compare.md / compare.json for run folders that

@@ -11,8 +11,9 @@ training speaker statistics, eval step, pooling; the numbers are result.json's) 
                       log-Mel static channel above (Figure 3); --utterance, else the first
                       validation utterance
   tsne.png            t-SNE of the validation emotion embeddings z_em by class (Figure 5)
-  evaluation.json     UAR, WA, segment UAR, confusion matrix, recalls, SSA speaker mass and
-                      speaker accuracy, the files written
+  evaluation.json     UAR, WA, segment UAR, confusion matrix, recalls, worst-class recall,
+                      largest predicted-class share, SSA speaker mass and speaker accuracy, the
+                      files written
 
 A bad or missing flag, a folder that is not a trained fold or an unknown utterance is one line on
 stderr and exit code 1 (`bin/_cli.py`).
@@ -46,6 +47,10 @@ def main(argv: list[str]) -> int:
   print(f"{report['system']}, fold {report['fold']} (checkpoint step {report['step']}): "
         f"{report['valid_utterances']} validation utterances, UAR {100 * report['uar']:.2f} %, "
         f"WA {100 * report['wa']:.2f} %, segment UAR {100 * report['segment_uar']:.2f} %")
+  if "largest_predicted_share" in report:
+    print(f"worst-class recall {100 * report['worst_class_recall']:.2f} %, largest "
+          f"predicted-class share {100 * report['largest_predicted_share']:.2f} % of the "
+          f"validation utterances")
   if "speaker_mass" in report:
     print(f"SSA attention mass on the speaker half (mean over validation segments): "
           f"{report['speaker_mass']:.4f}")

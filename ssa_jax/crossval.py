@@ -6,12 +6,15 @@ writes the summaries in the paper's Table 1 form, the paired comparison, and pri
   load_config(spec, overrides) -> ConfigDict          a config file (`path[:arg]`) + overrides
   run_crossval(config, workdir, folds) -> (summary, errors)
         `<workdir>/fold<K>/` per fold (as `bin.train`), then `<workdir>/summary.json` and
-        `summary.md` (`ssa_jax.summary.summarize`: per-fold table, per-class recalls, collapse,
-        mean ± 95 % CI: the corrected resampled t for the random split, Student's t otherwise)
+        `summary.md` (`ssa_jax.summary.summarize`: per-fold table, per-class recalls,
+        worst-class recall, largest predicted-class share, mean ± 95 % CI: the corrected
+        resampled t for the random split, the overlap-corrected t for the linguistic split,
+        Student's t for disjoint folds)
   run_compare(configs, workdir, folds) -> (summaries, errors)
         each system in `<workdir>/<config.name>/`, then `<workdir>/compare.md` / compare.json:
-        one Table 1 row per system, per-class recalls, and each system's paired UAR and collapse
-        differences against the first (`summary.compare_systems`)
+        one Table 1 row per system, per-class recalls, and each system's paired UAR,
+        worst-class recall and largest predicted-class share differences against the first
+        (`summary.compare_systems`)
   Progress, eta_seconds, format_duration             the per-fold progress line and its ETA
 
 A fold whose result.json is complete (all its epochs run, or stopped by patience) is not retrained;
@@ -268,7 +271,8 @@ def run_crossval(config: Any, workdir: str, folds: str | Sequence[int] | None = 
   missing = [f for f in folds if f not in results]
   s = summary.summarize(results, name=str(config.name), system=label,
                         corpus=str(config.data.corpus), split=str(config.train.split),
-                        valid_fraction=float(config.train.valid_fraction), workdir=workdir,
+                        valid_fraction=float(config.train.valid_fraction),
+                        num_folds=int(config.train.num_folds), workdir=workdir,
                         folds_requested=list(folds), folds_failed=missing)
   md = summary.render_markdown(s)
   if missing:

@@ -144,7 +144,9 @@ def validation_metrics(outputs: Mapping[str, np.ndarray], fd: FoldData,
 
   Returns:
     uar, wa, confusion (K x K list, utterances: pooled posteriors), recalls (per class, None for
-    a class absent from validation), segment_uar; for SSA models speaker_mass (the mean over the
+    a class absent from validation), worst_class_recall (the smallest of them),
+    largest_predicted_share (the share of the utterances given the most predicted class, from
+    the confusion matrix's columns), segment_uar; for SSA models speaker_mass (the mean over the
     segments of the SSA's attention mass on the speaker half) and speaker_accuracy (the speaker
     branch, per segment).
   """
@@ -155,7 +157,9 @@ def validation_metrics(outputs: Mapping[str, np.ndarray], fd: FoldData,
   cm = metrics.confusion_matrix(fd.valid_labels, pooled.argmax(-1), k)
   out = {"uar": metrics.uar(cm), "wa": metrics.wa(cm), "segment_uar": metrics.uar(seg_cm),
          "confusion": cm.tolist(),
-         "recalls": [None if np.isnan(r) else float(r) for r in metrics.recalls(cm)]}
+         "recalls": [None if np.isnan(r) else float(r) for r in metrics.recalls(cm)],
+         "worst_class_recall": metrics.worst_class_recall(cm),
+         "largest_predicted_share": metrics.largest_predicted_share(cm)}
   if "speaker_mass" in outputs:
     out["speaker_mass"] = float(np.mean(outputs["speaker_mass"]))
     out["speaker_accuracy"] = float(np.mean(outputs["speaker_pred"] == fd.valid["speaker"]))

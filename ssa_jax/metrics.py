@@ -5,6 +5,12 @@
                   all-zero row) has no recall and is EXCLUDED from the average (as scikit-learn's
                   `balanced_accuracy_score` does); NaN if no class is present.
   wa(confusion)   weighted accuracy = plain accuracy = trace / total.
+  worst_class_recall(confusion)       the smallest recall over the classes present in the truth
+                  (NaN if none): how badly the model fails its hardest class.
+  largest_predicted_share(confusion)  max over classes j of (items predicted as j) / (all items),
+                  columns = predictions: the paper's sense of collapse, one class predicted for
+                  most utterances (1/K for a uniform spread of predictions, 1 for one class
+                  predicted for everything); NaN for an empty matrix.
   pool_posteriors(seg_probs (N, K), seg_utt (N,), num_utts, mode) -> (U, K) utterance scores:
                   "max" (as ACRNN [10]): per class the max of the segment softmax posteriors over
                   the utterance's segments; "mean": their average. The utterance's prediction is the
@@ -52,6 +58,21 @@ def wa(confusion: np.ndarray) -> float:
   confusion = np.asarray(confusion)
   total = confusion.sum()
   return float(np.trace(confusion) / total) if total else float("nan")
+
+
+def worst_class_recall(confusion: np.ndarray) -> float:
+  """The smallest per-class recall over the classes present in the truth (NaN if none)."""
+  r = recalls(confusion)
+  present = ~np.isnan(r)
+  return float(r[present].min()) if present.any() else float("nan")
+
+
+def largest_predicted_share(confusion: np.ndarray) -> float:
+  """max_j (column j's sum) / total: the share of the items given the most predicted class
+  (rows = truth, columns = prediction); NaN for an empty matrix."""
+  confusion = np.asarray(confusion, np.float64)
+  total = confusion.sum()
+  return float(confusion.sum(axis=0).max() / total) if total else float("nan")
 
 
 def pool_posteriors(seg_probs: np.ndarray, seg_utt: np.ndarray, num_utts: int,

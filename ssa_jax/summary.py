@@ -1,38 +1,67 @@
 """Cross-validation summaries in the paper's Table 1 form, paired comparisons, and the per-epoch
 metric writer.
 
-  mean_ci(values, confidence=0.95, test_train_ratio=None) -> MeanCI
-        mean and confidence interval over folds, half-width t_{(1+c)/2, n-1} · s · sqrt(f), s the
-        sample standard deviation (ddof=1): f = 1/n (Student's t, disjoint folds), or, with
-        `test_train_ratio` = n_valid / n_train, f = 1/n + n_valid/n_train, the corrected resampled
-        t of Nadeau & Bengio (2003, "Inference for the generalization error", Machine Learning 52)
-        for n overlapping random train/validation resamples; undefined (None) for a single fold.
-  paired_test(a, b, confidence=0.95, test_train_ratio=None) -> PairedTest
+  mean_ci(values, confidence=0.95, test_train_ratio=None, overlap=None) -> MeanCI
+        mean and confidence interval over folds, half-width t_{(1+c)/2, df} · s · sqrt(f), s the
+        sample standard deviation (ddof=1):
+          Student's t (independent folds or draws): f = 1/n, df = n - 1;
+          with `test_train_ratio` = n_valid / n_train: f = 1/n + n_valid/n_train, df = n - 1, the
+            corrected resampled t of Nadeau & Bengio (2003, "Inference for the generalization
+            error", Machine Learning 52) for n overlapping random train/validation resamples;
+          with `overlap` (`overlap_design`): f and df from the overlap of the validation sets
+            (the overlap-corrected t, below).
+        Undefined (None) for a single fold.
+  paired_test(a, b, confidence=0.95, test_train_ratio=None, overlap=None) -> PairedTest
         per-fold differences d = a - b (matching folds): mean, CI and two-sided p-value; the
-        paired t-test (scipy.stats.ttest_rel), or with `test_train_ratio` the corrected resampled
-        t: t = mean(d) / sqrt((1/n + n_valid/n_train) · s_d²), df = n - 1, p = 2 · sf_t(|t|).
-  fold_rows(results) -> list[dict]       one row per fold: fold, uar, wa, segment_uar,
+        paired t-test (scipy.stats.ttest_rel), or with a correction t = mean(d) / sqrt(f · s_d²)
+        with the same f and df as `mean_ci`, p = 2 · sf_t(|t|, df).
+  overlap_design(valid_sets) -> Overlap(factor, df)   f and df of the overlap-corrected t
+  linguistic_valid_groups(fold, num_folds)            the phrase groups fold k validates (k, k+1)
+  fold_rows(results) -> list[dict]       one row per fold (or draw): fold, uar, wa, segment_uar,
                                          best_epoch (fractions in [0, 1], as in result.json),
                                          recalls (per class, from the confusion matrix, rows =
                                          truth; None for a class absent from the fold's
-                                         validation), collapse (the smallest recall of the
-                                         fold), valid_train_ratio (from result.json's counts)
-  summarize(results, name, split=...) -> dict   the summary.json content: rows, mean ± CI per
-                                         metric, per-class recall and collapse; the corrected
-                                         resampled t for split="random", Student's t otherwise
-  compare_systems(summaries) -> list[dict]      each system against the first: paired UAR and
-                                         collapse differences over the folds both have
+                                         validation), worst_class_recall (the smallest recall of
+                                         the fold), largest_predicted_share (max over classes j of
+                                         the utterances predicted as j / all utterances: the
+                                         paper's collapse, one class predicted for most
+                                         utterances), valid_train_ratio (from result.json's
+                                         counts; None without them)
+  summarize(results, name, split=..., unit="fold") -> dict   the summary.json content: rows,
+                                         mean ± CI per metric, per-class recall and the two
+                                         collapse figures; the method follows the split (below)
+  compare_systems(summaries) -> list[dict]      each system against the first: paired UAR,
+                                         worst-class recall and largest predicted-class share
+                                         differences over the folds (draws) both have
   render_markdown(summary) -> str        per-fold table + the "mean ± CI" row, percent
   render_compare(summaries, paired) -> str      Table 1, per-class recalls, paired differences
   MetricWriter(fold_dir)                 TensorBoard scalars (tensorboardX) per epoch, beside
                                          metrics.jsonl (train.py writes them live).
 
-`results` maps a fold number to that fold's result.json content (`ssa_jax.train`).
+`results` maps a fold number to that fold's result.json content (`ssa_jax.train`), or, for the
+replicate protocol (`split="heldout"`, `unit="draw"`), a draw number to that draw's result. Rows
+keep the key `fold` for the unit's number; `summary["unit"]` says whether it is a fold or a draw.
+Results written before the collapse figures existed still work: both come from the confusion
+matrix.
 
-Why the correction: the 10 folds of the random split are overlapping 80/20 resamples of one
-corpus, so their scores are positively correlated and s/√n understates the uncertainty of the
-mean; Nadeau & Bengio's factor 1/n + n_valid/n_train replaces 1/n. The linguistic and
-leave-one-speaker-out folds have disjoint validation sets and keep the plain t.
+The method follows the split, by whether the validation sets of the units overlap:
+  random      the folds are overlapping 80/20 random resamples of one corpus: their scores are
+              positively correlated and s/√n understates the uncertainty of the mean; the
+              corrected resampled t of Nadeau & Bengio (f = 1/n + n_valid/n_train, the ratio from
+              the results' counts, else from `valid_fraction`).
+  linguistic  fold k validates phrase groups k and k+1 (mod num_folds), so every phrase is
+              validated in two folds and neighbouring folds share half their validation set:
+              the overlap-corrected t. A fold's score averages effects of its validation items
+              (phrases); with exchangeable item effects the scores have covariance
+              Σ_kl ∝ |V_k ∩ V_l| / (|V_k| |V_l|), so Var(mean) = 1ᵀΣ1 / n² and
+              E[s²] = tr(CΣ) / (n - 1), C = I - 11ᵀ/n; the CI uses f = Var(mean) / E[s²] (exact
+              for these effects) and the Satterthwaite degrees of freedom df = tr(CΣ)² / tr((CΣ)²)
+              of s². For all 10 folds of the paper's protocol f = 0.225 (not 1/10) and df = 5.82
+              (not 9). Disjoint validation sets give back f = 1/n. Independent per-fold noise
+              (training randomness) is covered conservatively (f > 1/n). The plain t would cover
+              about 82 % for a nominal 95 % (tests/test_summary.py simulates it).
+  loso, heldout, other splits  disjoint validation sets (leave one speaker out) or independent
+              draws (a fresh held-out test set per draw): Student's t and the paired t-test.
 """
 
 from __future__ import annotations
@@ -40,7 +69,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.stats
@@ -51,20 +80,83 @@ from ssa_jax import metrics as metrics_lib
 CONFIDENCE = 0.95
 # Metrics summarised over folds: result.json key -> column title.
 METRICS = {"uar": "UAR", "wa": "WA", "segment_uar": "segment UAR"}
+# The collapse figures of a fold, from its utterance confusion matrix: row key -> column title.
+COLLAPSE = {"worst_class_recall": "worst-class recall",
+            "largest_predicted_share": "largest predicted-class share"}
 # Paired comparisons in compare.md / compare.json: fold-row key -> title.
-PAIRED = {"uar": "UAR", "collapse": "collapse"}
-# Splits whose folds are overlapping random resamples (corrected resampled t); others are disjoint.
+PAIRED = {"uar": "UAR", **COLLAPSE}
+# Splits whose folds are overlapping random resamples (corrected resampled t).
 RESAMPLED_SPLITS = ("random",)
+# Splits whose validation sets overlap by design (overlap-corrected t); the others are disjoint
+# or independent (Student's t).
+OVERLAP_SPLITS = ("linguistic",)
+# splits.py, linguistic mode: fold k validates phrase groups k .. k + LINGUISTIC_WINDOW - 1.
+LINGUISTIC_WINDOW = 2
+UNITS = ("fold", "draw")
 STUDENT_T = "t"
 CORRECTED_T = "corrected resampled t"
+OVERLAP_T = "overlap-corrected t"
 METHOD_TEXT = {
-    STUDENT_T: "Student's t with n - 1 degrees of freedom over the folds (half-width t · s / √n, "
-               "s the sample standard deviation)",
+    STUDENT_T: "Student's t with n - 1 degrees of freedom over the {units} (half-width "
+               "t · s / √n, s the sample standard deviation)",
     CORRECTED_T: "corrected resampled t of Nadeau & Bengio (2003) for overlapping random splits: "
                  "half-width t · s · √(1/n + n_valid/n_train), n - 1 degrees of freedom",
+    OVERLAP_T: "overlap-corrected t for {units} whose validation sets overlap (linguistic: fold k "
+               "validates phrase groups k and k+1): half-width t_df · s · √f, with f = Var(mean) "
+               "/ E[s²] and df (Satterthwaite) from the overlap of the validation sets under "
+               "exchangeable phrase effects",
 }
 PAIRED_TEXT = {STUDENT_T: "paired differences: the paired t-test",
-               CORRECTED_T: "paired differences: the same correction on the per-fold differences"}
+               CORRECTED_T: "paired differences: the same correction on the per-fold differences",
+               OVERLAP_T: "paired differences: the same correction on the per-fold differences"}
+PAIRED_NAME = {STUDENT_T: "paired t", CORRECTED_T: "paired corrected resampled t",
+               OVERLAP_T: "paired overlap-corrected t"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Overlap:
+  """The overlap-corrected t of `n` fold scores: Var(mean) = factor · E[s²], s² with `df`
+  (Satterthwaite) degrees of freedom."""
+
+  factor: float
+  df: float
+
+
+def overlap_design(valid_sets: Sequence[Collection[Hashable]]) -> Overlap:
+  """f and df of the overlap-corrected t for fold scores that average exchangeable effects of
+  their validation items (each fold's items weighted equally); see the module docstring.
+
+  Args:
+    valid_sets: per fold, the items it validates (utterances, phrases or phrase groups).
+
+  Raises:
+    ValueError: fewer than two folds, an empty set, or sets so alike that s² has no spread
+      (all identical).
+  """
+  sets = [set(v) for v in valid_sets]
+  n = len(sets)
+  if n < 2 or any(not v for v in sets):
+    raise ValueError(f"need at least two non-empty validation sets, got sizes {[len(v) for v in sets]}")
+  cov = np.array([[len(a & b) / (len(a) * len(b)) for b in sets] for a in sets])
+  ccov = (np.eye(n) - 1.0 / n) @ cov
+  spread = float(np.trace(ccov))  # (n - 1) E[s²], in units of the item variance
+  if spread <= 1e-12 * float(np.trace(cov)):
+    raise ValueError("the validation sets are all the same: the folds' spread says nothing")
+  return Overlap(factor=float(cov.sum()) / n**2 * (n - 1) / spread,
+                 df=spread**2 / float(np.trace(ccov @ ccov)))
+
+
+def linguistic_valid_groups(fold: int, num_folds: int) -> tuple[int, ...]:
+  """The phrase groups that fold `fold` of the linguistic split validates (splits.py: k and
+  k+1 mod num_folds)."""
+  return tuple(sorted({(int(fold) + i) % int(num_folds) for i in range(LINGUISTIC_WINDOW)}))
+
+
+def linguistic_overlap(folds: Sequence[int], num_folds: int) -> Overlap | None:
+  """`overlap_design` of the given folds of a linguistic split (None for fewer than two)."""
+  if len(folds) < 2:
+    return None
+  return overlap_design([linguistic_valid_groups(f, num_folds) for f in folds])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +168,10 @@ class MeanCI:
   std: float | None  # sample standard deviation (ddof=1); None if n < 2
   n: int
   confidence: float = CONFIDENCE
-  method: str = STUDENT_T  # STUDENT_T | CORRECTED_T
+  method: str = STUDENT_T  # STUDENT_T | CORRECTED_T | OVERLAP_T
   test_train_ratio: float | None = None  # n_valid / n_train of the corrected t
+  variance_factor: float | None = None  # f: half-width t_df · s · √f (1/n for Student's t)
+  df: float | None = None  # degrees of freedom of the t quantile (n - 1 unless OVERLAP_T)
 
   @property
   def low(self) -> float | None:
@@ -90,7 +184,8 @@ class MeanCI:
   def to_json(self) -> dict[str, Any]:
     return {"mean": self.mean, "ci": self.half_width, "low": self.low, "high": self.high,
             "std": self.std, "n": self.n, "confidence": self.confidence, "method": self.method,
-            "test_train_ratio": self.test_train_ratio}
+            "test_train_ratio": self.test_train_ratio, "variance_factor": self.variance_factor,
+            "df": self.df}
 
   def format(self, percent: bool = True, digits: int = 2) -> str:
     """`63.86 ± 2.23` (percent of fractions by default); `63.86 ± n/a` for a single fold."""
@@ -115,35 +210,45 @@ def _values(values: Iterable[float], confidence: float, test_train_ratio: float 
   return x
 
 
-def _variance_factor(n: int, test_train_ratio: float | None) -> float:
-  """1/n, or Nadeau & Bengio's 1/n + n_valid/n_train."""
-  return 1.0 / n + (0.0 if test_train_ratio is None else float(test_train_ratio))
+def _design(n: int, test_train_ratio: float | None, overlap: Overlap | None
+            ) -> tuple[str, float, float]:
+  """(method, variance factor f, degrees of freedom) for n values."""
+  if test_train_ratio is not None and overlap is not None:
+    raise ValueError("give test_train_ratio (random resamples) or overlap, not both")
+  if overlap is not None:
+    return OVERLAP_T, float(overlap.factor), float(overlap.df)
+  if test_train_ratio is not None:
+    return CORRECTED_T, 1.0 / n + float(test_train_ratio), float(n - 1)
+  return STUDENT_T, 1.0 / n, float(n - 1)
 
 
 def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE,
-            test_train_ratio: float | None = None) -> MeanCI:
+            test_train_ratio: float | None = None, overlap: Overlap | None = None) -> MeanCI:
   """Mean and confidence interval of fold values (see the module docstring).
 
   Args:
     values: one value per fold.
     confidence: of the two-sided interval.
     test_train_ratio: n_valid / n_train of overlapping random resamples (the corrected
-      resampled t); None for disjoint folds (Student's t).
+      resampled t).
+    overlap: f and df of folds with overlapping validation sets (the overlap-corrected t).
+    Neither: Student's t (disjoint folds, independent draws).
 
   Raises:
-    ValueError: no values, a non-finite value, `confidence` outside (0, 1), a ratio <= 0.
+    ValueError: no values, a non-finite value, `confidence` outside (0, 1), a ratio <= 0, both
+      corrections at once.
   """
   x = _values(values, confidence, test_train_ratio)
   n = int(x.size)
   mean = float(x.mean())
-  method = STUDENT_T if test_train_ratio is None else CORRECTED_T
   ratio = None if test_train_ratio is None else float(test_train_ratio)
   if n < 2:
+    method = _design(1, ratio, overlap)[0]
     return MeanCI(mean, None, None, n, confidence, method, ratio)
+  method, factor, df = _design(n, ratio, overlap)
   std = float(x.std(ddof=1))
-  t = float(scipy.stats.t.ppf(0.5 + confidence / 2.0, n - 1))
-  return MeanCI(mean, t * std * math.sqrt(_variance_factor(n, ratio)), std, n, confidence, method,
-                ratio)
+  t = float(scipy.stats.t.ppf(0.5 + confidence / 2.0, df))
+  return MeanCI(mean, t * std * math.sqrt(factor), std, n, confidence, method, ratio, factor, df)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,26 +263,31 @@ class PairedTest:
   confidence: float = CONFIDENCE
   method: str = STUDENT_T
   test_train_ratio: float | None = None
+  variance_factor: float | None = None
+  dof: float | None = None  # degrees of freedom (n - 1 unless OVERLAP_T)
 
   @property
-  def df(self) -> int:
-    return self.n - 1
+  def df(self) -> float:
+    return self.n - 1 if self.dof is None else self.dof
 
   def to_json(self) -> dict[str, Any]:
     low = None if self.half_width is None else self.mean - self.half_width
     high = None if self.half_width is None else self.mean + self.half_width
     return {"mean": self.mean, "ci": self.half_width, "low": low, "high": high, "t": self.t,
             "p": self.p, "df": self.df, "n": self.n, "confidence": self.confidence,
-            "method": self.method, "test_train_ratio": self.test_train_ratio}
+            "method": self.method, "test_train_ratio": self.test_train_ratio,
+            "variance_factor": self.variance_factor}
 
 
 def paired_test(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE,
-                test_train_ratio: float | None = None) -> PairedTest:
+                test_train_ratio: float | None = None, overlap: Overlap | None = None
+                ) -> PairedTest:
   """Paired comparison of `a` and `b` (one value per fold, the same folds in the same order).
 
-  Without `test_train_ratio`: scipy's paired t-test (`ttest_rel`, two-sided) and its interval.
-  With it: the corrected resampled t, t = mean(d) / (s_d · sqrt(1/n + ratio)), df = n - 1.
-  All differences equal (s_d = 0): half-width 0, t None, p 1 if they are all 0, else 0.
+  Without a correction: scipy's paired t-test (`ttest_rel`, two-sided) and its interval.
+  With `test_train_ratio` or `overlap`: t = mean(d) / (s_d · sqrt(f)) with the f and df of
+  `mean_ci`. All differences equal (s_d = 0): half-width 0, t None, p 1 if they are all 0,
+  else 0.
 
   Raises:
     ValueError: different lengths, or as `mean_ci`.
@@ -188,24 +298,25 @@ def paired_test(a: Sequence[float], b: Sequence[float], confidence: float = CONF
     raise ValueError(f"paired values need the same folds: {a.size} against {b.size}")
   d = a - b
   n = int(d.size)
-  method = STUDENT_T if test_train_ratio is None else CORRECTED_T
   ratio = None if test_train_ratio is None else float(test_train_ratio)
   mean = float(d.mean())
   if n < 2:
-    return PairedTest(mean, None, None, None, n, confidence, method, ratio)
+    return PairedTest(mean, None, None, None, n, confidence, _design(1, ratio, overlap)[0], ratio)
+  method, factor, df = _design(n, ratio, overlap)
+  head = (confidence, method, ratio, factor, df)
   sd = float(d.std(ddof=1))
   if sd == 0.0:
-    return PairedTest(mean, 0.0, None, 1.0 if mean == 0.0 else 0.0, n, confidence, method, ratio)
-  if ratio is None:
+    return PairedTest(mean, 0.0, None, 1.0 if mean == 0.0 else 0.0, n, *head)
+  if method == STUDENT_T:
     res = scipy.stats.ttest_rel(a, b)
     ci = res.confidence_interval(confidence)
     return PairedTest(mean, float(ci.high - ci.low) / 2.0, float(res.statistic), float(res.pvalue),
-                      n, confidence, method, ratio)
-  se = sd * math.sqrt(_variance_factor(n, ratio))
+                      n, *head)
+  se = sd * math.sqrt(factor)
   t = mean / se
-  p = float(2.0 * scipy.stats.t.sf(abs(t), n - 1))
-  half = float(scipy.stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * se
-  return PairedTest(mean, half, t, p, n, confidence, method, ratio)
+  p = float(2.0 * scipy.stats.t.sf(abs(t), df))
+  half = float(scipy.stats.t.ppf(0.5 + confidence / 2.0, df)) * se
+  return PairedTest(mean, half, t, p, n, *head)
 
 
 def _number(result: Mapping[str, Any], key: str, where: str) -> float:
@@ -217,10 +328,8 @@ def _number(result: Mapping[str, Any], key: str, where: str) -> float:
     raise ValueError(f"{where}: {key!r} is not a number: {result[key]!r}") from e
 
 
-def fold_recalls(result: Mapping[str, Any], where: str = "result") -> list[float | None] | None:
-  """Per-class recalls of a result.json from its `confusion` (rows = truth, columns =
-  prediction): diagonal / row sum, None for a class with no validation utterance; None if the
-  result has no confusion matrix.
+def _confusion(result: Mapping[str, Any], where: str) -> np.ndarray | None:
+  """result.json's `confusion` as a float matrix (None if absent).
 
   Raises:
     ValueError: a confusion matrix that is not square, not numbers, or negative.
@@ -233,7 +342,41 @@ def fold_recalls(result: Mapping[str, Any], where: str = "result") -> list[float
     raise ValueError(f"{where}: confusion is not a matrix of numbers: {result['confusion']!r}") from e
   if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] == 0 or np.any(cm < 0):
     raise ValueError(f"{where}: confusion must be a square matrix of counts, got {cm.tolist()}")
+  return cm
+
+
+def fold_recalls(result: Mapping[str, Any], where: str = "result") -> list[float | None] | None:
+  """Per-class recalls of a result.json from its `confusion` (rows = truth, columns =
+  prediction): diagonal / row sum, None for a class with no validation utterance; None if the
+  result has no confusion matrix.
+
+  Raises:
+    ValueError: a confusion matrix that is not square, not numbers, or negative.
+  """
+  cm = _confusion(result, where)
+  if cm is None:
+    return None
   return [None if math.isnan(r) else float(r) for r in metrics_lib.recalls(cm)]
+
+
+def _finite_or_none(x: Any) -> float | None:
+  return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+def collapse_figures(result: Mapping[str, Any], where: str = "result"
+                     ) -> dict[str, float | None]:
+  """{worst_class_recall, largest_predicted_share} of a result.json: from its confusion matrix
+  (so results written before these figures existed get them too), else the result's own values,
+  else None.
+
+  Raises:
+    ValueError: a malformed confusion matrix.
+  """
+  cm = _confusion(result, where)
+  if cm is None:
+    return {k: _finite_or_none(result.get(k)) for k in COLLAPSE}
+  return {"worst_class_recall": _finite_or_none(metrics_lib.worst_class_recall(cm)),
+          "largest_predicted_share": _finite_or_none(metrics_lib.largest_predicted_share(cm))}
 
 
 def valid_train_ratio(result: Mapping[str, Any]) -> float | None:
@@ -248,8 +391,9 @@ def valid_train_ratio(result: Mapping[str, Any]) -> float | None:
 
 
 def fold_rows(results: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
-  """Rows `{fold, uar, wa, segment_uar, best_epoch, recalls, collapse, valid_train_ratio}` in
-  fold order (see the module docstring).
+  """Rows `{fold, uar, wa, segment_uar, best_epoch, recalls, worst_class_recall,
+  largest_predicted_share, valid_train_ratio, speaker_mass}` in fold (draw) order (see the
+  module docstring).
 
   Raises:
     ValueError: a result lacks one of the metrics, or has a malformed confusion matrix (the
@@ -264,10 +408,8 @@ def fold_rows(results: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
       row[key] = _number(r, key, where)
     best = r.get("best_epoch")
     row["best_epoch"] = None if best is None else int(best)
-    recalls = fold_recalls(r, where)
-    present = [x for x in recalls or [] if x is not None]
-    row["recalls"] = recalls
-    row["collapse"] = min(present) if present else None
+    row["recalls"] = fold_recalls(r, where)
+    row.update(collapse_figures(r, where))
     row["valid_train_ratio"] = valid_train_ratio(r)
     mass = r.get("speaker_mass")  # SSA-CRNN: mean attention mass on the SSA's speaker half
     row["speaker_mass"] = None if mass is None else float(mass)
@@ -295,10 +437,10 @@ def _classes(results: Mapping[int, Mapping[str, Any]], rows: Sequence[Mapping[st
 
 
 def resample_ratio(rows: Sequence[Mapping[str, Any]], split: str | None,
-                     valid_fraction: float | None = None) -> tuple[float | None, str | None]:
+                   valid_fraction: float | None = None) -> tuple[float | None, str | None]:
   """(n_valid / n_train, where it comes from) for the corrected t, or (None, None) for a split
-  with disjoint folds. The mean of the folds' ratios from their counts; if a fold has no counts,
-  valid_fraction / (1 - valid_fraction).
+  that is not resampled. The mean of the folds' ratios from their counts; if a fold has no
+  counts, valid_fraction / (1 - valid_fraction).
 
   Raises:
     ValueError: a resampled split with neither counts nor a valid_fraction in (0, 1).
@@ -314,47 +456,92 @@ def resample_ratio(rows: Sequence[Mapping[str, Any]], split: str | None,
                    f"results have no counts and valid_fraction is {valid_fraction!r}")
 
 
+def phrase_groups(results: Mapping[int, Mapping[str, Any]], split: str | None,
+                  num_folds: int | None = None) -> int | None:
+  """The linguistic split's number of phrase groups (`config.train.num_folds`): `num_folds`, else
+  the results' configs (they must agree); None for other splits.
+
+  Raises:
+    ValueError: a linguistic split whose number of folds is unknown or inconsistent.
+  """
+  if split not in OVERLAP_SPLITS:
+    return None
+  if num_folds is not None:
+    return int(num_folds)
+  found = {int(n) for r in results.values()
+           if (n := ((r.get("config") or {}).get("train") or {}).get("num_folds")) is not None}
+  if len(found) != 1:
+    raise ValueError(f"split {split!r}: the overlap-corrected t needs the split's num_folds "
+                     f"(the folds' validation windows); the results give {sorted(found)}")
+  (n,) = found
+  if max(results) >= n:
+    raise ValueError(f"split {split!r}: fold {max(results)} is out of range for num_folds={n}")
+  return n
+
+
+def _correction(folds: Sequence[int], ratio: float | None, groups: int | None
+                ) -> dict[str, Any]:
+  """The keyword arguments of `mean_ci` / `paired_test` for these folds."""
+  return {"test_train_ratio": ratio,
+          "overlap": None if groups is None else linguistic_overlap(list(folds), groups)}
+
+
 def summarize(results: Mapping[int, Mapping[str, Any]], name: str = "",
               confidence: float = CONFIDENCE, split: str | None = None,
-              valid_fraction: float | None = None, **extra: Any) -> dict[str, Any]:
+              valid_fraction: float | None = None, num_folds: int | None = None,
+              unit: str = "fold", **extra: Any) -> dict[str, Any]:
   """The summary.json content: name, per-fold rows and, per metric, mean and CI over folds.
 
   Args:
-    results: fold -> result.json content.
+    results: fold (or draw) -> result.json content.
     name: the config name.
     confidence: of the intervals.
-    split: `config.train.split`; "random" (overlapping resamples) uses the corrected resampled t
-      with n_valid / n_train from the results' counts, other splits Student's t.
+    split: `config.train.split`; the method follows it (module docstring): "random" the
+      corrected resampled t (n_valid / n_train from the results' counts), "linguistic" the
+      overlap-corrected t, others ("loso", "heldout") Student's t.
     valid_fraction: `config.train.valid_fraction`, the ratio's fallback for results without counts.
+    num_folds: `config.train.num_folds` (the linguistic split's phrase groups); default: the
+      results' configs.
+    unit: "fold" or "draw" (the replicate protocol): the label of the per-unit column and text.
     **extra: stored as they are (system, corpus, workdir, ...).
 
   Besides `metrics` (uar, wa, segment_uar and, when the results have confusion matrices,
-  collapse: the fold's smallest class recall), `recalls` maps each class to the mean ± CI of its
-  recall over the folds where it was in the validation set; `statistics` names the method.
+  worst_class_recall and largest_predicted_share), `recalls` maps each class to the mean ± CI of
+  its recall over the folds where it was in the validation set; `statistics` names the method.
   """
+  if unit not in UNITS:
+    raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
   rows = fold_rows(results)
   if not rows:
     raise ValueError("no fold results to summarise")
   ratio, source = resample_ratio(rows, split, valid_fraction)
-  ci = lambda xs: mean_ci(xs, confidence, ratio).to_json()  # noqa: E731
-  stats = {k: ci([r[k] for r in rows]) for k in METRICS}
+  groups = phrase_groups(results, split, num_folds)
+
+  def ci(pairs: Sequence[tuple[int, float]]) -> dict[str, Any]:
+    folds, xs = [f for f, _ in pairs], [x for _, x in pairs]
+    return mean_ci(xs, confidence, **_correction(folds, ratio, groups)).to_json()
+
+  stats = {k: ci([(r["fold"], r[k]) for r in rows]) for k in METRICS}
+  for k in COLLAPSE:
+    pairs = [(r["fold"], r[k]) for r in rows if r[k] is not None]
+    if pairs:
+      stats[k] = ci(pairs)
   classes = _classes(results, rows)
   recalls = None
   if classes is not None:
-    collapse = [r["collapse"] for r in rows if r["collapse"] is not None]
-    if collapse:
-      stats["collapse"] = ci(collapse)
     recalls = {}
     for k, c in enumerate(classes):
-      xs = [r["recalls"][k] for r in rows if r["recalls"] is not None and r["recalls"][k] is not None]
-      recalls[c] = ci(xs) if xs else None
+      pairs = [(r["fold"], r["recalls"][k]) for r in rows
+               if r["recalls"] is not None and r["recalls"][k] is not None]
+      recalls[c] = ci(pairs) if pairs else None
   masses = [r["speaker_mass"] for r in rows]
   if all(m is not None for m in masses):
     stats["speaker_mass"] = mean_ci(masses, confidence).to_json()  # a descriptive spread
-  method = STUDENT_T if ratio is None else CORRECTED_T
-  statistics = {"method": method, "test_train_ratio": ratio, "ratio_source": source,
-                "description": METHOD_TEXT[method]}
-  return {"name": name, "split": split, "folds": rows, "num_folds": len(rows),
+  uar = stats["uar"]
+  statistics = {"method": uar["method"], "test_train_ratio": ratio, "ratio_source": source,
+                "phrase_groups": groups, "variance_factor": uar["variance_factor"],
+                "df": uar["df"], "description": _method_text(uar["method"], unit)}
+  return {"name": name, "split": split, "unit": unit, "folds": rows, "num_folds": len(rows),
           "confidence": confidence, "statistics": statistics, "metrics": stats,
           "classes": classes, "recalls": recalls, **extra}
 
@@ -363,15 +550,21 @@ def _label(summary: Mapping[str, Any], index: int) -> str:
   return summary.get("system") or summary.get("name") or f"system {index}"
 
 
+def _unit(summary: Mapping[str, Any]) -> str:
+  return summary.get("unit") or "fold"
+
+
 def compare_systems(summaries: Sequence[Mapping[str, Any]],
                     labels: Sequence[str] | None = None) -> list[dict[str, Any]]:
-  """Each system against the first: for each of `PAIRED` (UAR, collapse), the paired test of
-  the per-fold differences (system - first) over the folds both have (with a value).
+  """Each system against the first: for each of `PAIRED` (UAR, worst-class recall, largest
+  predicted-class share), the paired test of the per-fold (per-draw) differences
+  (system - first) over the units both have (with a value).
 
   The method follows the split (as `summarize`): the corrected resampled t for the random split,
   with n_valid / n_train the mean of both systems' ratios over the paired folds (or the first
-  system's summary ratio), else the paired t-test. Systems on different splits are not paired
-  (an entry with "error").
+  system's summary ratio); the overlap-corrected t of the paired folds for the linguistic split;
+  else the paired t-test (disjoint folds, independent draws). Systems on different splits,
+  units or linguistic phrase groups are not paired (an entry with "error").
   """
   if labels is None:
     labels = [_label(s, i) for i, s in enumerate(summaries)]
@@ -381,34 +574,44 @@ def compare_systems(summaries: Sequence[Mapping[str, Any]],
   ref = summaries[0]
   ref_rows = {r["fold"]: r for r in ref["folds"]}
   confidence = ref.get("confidence", CONFIDENCE)
+  ref_stats = ref.get("statistics") or {}
   for label, s in zip(labels[1:], summaries[1:]):
     entry: dict[str, Any] = {"system": label, "reference": labels[0]}
+    stats = s.get("statistics") or {}
+    why = None
     if s.get("split") != ref.get("split"):
-      entry["error"] = (f"splits differ ({s.get('split')} against {ref.get('split')}): "
-                        f"folds cannot be paired")
+      why = f"splits differ ({s.get('split')} against {ref.get('split')})"
+    elif _unit(s) != _unit(ref):
+      why = f"units differ ({_unit(s)} against {_unit(ref)})"
+    elif stats.get("phrase_groups") != ref_stats.get("phrase_groups"):
+      why = (f"phrase groups differ ({stats.get('phrase_groups')} against "
+             f"{ref_stats.get('phrase_groups')})")
+    if why is not None:
+      entry["error"] = f"{why}: {_unit(ref)}s cannot be paired"
       out.append(entry)
       continue
     rows = {r["fold"]: r for r in s["folds"]}
     common = sorted(set(rows) & set(ref_rows))
     entry["folds"] = common
     if not common:
-      entry["error"] = "no fold in common"
+      entry["error"] = f"no {_unit(ref)} in common"
       out.append(entry)
       continue
     ratio = None
     if s.get("split") in RESAMPLED_SPLITS:
       ratios = [x for f in common for x in (rows[f].get("valid_train_ratio"),
                                             ref_rows[f].get("valid_train_ratio")) if x is not None]
-      ratio = float(np.mean(ratios)) if ratios else (ref.get("statistics") or {}).get("test_train_ratio")
+      ratio = float(np.mean(ratios)) if ratios else ref_stats.get("test_train_ratio")
       if ratio is None:
         raise ValueError(f"{label}: the random split needs n_valid / n_train for the corrected t")
+    groups = ref_stats.get("phrase_groups") if s.get("split") in OVERLAP_SPLITS else None
     for key in PAIRED:
       folds = [f for f in common if rows[f].get(key) is not None and ref_rows[f].get(key) is not None]
       if not folds:
         entry[key] = None
         continue
       test = paired_test([rows[f][key] for f in folds], [ref_rows[f][key] for f in folds],
-                         confidence, ratio)
+                         confidence, **_correction(folds, ratio, groups))
       entry[key] = {**test.to_json(), "folds": folds}
     out.append(entry)
   return out
@@ -429,7 +632,8 @@ def _stat(summary: Mapping[str, Any], key: str) -> MeanCI | None:
 
 def _meanci(s: Mapping[str, Any]) -> MeanCI:
   return MeanCI(s["mean"], s["ci"], s["std"], s["n"], s.get("confidence", CONFIDENCE),
-                s.get("method", STUDENT_T), s.get("test_train_ratio"))
+                s.get("method", STUDENT_T), s.get("test_train_ratio"), s.get("variance_factor"),
+                s.get("df"))
 
 
 def _fmt(stat: MeanCI | Mapping[str, Any] | None) -> str:
@@ -442,55 +646,77 @@ def _pct(x: float | None) -> str:
   return "n/a" if x is None else f"{100.0 * x:.2f}"
 
 
+def _method_text(method: str, unit: str = "fold") -> str:
+  return METHOD_TEXT.get(method, method).format(units=f"{unit}s")
+
+
 def _method_note(summaries: Sequence[Mapping[str, Any]], paired: bool = False) -> list[str]:
-  """One sentence per distinct (method, ratio) of the summaries."""
+  """One sentence per distinct (method, ratio, f, df) of the summaries."""
   seen = []
   for s in summaries:
-    st = s.get("statistics") or {"method": STUDENT_T, "test_train_ratio": None}
-    key = (st["method"], st.get("test_train_ratio"))
+    st = s.get("statistics") or {"method": STUDENT_T}
+    key = (st["method"], st.get("test_train_ratio"), st.get("variance_factor"), st.get("df"),
+           _unit(s))
     if key not in seen:
       seen.append(key)
   lines = []
-  for method, ratio in seen:
-    text = METHOD_TEXT.get(method, method)
+  for method, ratio, factor, df, unit in seen:
+    text = _method_text(method, unit)
     if paired:
       text += "; " + PAIRED_TEXT.get(method, "")
     if ratio is not None:
       text += f"; n_valid/n_train = {ratio:.4f}"
+    if method == OVERLAP_T and factor is not None:
+      text += f"; f = {factor:.4f}, df = {df:.2f}"
     lines.append(text + ".")
   return lines
 
 
+def _collapse_keys(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
+  """The collapse figures that at least one summary has."""
+  return [k for k in COLLAPSE if any(k in s["metrics"] for s in summaries)]
+
+
+COLLAPSE_NOTE = ("Worst-class recall = the {unit}'s smallest class recall; largest predicted-class "
+                 "share = the share of the {unit}'s utterances given its most predicted class "
+                 "(columns of the confusion matrix; 1/K when predictions are spread evenly, 1 "
+                 "when one class is predicted for everything); both averaged over the {unit}s.")
+
+
 def render_markdown(summary: Mapping[str, Any]) -> str:
-  """Per-fold table (metrics, per-class recalls, collapse) and the `mean ± CI` row, percent."""
+  """Per-fold (per-draw) table (metrics, per-class recalls, worst-class recall, largest
+  predicted-class share) and the `mean ± CI` row, percent."""
   conf = summary.get("confidence", CONFIDENCE)
+  unit = _unit(summary)
   label = f"mean ± {100 * conf:g} % CI"
   classes = summary.get("classes") or []
-  titles = [f"{t} (%)" for t in METRICS.values()] + [f"recall {c} (%)" for c in classes]
-  if classes:
-    titles.append("collapse: min recall (%)")
+  figures = _collapse_keys([summary])
+  titles = ([f"{t} (%)" for t in METRICS.values()] + [f"recall {c} (%)" for c in classes]
+            + [f"{COLLAPSE[k]} (%)" for k in figures])
   title = summary.get("name") or "cross-validation"
   if summary.get("system"):
     title += f" ({summary['system']}, {summary.get('corpus', '')} corpus)"
-  lines = [f"# {title}: {summary['num_folds']} fold(s)", "",
-           "| fold | " + " | ".join(titles) + " | best epoch |",
+  lines = [f"# {title}: {summary['num_folds']} {unit}(s)", "",
+           f"| {unit} | " + " | ".join(titles) + " | best epoch |",
            "|---:|" + "---:|" * len(titles) + "---:|"]
   for r in summary["folds"]:
     best = "" if r.get("best_epoch") is None else str(r["best_epoch"])
     cells = [_pct(r[k]) for k in METRICS]
     if classes:
-      cells += [_pct(x) for x in (r.get("recalls") or [None] * len(classes))] + [_pct(r.get("collapse"))]
+      cells += [_pct(x) for x in (r.get("recalls") or [None] * len(classes))]
+    cells += [_pct(r.get(k)) for k in figures]
     lines.append(f"| {r['fold']} | " + " | ".join(cells) + f" | {best} |")
   cells = [_fmt(_stat(summary, k)) for k in METRICS]
-  if classes:
-    cells += [_fmt(summary["recalls"].get(c)) for c in classes] + [_fmt(_stat(summary, "collapse"))]
+  cells += [_fmt(summary["recalls"].get(c)) for c in classes]
+  cells += [_fmt(_stat(summary, k)) for k in figures]
   lines.append(f"| {label} | " + " | ".join(cells) + " | |")
   if summary["num_folds"] < 2:
-    lines += ["", "A single fold: the confidence interval is undefined (n/a)."]
+    lines += ["", f"A single {unit}: the confidence interval is undefined (n/a)."]
   lines += ["", f"{label}: " + " ".join(_method_note([summary]))]
   if classes:
-    lines += ["Recalls from each fold's confusion matrix (rows = truth); collapse = the fold's "
-              "smallest class recall, averaged over the folds."]
+    lines += [f"Recalls from each {unit}'s confusion matrix (rows = truth)."]
+  if figures:
+    lines += [COLLAPSE_NOTE.format(unit=unit)]
   return "\n".join(lines) + "\n"
 
 
@@ -511,53 +737,58 @@ def _diff(test: Mapping[str, Any] | None) -> tuple[str, str]:
 def render_compare(summaries: Sequence[Mapping[str, Any]],
                    labels: Sequence[str] | None = None,
                    paired: Sequence[Mapping[str, Any]] | None = None) -> str:
-  """Table 1 (one row per system, `mean ± CI` in percent), the per-class recalls and collapse,
-  and the paired differences against the first system (`compare_systems`)."""
+  """Table 1 (one row per system, `mean ± CI` in percent) with the worst-class recall and the
+  largest predicted-class share, the per-class recalls, and the paired differences against the
+  first system (`compare_systems`)."""
   if labels is None:
     labels = [_label(s, i) for i, s in enumerate(summaries)]
   if len(labels) != len(summaries):
     raise ValueError(f"{len(labels)} labels for {len(summaries)} systems")
   conf = summaries[0].get("confidence", CONFIDENCE) if summaries else CONFIDENCE
-  keys = [*METRICS, "collapse"]
-  titles = [f"{t} (%)" for t in METRICS.values()] + ["collapse (%)"]
+  unit = _unit(summaries[0]) if summaries else "fold"
+  figures = _collapse_keys(summaries)
+  keys = [*METRICS, *figures]
+  titles = [f"{t} (%)" for t in METRICS.values()] + [f"{COLLAPSE[k]} (%)" for k in figures]
   with_mass = any("speaker_mass" in s["metrics"] for s in summaries)
   if with_mass:
     keys.append("speaker_mass")
     titles.append("speaker mass")
   lines = [f"# SER results with {100 * conf:g} % confidence interval", "",
-           "| SER system | corpus | " + " | ".join(titles) + " | folds |",
+           "| SER system | corpus | " + " | ".join(titles) + f" | {unit}s |",
            "|---|---|" + "---:|" * len(titles) + "---:|"]
   for label, s in zip(labels, summaries):
     cells = " | ".join(_fmt_mass(s["metrics"].get(k)) if k == "speaker_mass"
                        else _fmt(_stat(s, k)) for k in keys)
     lines.append(f"| {label} | {s.get('corpus', '')} | {cells} | {s['num_folds']} |")
+  if figures:
+    lines += ["", COLLAPSE_NOTE.format(unit=unit)]
   classes = next((s["classes"] for s in summaries if s.get("classes")), None)
   if classes:
-    lines += ["", f"Per-class recall (%), mean ± {100 * conf:g} % CI over the folds (collapse above: "
-              "each fold's smallest class recall, averaged over the folds):", "",
+    lines += ["", f"Per-class recall (%), mean ± {100 * conf:g} % CI over the {unit}s:", "",
               "| SER system | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
     for label, s in zip(labels, summaries):
       rec = s.get("recalls") or {}
       cells = [_fmt(rec.get(c)) if s.get("classes") == classes else "n/a" for c in classes]
       lines.append(f"| {label} | " + " | ".join(cells) + " |")
   if paired:
-    lines += ["", f"Paired differences against {labels[0]} over matching folds, percentage "
+    head = "".join(f" Δ {t} | p ({t}) |" for t in PAIRED.values())
+    lines += ["", f"Paired differences against {labels[0]} over matching {unit}s, percentage "
               f"points, mean [{100 * conf:g} % CI], two-sided p:", "",
-              "| SER system | folds | Δ UAR | p (UAR) | Δ collapse | p (collapse) | test |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+              f"| SER system | {unit}s |" + head + " test |",
+              "|---|---:|" + "---:|---:|" * len(PAIRED) + "---|"]
     for e in paired:
       if "error" in e:
-        lines.append(f"| {e['system']} | | {e['error']} | | | | |")
+        lines.append(f"| {e['system']} | | {e['error']} |" + " |" * (2 * len(PAIRED) - 1) + " |")
         continue
-      (du, pu), (dc, pc) = _diff(e.get("uar")), _diff(e.get("collapse"))
+      cells = " | ".join(" | ".join(_diff(e.get(k))) for k in PAIRED)
       method = (e.get("uar") or {}).get("method", "")
-      test = "paired corrected resampled t" if method == CORRECTED_T else "paired t"
-      lines.append(f"| {e['system']} | {len(e['folds'])} | {du} | {pu} | {dc} | {pc} | {test} |")
+      lines.append(f"| {e['system']} | {len(e['folds'])} | {cells} | "
+                   f"{PAIRED_NAME.get(method, method)} |")
   lines += ["", "Intervals and tests: " + " ".join(_method_note(summaries, paired=bool(paired)))]
   if with_mass:
     lines += ["Speaker mass: the SSA's attention mass on its speaker half (sum over the real "
-              "frames of alpha_sp), mean over the validation segments of the best epoch, averaged "
-              "over the folds (± Student-t 95 % CI, descriptive)."]
+              f"frames of alpha_sp), mean over the validation segments of the best epoch, averaged "
+              f"over the {unit}s (± Student-t 95 % CI, descriptive)."]
   return "\n".join(lines) + "\n"
 
 

@@ -399,7 +399,8 @@ def _epoch_line(epoch: int, step: int, train_means: Mapping[str, float],
              if "accuracy_sp" in train_means else {}),
           "valid_uar": result["uar"], "valid_wa": result["wa"],
           "valid_segment_uar": result["segment_uar"],
-          **{f"valid_{k}": result[k] for k in ("speaker_mass", "speaker_accuracy") if k in result},
+          **{f"valid_{k}": result[k] for k in ("worst_class_recall", "largest_predicted_share",
+                                               "speaker_mass", "speaker_accuracy") if k in result},
           "elapsed": round(elapsed, 3)}
 
 
@@ -415,7 +416,8 @@ def fold_result(config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold: 
       "best_epoch": best["epoch"], "best_step": best["step"], "uar": best["uar"],
       "wa": best["wa"], "segment_uar": best["segment_uar"], "confusion": best["confusion"],
       "recalls": best.get("recalls"),  # per-class recall (class order; None: class not in valid)
-      **{k: best[k] for k in ("speaker_mass", "speaker_accuracy", "train_speaker_accuracy")
+      **{k: best[k] for k in ("worst_class_recall", "largest_predicted_share", "speaker_mass",
+                              "speaker_accuracy", "train_speaker_accuracy")
          if k in best},
       "classes": list(fd.classes), "counts": fd.counts, "epochs_run": meta["epoch"],
       "stopped_by": stopped(meta, tcfg), "last_train_loss": meta["train_loss"],

@@ -82,7 +82,7 @@ def test_crossval_writes_summary(run):
     cm = np.array(r["confusion"])
     np.testing.assert_allclose(row["recalls"], np.diag(cm) / cm.sum(1))
     np.testing.assert_allclose(r["recalls"], np.diag(cm) / cm.sum(1))
-    assert row["collapse"] == pytest.approx(min(np.diag(cm) / cm.sum(1)))
+    assert row["worst_class_recall"] == pytest.approx(min(np.diag(cm) / cm.sum(1)))
   assert s["system"] == "SSA-CRNN-r"
   md = open(os.path.join(wd, "summary.md")).read()
   assert len([l for l in md.splitlines() if l.startswith(("| 0 |", "| 1 |"))]) == 2

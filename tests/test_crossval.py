@@ -121,6 +121,11 @@ def test_tabulate_runs_pairs_finished_folds_without_training(tmp_path):
   assert doc["paired"][0]["uar"]["mean"] == pytest.approx(expected.mean)
   md = (tmp_path / "table" / "compare.md").read_text()
   assert "speaker mass" in md and "0.200 ±" in md  # mean of 0.1, 0.2, 0.3
+  # The collapse figures of _result's confusion matrix: worst-class recall 1/2, predicted
+  # classes 3, 1, 3, 1 of 8 utterances: largest share 3/8; identical systems: no difference.
+  assert "| worst-class recall (%) | largest predicted-class share (%) |" in md
+  assert doc["systems"][0]["metrics"]["largest_predicted_share"]["mean"] == pytest.approx(3 / 8)
+  assert doc["paired"][0]["largest_predicted_share"]["mean"] == 0.0
   with pytest.raises(ValueError, match="no fold"):
     crossval.tabulate_runs([str(tmp_path / "new" / "fold9")], str(tmp_path / "t2"))
   with pytest.raises(ValueError, match="no such run folder"):
@@ -133,3 +138,18 @@ def test_complete_result_of_a_corrupt_file_warns_naming_it(tmp_path, capsys):
   err = capsys.readouterr().err
   assert str(tmp_path / "result.json") in err and "resumed" in err
   assert len(err.strip().splitlines()) == 1
+
+
+def test_linguistic_crossval_summary_uses_the_overlap_corrected_t(tmp_path):
+  """run_crossval hands the split's num_folds to the summary, which needs it for the linguistic
+  folds' overlapping validation windows (the results here carry no config)."""
+  from ssa_jax import summary
+  config = crossval.load_config(QUICKSTART, {"train.num_folds": 4, "train.epochs": 1,
+                                             "train.split": "linguistic"})
+  uars = [0.5, 0.6, 0.55, 0.7]
+  s, _ = crossval.run_crossval(config, str(tmp_path), None, prepare_fn=lambda c: None,
+                               train_fn=lambda c, w, fold, dataset=None: _result(fold, 1, uars[fold]))
+  expected = summary.mean_ci(uars, overlap=summary.linguistic_overlap([0, 1, 2, 3], 4))
+  assert s["statistics"]["method"] == "overlap-corrected t"
+  assert s["metrics"]["uar"]["ci"] == pytest.approx(expected.half_width)
+  assert "overlap-corrected t" in (tmp_path / "summary.md").read_text()

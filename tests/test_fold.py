@@ -67,6 +67,11 @@ def test_validation_metrics_pool_segments_and_match_sklearn():
   seg_uar = balanced_accuracy_score(fd.valid["label"], probs.argmax(-1))
   assert m["segment_uar"] == pytest.approx(seg_uar, abs=1e-12)
   assert m["speaker_mass"] == 0.25 and m["speaker_accuracy"] == 1.0
+  # The collapse figures, from the predictions themselves (not the confusion matrix).
+  assert m["largest_predicted_share"] == pytest.approx(np.bincount(pred).max() / len(pred),
+                                                       abs=1e-12)
+  recalls = [np.mean(pred[fd.valid_labels == c] == c) for c in np.unique(fd.valid_labels)]
+  assert m["worst_class_recall"] == pytest.approx(min(recalls), abs=1e-12)
   assert "speaker_mass" not in fold_lib.validation_metrics({"probs": probs}, fd, "max")
 
 
@@ -91,6 +96,13 @@ def test_evaluate_fold_equals_result_json_through_the_shared_code(tmp_path, monk
   assert report["uar"] == result["uar"] and report["wa"] == result["wa"]
   assert report["segment_uar"] == result["segment_uar"]
   assert report["recalls"] == result["recalls"]
+  # The collapse figures reach result.json and every metrics.jsonl line (train.py copies them).
+  cm = np.asarray(result["confusion"])
+  assert result["largest_predicted_share"] == pytest.approx(cm.sum(0).max() / cm.sum(), abs=1e-12)
+  assert result["worst_class_recall"] == pytest.approx(min(np.diag(cm) / cm.sum(1)), abs=1e-12)
+  lines = [json.loads(l) for l in open(os.path.join(fold_dir, "metrics.jsonl"))]
+  assert all("valid_largest_predicted_share" in l and "valid_worst_class_recall" in l
+             for l in lines if "valid_uar" in l)
   assert report["speaker_mass"] == pytest.approx(result["speaker_mass"], abs=1e-6)
   saved = json.load(open(tmp_path / "figures" / "evaluation.json"))
   assert saved["confusion"] == result["confusion"]

@@ -57,3 +57,31 @@ def test_bad_inputs_are_clear_errors():
     metrics.pool_posteriors(np.ones((2, 2)) / 2, np.array([0, 0]), 2)
   with pytest.raises(ValueError, match="unknown pooling"):
     metrics.pool_posteriors(np.ones((2, 2)) / 2, np.array([0, 1]), 2, "median")
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 60), k=st.integers(2, 6), seed=st.integers(0, 10_000))
+def test_worst_class_recall_and_largest_predicted_share_from_the_raw_labels(n, k, seed):
+  """Against scikit-learn's per-class recall and a count of the raw predictions (not the matrix)."""
+  rng = np.random.default_rng(seed)
+  y_true = rng.integers(0, rng.integers(1, k + 1), n)  # may miss classes
+  y_pred = np.where(rng.random(n) < 0.5, rng.integers(0, k, n), y_true)
+  cm = metrics.confusion_matrix(y_true, y_pred, k)
+  present = np.unique(y_true)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    expected = skm.recall_score(y_true, y_pred, labels=present, average=None).min()
+  assert metrics.worst_class_recall(cm) == pytest.approx(expected, abs=1e-12)
+  most = max(int(np.sum(y_pred == j)) for j in range(k))
+  assert metrics.largest_predicted_share(cm) == pytest.approx(most / n, abs=1e-12)
+
+
+def test_largest_predicted_share_is_the_columns_not_the_rows():
+  # Balanced truth (rows 4, 4, 4), but 10 of 12 utterances predicted as class 0.
+  cm = np.array([[4, 0, 0], [3, 1, 0], [3, 0, 1]])
+  assert metrics.largest_predicted_share(cm) == pytest.approx(10 / 12)
+  assert metrics.largest_predicted_share(cm.T) == pytest.approx(4 / 12)
+  assert metrics.worst_class_recall(cm) == pytest.approx(0.25)
+  assert metrics.worst_class_recall(np.array([[2, 0], [0, 0]])) == 1.0  # absent class skipped
+  assert np.isnan(metrics.largest_predicted_share(np.zeros((3, 3))))
+  assert np.isnan(metrics.worst_class_recall(np.zeros((3, 3))))

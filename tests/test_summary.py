@@ -13,7 +13,7 @@ import scipy.stats
 from hypothesis import given, settings, strategies as st
 
 from ssa_jax import io as io_lib
-from ssa_jax import summary
+from ssa_jax import splits, summary
 
 
 @settings(max_examples=25, deadline=None)
@@ -63,8 +63,10 @@ def test_markdown_has_one_row_per_fold_and_the_mean_ci_row():
   md = summary.render_markdown(s)
   rows = [l for l in md.splitlines() if l.startswith("| ") and l[2].isdigit()]
   assert len(rows) == 3
-  # fold, UAR, WA, segment UAR, recall a, recall b, collapse, best epoch
-  assert rows[0] == "| 0 | 70.00 | 80.00 | 60.00 | 100.00 | 100.00 | 100.00 | 1 |"
+  # fold, UAR, WA, segment UAR, recall a, recall b, worst-class recall, largest predicted-class
+  # share (one of two utterances each way: 50 %), best epoch
+  assert rows[0] == "| 0 | 70.00 | 80.00 | 60.00 | 100.00 | 100.00 | 100.00 | 50.00 | 1 |"
+  assert "| worst-class recall (%) | largest predicted-class share (%) |" in md
   ci = summary.mean_ci([0.7, 0.5, 0.6])
   mean_rows = [l for l in md.splitlines() if l.startswith("| mean ± 95 % CI")]
   assert len(mean_rows) == 1
@@ -237,14 +239,14 @@ def _system(uars, split="random", name="sys", confusions=None):
   return summary.summarize(results, name=name, system=name, split=split, corpus="synthetic")
 
 
-def test_summary_uses_the_corrected_t_for_the_random_split_only():
+def test_summary_uses_the_corrected_t_for_the_random_split_and_plain_t_for_disjoint_folds():
   rnd = _system(A, "random")
   assert rnd["statistics"]["method"] == "corrected resampled t"
   assert rnd["statistics"]["test_train_ratio"] == pytest.approx(0.25, abs=1e-12)
   assert rnd["statistics"]["ratio_source"] == "counts"
   assert rnd["metrics"]["uar"]["ci"] == pytest.approx(0.087358805783704618, rel=1e-9)
   assert "Nadeau & Bengio" in summary.render_markdown(rnd)
-  for split in ("linguistic", "loso"):
+  for split in ("loso", "heldout"):
     s = _system(A, split)
     assert s["statistics"]["method"] == "t" and s["statistics"]["test_train_ratio"] is None
     assert s["metrics"]["uar"]["ci"] == pytest.approx(0.058239203855803079, rel=1e-9)
@@ -265,7 +267,8 @@ def test_compare_systems_pairs_matching_folds():
   assert uar["mean"] == pytest.approx(0.032, abs=1e-12)
   assert uar["p"] == pytest.approx(0.043981110268420941, rel=1e-8)
   assert uar["ci"] == pytest.approx(0.030603932129621516, rel=1e-9)
-  assert entry["collapse"] is None  # no confusion matrices
+  assert entry["worst_class_recall"] is None  # no confusion matrices
+  assert entry["largest_predicted_share"] is None
   md = summary.render_compare([ref, other], paired=[entry])
   (row,) = _table(md, "| SER system | folds | Δ UAR")
   assert row.startswith("| ACRNN-r | 5 | +3.20 [+0.14, +6.26] | 0.044 |")
@@ -286,44 +289,224 @@ def test_compare_systems_pairs_matching_folds():
   assert "splits differ" in entry["error"]
 
 
-def test_recalls_and_collapse_match_scikit_learn():
+def test_recalls_and_collapse_figures_match_scikit_learn_and_the_predictions():
   from sklearn.metrics import confusion_matrix, recall_score
   rng = np.random.default_rng(3)
-  confusions, recalls = [], []
+  confusions, recalls, shares = [], [], []
   for _ in range(5):
     y = rng.integers(0, 3, size=60)
     y[:3] = [0, 1, 2]  # every class present
     pred = np.where(rng.random(60) < 0.7, y, rng.integers(0, 3, size=60))
     confusions.append(confusion_matrix(y, pred, labels=[0, 1, 2]).tolist())
     recalls.append(recall_score(y, pred, average=None, labels=[0, 1, 2]))
+    shares.append(max(np.sum(pred == j) for j in range(3)) / len(pred))
   results = {f: {"uar": 0.5, "wa": 0.5, "segment_uar": 0.5, "confusion": confusions[f],
                  "classes": ["neu", "hap", "ang"], "counts": _counts(*RATIOS[f])} for f in range(5)}
   s = summary.summarize(results, split="random")
   recalls = np.array(recalls)
   for f, row in enumerate(s["folds"]):
     np.testing.assert_allclose(row["recalls"], recalls[f], rtol=1e-12)
-    assert row["collapse"] == pytest.approx(recalls[f].min(), rel=1e-12)
+    assert row["worst_class_recall"] == pytest.approx(recalls[f].min(), rel=1e-12)
+    assert row["largest_predicted_share"] == pytest.approx(shares[f], rel=1e-12)
   assert s["classes"] == ["neu", "hap", "ang"]
   for k, c in enumerate(s["classes"]):
     ref = summary.mean_ci(recalls[:, k], test_train_ratio=0.25)
     assert s["recalls"][c]["mean"] == pytest.approx(recalls[:, k].mean(), rel=1e-12)
     assert s["recalls"][c]["ci"] == pytest.approx(ref.half_width, rel=1e-12)
-  assert s["metrics"]["collapse"]["mean"] == pytest.approx(recalls.min(axis=1).mean(), rel=1e-12)
+  assert s["metrics"]["worst_class_recall"]["mean"] == pytest.approx(recalls.min(axis=1).mean(),
+                                                                     rel=1e-12)
+  share = s["metrics"]["largest_predicted_share"]
+  assert share["mean"] == pytest.approx(np.mean(shares), rel=1e-12)
+  assert share["ci"] == pytest.approx(summary.mean_ci(shares, test_train_ratio=0.25).half_width,
+                                      rel=1e-12)
   md = summary.render_markdown(s)
-  assert "recall hap (%)" in md and "collapse: min recall (%)" in md
+  assert "recall hap (%)" in md and "worst-class recall (%)" in md
+  assert "collapse" not in md.split("\n")[2]  # the old name is gone from the table header
   rows = [l for l in md.splitlines() if l.startswith("| 0 |")]
   assert f"| {100 * recalls[0, 1]:.2f} |" in rows[0]
 
 
-def test_absent_class_has_no_recall_and_is_left_out_of_collapse():
+def test_absent_class_has_no_recall_and_is_left_out_of_the_worst_class_recall():
   results = {0: {"uar": 0.5, "wa": 0.5, "segment_uar": 0.5, "classes": ["a", "b", "c"],
                  "confusion": [[3, 1, 0], [0, 0, 0], [2, 0, 2]]},
              1: {"uar": 0.5, "wa": 0.5, "segment_uar": 0.5, "classes": ["a", "b", "c"],
                  "confusion": [[4, 0, 0], [1, 1, 0], [0, 0, 4]]}}
   s = summary.summarize(results, split="loso")
-  assert s["folds"][0]["recalls"] == [0.75, None, 0.5] and s["folds"][0]["collapse"] == 0.5
-  assert s["folds"][1]["collapse"] == 0.5
+  assert s["folds"][0]["recalls"] == [0.75, None, 0.5]
+  assert s["folds"][0]["worst_class_recall"] == 0.5
+  assert s["folds"][1]["worst_class_recall"] == 0.5
+  # Predicted as a: 5 of 8 utterances in fold 0, 5 of 10 in fold 1.
+  assert s["folds"][0]["largest_predicted_share"] == pytest.approx(5 / 8)
+  assert s["folds"][1]["largest_predicted_share"] == pytest.approx(5 / 10)
   assert s["recalls"]["b"]["n"] == 1 and s["recalls"]["b"]["mean"] == 0.5
   assert s["recalls"]["a"]["mean"] == pytest.approx(0.875)
   with pytest.raises(ValueError, match="fold 0: confusion must be a square"):
     summary.summarize({0: {"uar": 0.5, "wa": 0.5, "segment_uar": 0.5, "confusion": [[1, 2]]}})
+
+
+# --- overlapping linguistic folds, replicate draws ----------------------------------------------
+
+
+def test_overlap_design_against_closed_forms():
+  # Disjoint validation sets: Student's t (f = 1/n, df = n - 1).
+  disjoint = summary.overlap_design([{0, 1}, {2, 3}, {4, 5}, {6, 7}])
+  assert (disjoint.factor, disjoint.df) == pytest.approx((1 / 4, 3), rel=1e-12)
+  # The paper's linguistic protocol, all 10 folds: fold k's score averages group effects k and
+  # k+1, a cyclic moving average. Var(mean) = σ²/10 (each group counted twice); E[s²] =
+  # σ² (n - w) / (w (n - 1)) = σ² 8/18, so f = w (n - 1) / (n (n - w)) = 18/80 = 0.225. The
+  # circulant Σ has eigenvalues (1 + cos 2πj/n)/2; without j = 0, their sum is (n - 2)/2 = 4 and
+  # the sum of their squares (1/4)(n - 3 + n/2 - 1) = 11/4, so df = 4² / (11/4) = 64/11.
+  ling = summary.linguistic_overlap(list(range(10)), 10)
+  assert ling.factor == pytest.approx(0.225, rel=1e-12)
+  assert ling.df == pytest.approx(64 / 11, rel=1e-12)
+  assert summary.linguistic_valid_groups(9, 10) == (0, 9)
+  with pytest.raises(ValueError, match="all the same"):
+    summary.overlap_design([{1, 2}, {1, 2}])
+
+
+def test_linguistic_summary_uses_the_overlap_corrected_t():
+  uars = A + B  # ten folds
+  results = {f: {"uar": u, "wa": u, "segment_uar": u, "config": {"train": {"num_folds": 10}}}
+             for f, u in enumerate(uars)}
+  s = summary.summarize(results, split="linguistic")
+  half = scipy.stats.t.ppf(0.975, 64 / 11) * np.std(uars, ddof=1) * math.sqrt(0.225)
+  assert s["metrics"]["uar"]["ci"] == pytest.approx(half, rel=1e-10)
+  assert s["statistics"]["method"] == "overlap-corrected t"
+  assert s["statistics"]["phrase_groups"] == 10
+  assert "f = 0.2250, df = 5.82" in summary.render_markdown(s)
+  # Paired over the linguistic folds: the same f and df on the differences.
+  other = summary.summarize({f: {**r, "uar": r["uar"] - 0.01 * (f % 3)} for f, r in results.items()},
+                            split="linguistic")
+  (entry,) = summary.compare_systems([s, other])
+  d = np.array([-0.01 * (f % 3) for f in range(10)])
+  se = np.std(d, ddof=1) * math.sqrt(0.225)
+  assert entry["uar"]["t"] == pytest.approx(d.mean() / se, rel=1e-10)
+  assert entry["uar"]["p"] == pytest.approx(2 * scipy.stats.t.sf(abs(d.mean() / se), 64 / 11),
+                                            rel=1e-10)
+  assert "paired overlap-corrected t" in summary.render_compare([s, other], paired=[entry])
+  # Without the split's num_folds (no config, no argument) the windows are unknown: an error.
+  bare = {f: {"uar": u, "wa": u, "segment_uar": u} for f, u in enumerate(uars)}
+  with pytest.raises(ValueError, match="num_folds"):
+    summary.summarize(bare, split="linguistic")
+  assert summary.summarize(bare, split="linguistic", num_folds=10)["metrics"]["uar"]["ci"] == \
+      pytest.approx(half, rel=1e-10)
+
+
+def _toy_dataset(num_speakers=4, num_phrases=20, classes=4):
+  """One utterance per (speaker, class, phrase): every phrase and every speaker equally often."""
+  grid = np.array([(s, c, p) for s in range(num_speakers) for c in range(classes)
+                   for p in range(num_phrases)])
+  return {"speakers": grid[:, 0], "labels": grid[:, 1],
+          "phrases": np.array([f"s{p:03d}" for p in grid[:, 2]])}
+
+
+def _units(mode, ds, num_folds):
+  """The folds (or draws) of one run of `mode` on `ds`. A new split mode must be added here."""
+  if mode in ("random", "linguistic"):
+    return list(range(num_folds))
+  if mode == "loso":
+    return list(range(len(np.unique(ds["speakers"]))))
+  if mode == "heldout":  # one fold per draw; draws are independent corpora, never shared sets
+    return [0]
+  pytest.fail(f"split mode {mode!r} is new: say here how its folds are built, then check which "
+              f"confidence interval summary.summarize gives it")
+
+
+@pytest.mark.parametrize("mode", splits.MODES)
+def test_summary_corrects_exactly_the_splits_whose_folds_overlap(mode):
+  """Structural: build the folds of each split mode with the real splitter; the summary must use
+  a corrected interval exactly when two validation sets overlap (random: resamples, whose
+  training sets overlap too, the corrected resampled t; linguistic: the overlap-corrected t with
+  the f of the actual validation sets), and Student's t when they are disjoint or independent."""
+  num_folds = 10
+  ds = _toy_dataset()
+  units = _units(mode, ds, num_folds)
+  split = {k: splits.fold_split(ds, k, mode, num_folds, 0.2, seed=3) for k in units}
+  valid = [set(v.tolist()) for _, v in split.values()]
+  valid_overlap = any(a & b for i, a in enumerate(valid) for b in valid[i + 1:])
+  results = {k: {"uar": 0.5 + 0.01 * (k % 4), "wa": 0.5, "segment_uar": 0.5,
+                 "counts": {"valid_utterances": {"a": len(v)}, "train_utterances": {"a": len(t)}},
+                 "config": {"train": {"num_folds": num_folds}}}
+             for k, (t, v) in split.items()}
+  s = summary.summarize(results, split=mode, valid_fraction=0.2)
+  method = s["statistics"]["method"]
+  assert (method != summary.STUDENT_T) == valid_overlap, (mode, method)
+  if method == summary.CORRECTED_T:  # Nadeau & Bengio's correction is for overlapping resamples
+    train = [set(t.tolist()) for t, _ in split.values()]
+    assert any(a & b for i, a in enumerate(train) for b in train[i + 1:])
+  if method == summary.OVERLAP_T:  # the summary's windows are the splitter's validation sets
+    actual = summary.overlap_design(valid)
+    assert s["statistics"]["variance_factor"] == pytest.approx(actual.factor, rel=1e-12)
+    assert s["statistics"]["df"] == pytest.approx(actual.df, rel=1e-12)
+
+
+def test_linguistic_interval_covers_95_percent_of_simulated_corpora():
+  """Coverage of the 95 % CI of the mean UAR over the 10 linguistic folds, simulated: 100
+  phrases, each with a random effect on the score (phrase difficulty, plus the mean noise of its
+  utterances), and a small independent training noise per fold. The folds come from the real
+  splitter. Seeded; the target is the population mean.
+
+  Measured with this seed (400 corpora): overlap-corrected t 0.935, plain Student t over the
+  folds (the old behaviour) 0.785. With 4,000 corpora (seeds 1, 2): overlap-corrected 0.955 and
+  0.962, plain t 0.822 and 0.833, well below 0.95; Nadeau & Bengio's f = 1/n + 0.25 would give
+  0.971 and 0.980 (conservative). Tolerance 0.03: about 2.7 binomial standard errors at 400.
+  """
+  num_folds, num_phrases, mu = 10, 100, 0.6
+  ds = {"labels": np.zeros(num_phrases, int), "speakers": np.zeros(num_phrases, int),
+        "phrases": np.array([f"p{i:03d}" for i in range(num_phrases)])}
+  weights = np.zeros((num_phrases, num_folds))  # fold score = phrase effects @ weights
+  for k in range(num_folds):
+    _, v = splits.fold_split(ds, k, "linguistic", num_folds, seed=0)
+    weights[v, k] = 1.0 / len(v)
+  rng = np.random.default_rng(0)
+  sims = 400
+  scores = (mu + rng.normal(0.0, 0.08, (sims, num_phrases)) @ weights
+            + rng.normal(0.0, 0.005, (sims, num_folds)))
+  covered = plain = 0
+  for x in scores:
+    results = {k: {"uar": u, "wa": u, "segment_uar": u} for k, u in enumerate(x)}
+    ci = summary.summarize(results, split="linguistic", num_folds=num_folds)["metrics"]["uar"]
+    covered += ci["low"] <= mu <= ci["high"]
+    p = summary.mean_ci(x)
+    plain += p.low <= mu <= p.high
+  assert abs(covered / sims - 0.95) < 0.03, covered / sims
+  assert plain / sims < 0.90, plain / sims  # what the plain t gave: the bug this fixes
+
+
+def test_replicate_draws_use_the_plain_t_and_the_draw_label():
+  """The replicate protocol: results keyed by draw, split "heldout", no counts (so no
+  valid_train_ratio), independent draws: Student's t and the paired t-test over draws."""
+  def draws(uars):
+    return {d: {"uar": u, "wa": u, "segment_uar": u, "confusion": [[3, 1], [1, 3]],
+                "classes": ["a", "b"]} for d, u in enumerate(uars)}
+  ref = summary.summarize(draws(B), name="ref", system="ACRNN", split="heldout", unit="draw")
+  new = summary.summarize(draws(A), name="new", system="ACRNN-r", split="heldout", unit="draw")
+  assert all(r["valid_train_ratio"] is None for r in new["folds"])
+  lo, hi = scipy.stats.t.interval(0.95, len(A) - 1, loc=np.mean(A), scale=scipy.stats.sem(A))
+  assert (new["metrics"]["uar"]["low"], new["metrics"]["uar"]["high"]) == pytest.approx((lo, hi))
+  assert new["statistics"]["method"] == "t" and new["unit"] == "draw"
+  md = summary.render_markdown(new)
+  assert "| draw | UAR (%)" in md and ": 5 draw(s)" in md and "over the draws" in md
+  (entry,) = summary.compare_systems([ref, new])
+  ref_t = scipy.stats.ttest_rel(A, B)
+  assert (entry["uar"]["t"], entry["uar"]["p"]) == pytest.approx((ref_t.statistic, ref_t.pvalue))
+  table = summary.render_compare([ref, new], paired=[entry])
+  assert "| draws |" in table and "over matching draws" in table and "| paired t |" in table
+  # Folds and draws are not paired with each other.
+  folds = summary.summarize(draws(B), split="heldout")
+  (bad,) = summary.compare_systems([folds, new])
+  assert "units differ" in bad["error"]
+  with pytest.raises(ValueError, match="unit"):
+    summary.summarize(draws(A), unit="replicate")
+
+
+def test_old_results_get_the_collapse_figures_from_their_confusion_matrix():
+  cm = [[6, 2, 0], [4, 4, 0], [5, 0, 3]]  # predicted: 15, 6, 3 of 24
+  old = {"uar": 0.5, "wa": 0.5, "segment_uar": 0.5, "confusion": cm, "classes": ["a", "b", "c"]}
+  (row,) = summary.fold_rows({0: old})
+  assert row["largest_predicted_share"] == pytest.approx(15 / 24)
+  assert row["worst_class_recall"] == pytest.approx(3 / 8)
+  # A result with the figures but no matrix keeps its own values.
+  (row,) = summary.fold_rows({0: {"uar": 0.5, "wa": 0.5, "segment_uar": 0.5,
+                                  "worst_class_recall": 0.2, "largest_predicted_share": 0.7}})
+  assert (row["worst_class_recall"], row["largest_predicted_share"]) == (0.2, 0.7)
