@@ -54,11 +54,12 @@ digits, `.`, `-`, `_` replaced by `_` (`ACRNN-r_relative`), `_2`, `_3`... append
 
 compare.md / compare.json (like `bin.crossval --compare`, the unit being a draw): per system the
 mean ± 95 % CI over draws (`summary.summarize(..., split="heldout")`: Student's t over
-independent draws), a per-draw table of every paired metric (`summary.PAIRED`), each system's
-paired differences against the first (`summary.compare_systems`: mean, CI, p over the draws both
-have), and the planning figures: per system against the first, the SD of the per-draw UAR
-differences, the draws a paired t-test needs for `power` (80 %) against a true difference of
-`delta` (3 UAR points) at alpha 0.05, and the CI half-width those draws give (`pilot_summary`).
+independent draws; in the summaries a row's `fold` is the draw), a per-draw table of every
+paired metric (`summary.PAIRED`), each system's paired differences against the first
+(`summary.compare_systems`: mean, CI, p over the draws both have), and the planning figures:
+per system against the first, the SD of the per-draw UAR differences, the draws a paired t-test
+needs for `power` (80 %) against a true difference of `delta` (3 UAR points) at alpha 0.05, and
+the CI half-width those draws give (`pilot_summary`).
 
 The seed-noise pilot (`pilot_systems`, `bin.replicates --pilot SPEC`) runs one system twice on the
 same draws with different initialisation (seed_offset +0 and +1000): the SD of its paired
@@ -229,7 +230,8 @@ def check_overrides(overrides: Mapping[str, Any], where: str) -> None:
 def _parse_value(config: Any, key: str, text: str, where: str) -> Any:
   """`text` read as `--config.KEY=text` reads it: by the type of the field."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections.config_flags import config_path, tuple_parser  # pylint: disable=g-import-not-at-top
+  from ml_collections.config_flags import config_path  # pylint: disable=g-import-not-at-top
+  from ml_collections.config_flags import tuple_parser  # pylint: disable=g-import-not-at-top
   try:
     typ = config_path.get_type(key, config)
   except (AttributeError, KeyError, IndexError, ValueError, TypeError) as e:
@@ -606,19 +608,23 @@ def render_power(rows: Sequence[Mapping[str, Any]], delta: float, power: float, 
     return ""
   head = ("Seed-noise pilot: one system at two initialisation seeds on the same draws. The SD "
           "of its paired differences is seed noise alone, a floor for two different systems' "
-          "(which adds their draw-by-system interaction): the draws below are a lower bound."
+          "(which adds their draw-by-system interaction): the draws below are a lower bound. "
+          f"One run's seed SD: SD of Δ / √2 = "
+          + ", ".join("n/a" if r["sd_single_run"] is None else f"{r['sd_single_run']:.2f}"
+                      for r in rows) + " UAR points."
           if pilot else "Planning, from the paired UAR differences against the first system:")
   lines = [head, "",
            f"| SER system | draws | mean Δ UAR | SD of Δ | draws for {100 * power:g} % power "
            f"at ±{delta:g} points | 95 % CI ± at those draws | 95 % CI ± now |",
            "|---|---:|---:|---:|---:|---:|---:|"]
-  f = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
+  f = lambda x, sign="": "n/a" if x is None else f"{x:{sign}.2f}"  # noqa: E731
   for r in rows:
     need = "n/a" if r["draws_needed"] is None else str(r["draws_needed"])
-    lines.append(f"| {r['system']} | {r['n']} | {f(r['mean_diff'])} | {f(r['sd_diff'])} | "
+    lines.append(f"| {r['system']} | {r['n']} | {f(r['mean_diff'], '+')} | {f(r['sd_diff'])} | "
                  f"{need} | {f(r['ci_half_width_needed'])} | {f(r['ci_half_width_now'])} |")
   lines += ["", f"Two-sided paired t-test at alpha {ALPHA:g}, power from the noncentral t "
-            f"(scipy.stats.nct) with the SD of Δ as the true SD; UAR points."]
+            f"(scipy.stats.nct) taking the SD of Δ over the draws so far as the true SD (an "
+            f"estimate: rough with few draws); UAR points."]
   return "\n".join(lines) + "\n"
 
 
@@ -630,7 +636,7 @@ def render_runs(rows: Sequence[Mapping[str, Any]], reference_done: bool, referen
   failed = [r for r in rows if r["state"] == "failed"]
   pending = [r for r in rows if r["state"] == "pending"]
   for r in failed:
-    lines.append(f"- failed: {r['system']} draw {r['draw']}: {r['error']}")
+    lines.append(f"- {r['error']}")
   if pending:
     lines.append(f"{len(pending)} run(s) not run yet (the study is in progress or was stopped).")
   return "\n".join(lines) + ("\n" if lines else "")

@@ -298,7 +298,28 @@ def test_complete_runs_are_not_retrained_and_a_failure_is_not_paired(tmp_path):
   assert paired["B"]["folds"] == [0, 1] and paired["C"]["folds"] == [0, 1, 2]
   ref = scipy.stats.ttest_rel(UARS["B"][:2], UARS["A"][:2])
   assert paired["B"]["uar"]["p"] == pytest.approx(ref.pvalue)
-  assert "failed: B draw 2" in (tmp_path / "compare.md").read_text()
+  assert "- [B] draw 2 failed: FloatingPointError: non-finite loss at step 3" in (
+      tmp_path / "compare.md").read_text()
+
+
+def test_pilot_study_reports_the_seed_noise(tmp_path):
+  systems = replicates.pilot_systems(f"{QUICKSTART}:acrnn_r", GLOBAL)
+  uar = lambda c: 0.6 + 0.01 * c.data.synthetic.seed + 0.003 * (c.seed % 7)  # noqa: E731
+  seeds = []
+
+  def fake(config, workdir, fold, dataset=None):
+    seeds.append((config.data.synthetic.seed, config.seed))
+    return _result(uar(config), config.train.epochs)
+
+  study, _ = replicates.run_replicates(systems, str(tmp_path), "0-4", train_fn=fake,
+                                       prepare_fn=lambda c: None, report=lambda _: None,
+                                       pilot=True)
+  assert seeds == [(d, s) for d in range(5) for s in (d, d + 1000)]
+  diffs = [100 * (0.003 * ((d + 1000) % 7) - 0.003 * (d % 7)) for d in range(5)]
+  (row,) = study["power"]
+  assert row["sd_diff"] == pytest.approx(np.std(diffs, ddof=1))
+  assert row["mean_diff"] == pytest.approx(np.mean(diffs))
+  assert "Seed-noise pilot" in (tmp_path / "compare.md").read_text()
 
 
 def test_no_finished_run_is_an_error(tmp_path):
@@ -368,6 +389,10 @@ def test_pilot_summary():
   assert p["ci_half_width_now"] == pytest.approx(scipy.stats.ttest_rel(
       [0.70, 0.74, 0.66, 0.71], [0.73, 0.75, 0.70, 0.72]).confidence_interval().high * 100
       - d.mean())
+  md = replicates.render_power([{"system": "x (seeds +1000)", **p}], 3.0, 0.8, pilot=True)
+  assert "Seed-noise pilot" in md and f"{d.std(ddof=1) / math.sqrt(2):.2f} UAR points" in md
+  row = f"| x (seeds +1000) | 4 | {d.mean():+.2f} | {d.std(ddof=1):.2f} | {p['draws_needed']} |"
+  assert row in md
   single = replicates.pilot_summary({0: 0.7}, {0: 0.6})
   assert single["n"] == 1 and single["sd_diff"] is None and single["draws_needed"] is None
 
