@@ -9,6 +9,8 @@ plain paired t over draws.
   run_config(config, draw, seed_offset) -> ConfigDict  the config of one run (below)
   plan_runs(systems, workdir, draws) -> list[Run]      draw-major: all systems of draw 0, then 1...
   describe_plan(runs) -> str              the runs, their seeds, folders and states (`--plan`)
+  config_changes(run) -> list[str]        fields whose value in the run folder's config.json
+                                          differs (logged as a warning; the folder is kept)
   run_replicates(systems, workdir, draws) -> (study, errors)
         trains (or resumes) every run, writing `<workdir>/compare.md` and compare.json after
         every finished draw and at the end
@@ -78,6 +80,7 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -498,11 +501,37 @@ def run_replicates(systems: Sequence[System | Any], workdir: str, draws: str | S
   return study, errors
 
 
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, Mapping):
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+  return {prefix[:-1]: tree}
+
+
+def config_changes(run: Run) -> list[str]:
+  """The config fields whose value in the run folder's config.json (as training wrote it)
+  differs from the run's config; [] when there is no readable config.json."""
+  path = os.path.join(run.fold_dir, "config.json")
+  try:
+    stored = io_lib.read_json(path) if os.path.isfile(path) else None
+  except ValueError:
+    return []
+  if not isinstance(stored, dict):
+    return []
+  now = json.loads(json.dumps(run.config.to_dict(), default=str))
+  old, new = _flat(stored), _flat(now)
+  return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def _train_one(run: Run, train_fn: Callable[..., dict[str, Any]], load: Callable[[Any], Any],
                progress: crossval.Progress, clock: Callable[[], float],
                report: Callable[[str], None]) -> dict[str, Any]:
   """{"state": complete|trained, "result": ...} or {"state": "failed", "error": message}."""
   head = f"[{run.label}] draw {run.draw}"
+  changed = config_changes(run)
+  if changed:
+    _log.warning("%s: %s was written with other values of %s than this run's (a label reused "
+                 "for another system?); kept and resumed as it is", head, run.fold_dir,
+                 ", ".join(changed))
   result = crossval.complete_result(run.fold_dir, run.config)
   if result is not None:
     report(f"{head}: complete ({run.fold_dir}/result.json), not retrained: "

@@ -322,6 +322,27 @@ def test_pilot_study_reports_the_seed_noise(tmp_path):
   assert "Seed-noise pilot" in (tmp_path / "compare.md").read_text()
 
 
+def test_a_run_folder_of_another_config_is_named(tmp_path, caplog):
+  (system,) = _systems()[:1]
+  (run,) = replicates.plan_runs([system], str(tmp_path), [1])
+  assert replicates.config_changes(run) == []  # no config.json yet
+  stored = json.loads(json.dumps(run.config.to_dict()))
+  os.makedirs(run.fold_dir)
+  with open(os.path.join(run.fold_dir, "config.json"), "w") as f:
+    json.dump(stored, f)
+  assert replicates.config_changes(run) == []  # as training writes it (tuples as lists)
+  stored["train"]["head_step"], stored["seed"] = "relative", 5
+  with open(os.path.join(run.fold_dir, "config.json"), "w") as f:
+    json.dump(stored, f)
+  assert replicates.config_changes(run) == ["seed", "train.head_step"]
+  _write(run.fold_dir, _result(0.7, 2))
+  with caplog.at_level("WARNING", logger="ssa_jax.replicates"):
+    replicates.run_replicates([system], str(tmp_path), [1],
+                              train_fn=lambda *a, **k: pytest.fail("a complete run retrained"),
+                              prepare_fn=lambda c: None, report=lambda _: None)
+  assert "seed, train.head_step" in caplog.text
+
+
 def test_no_finished_run_is_an_error(tmp_path):
   fake = FakeTraining(str(tmp_path), fail={("A", 0), ("B", 0)})
   with pytest.raises(RuntimeError, match="no run finished"):
