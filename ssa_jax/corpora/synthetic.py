@@ -81,6 +81,37 @@ noise, etc. The bases (SHARED_WEIGHT = 0.7, PERSONAL_WEIGHT = 1.1, c = hypot(0.7
       is in group `(s // 2 + s % 2) % 2` (0 = A): A = spk00F, spk03M, spk04F, spk07M, ...,
       B = spk01M, spk02F, spk05M, spk06F, ..., so each group holds both sexes (needs >= 4
       speakers and >= 3 classes). Pooled over the speakers, hap and ang then have the same cues.
+  voice_linked: the strategies of `swapped` (same groups, same vectors), and the group also sets
+      voice traits (`VOICE_TRAITS`, redrawn from `(seed, 8, s)` in the group's range; the other
+      traits, F0 and vocal tract included, are the speaker's as in every other mode), so that a
+      speaker representation learnt on training speakers can tell an unseen speaker's group.
+      The models see features z-scored per speaker (per band and channel), which removes static
+      traits (mean F0, tilt, level); the group traits are therefore temporal or relative:
+
+      | trait | group A | group B |
+      | --- | --- | --- |
+      | tremor rate (F0 and level, together) | 3.5-4.5 Hz | 7.0-8.0 Hz |
+      | tremor depth, × 2^irregular | 0.6-0.9 st, 2.5-3.5 dB | the same |
+      | pitch-accent size | 1.5-2.5 st | 4.0-5.5 st |
+      | speaking rate (duration factor) | 1.04-1.14 (slower) | 0.86-0.96 (faster) |
+      | unstressed / stressed vowel level | 0.80-0.90 | 0.45-0.55 |
+
+      (The other modes: 5.5 Hz tremor of 0.25 st × 2^irregular, no level tremor, accents 2-4 st,
+      rate 0.88-1.12, unstressed 0.7.) Both sexes in each group, so sex does not tell the group.
+      Probe of the group on unseen speakers (16 speakers × 6 phrases × 1 repetition, features
+      z-scored per speaker with `features.fit_speaker_stats` / `normalize`, logistic regression
+      trained on 15 speakers and tested on the 16th, each in turn; utterance accuracy, mean over
+      the speakers, and speakers right by a majority of their utterances; chance 50 %):
+
+      | per-utterance statistics | voice_linked | swapped |
+      | --- | ---: | ---: |
+      | mean and std of every band and channel (240) | 51.8 (8 / 16) | 33.9 (4 / 16) |
+      | autocorrelation, lags 10-300 ms, static and Δ, 4 band groups (240) | 83.9 (16 / 16) | 35.9 (1 / 16) |
+      | both (480) | 94.8 (16 / 16), worst speaker 79 | 32.3 (4 / 16) |
+
+      The group lives in the temporal structure (a model with convolutions and an LSTM over time
+      sees it; per-utterance means and stds of z-scored features do not), and the swapped corpus
+      carries none (below chance: leaving a speaker out tilts the training groups the other way).
   c is chosen so that the separation between classes stays comparable: averaged over all K!
   permutations, the RMS distance between two classes' `per_speaker` bases is exactly c times the
   prototypes' (the cross terms cancel). Measured on the 8 default speakers (with δ): mean
@@ -124,12 +155,33 @@ Class proportions (`config.data.synthetic.class_weights`):
 
       (8 speakers: shares 48.2 / 12.6 / 12.6 / 26.6 % against IEMOCAP's 48.2 / 12.5 / 12.7 / 26.7 %.)
 
-Speakers (`config.data.synthetic.num_speakers`): any number >= 1 (>= 4 with `swapped`); 8, 10
-and 20 are tested. Speakers alternate female / male, so 10 speakers are 5 F + 5 M.
+Speakers (`config.data.synthetic.num_speakers`): any number >= 1 (>= 4 with `swapped` and
+`voice_linked`); 8, 10, 20 and 32 are tested. Speakers alternate female / male, so 10 speakers
+are 5 F + 5 M; every 4 consecutive speakers hold one F and one M of each group, so 24-32 speakers
+(any multiple of 4) give both groups the same number of each sex; voices are drawn per speaker
+(distinct for every index).
+
+Held-out test subset (`test_phrases = P_t`, `test_speakers = S_t`, both 0 by default): utterances
+marked `Utterance.subset = "test"` (recorded in listing.json; `train.split="heldout"` trains on the
+rest and scores them), always class-balanced whatever `class_weights` (which applies to the
+training part only, unchanged by the test knobs, as is every training utterance):
+  * every training speaker speaks P_t extra phrases (`p{P}` .. `p{P+P_t-1}`) in every class, all
+    repetitions: new sentences of known speakers;
+  * S_t extra speakers (`spk{S}` .. `spk{S+S_t-1}`, continuing the female / male alternation, the
+    groups and every per-speaker rule) speak phrases 0 .. P+P_t-1 in every class: unseen speakers.
+  Test utterances per class = R·(S·P_t + S_t·(P + P_t)) (R repetitions):
+
+  | S | P | R | test_phrases | test_speakers | train per class | test per class |
+  | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+  | 8 | 12 | 2 | 19 | 0 | 192 | 8·19·2 = 304 |
+  | 8 | 12 | 2 | 0 | 4 | 192 | 4·12·2 = 96 |
+  | 8 | 12 | 2 | 4 | 4 | 192 | (8·4 + 4·16)·2 = 192 |
+  | 8 | 12 | 2 (iemocap) | 19 | 0 | 192 / 50 / 50 / 106 | 304 |
 
 Cache key: the corpus folder is `synthetic-<hash>` of the config, the classes and the generator
-version; `class_weights` and `strategies` enter it only when they differ from their defaults, so
-the default corpus keeps the key (and bytes) it had before the knobs. Generating the default
+version; the knobs (`KNOB_DEFAULTS`: class_weights, strategies, test_phrases, test_speakers) enter
+it only when they differ from their defaults, so the default corpus keeps the key (and bytes) it
+had before the knobs. Generating the default
 768 utterances takes about 30 s on one core.
 
 Lengths: 1-6 s (a phrase rendered longer than 5.9 s or shorter than 1.1 s is time-scaled to fit).
