@@ -11,8 +11,9 @@ segments (`features.segment`) and caches the result under
                                             seg_utt.npy (N,) int32, meta.json (written last)
 
 `key` hashes the feature config and the file list (utterance ids, paths, speakers, labels, phrases,
-sizes and modification times), so a changed file or feature setting rebuilds and an unchanged corpus
-is read back. Arrays are read with `allow_pickle=False` and the metadata is JSON: nothing is unpickled.
+subsets where not "", sizes and modification times), so a changed file, subset or feature setting
+rebuilds and an unchanged corpus is read back (a corpus without a test subset keeps the key it had
+before subsets existed). Arrays are read with `allow_pickle=False` and the metadata is JSON: nothing is unpickled.
 Every file is written atomically (`ssa_jax.io.write_with`: temporary name, fsync, `os.replace`);
 `meta.json` comes last and marks a complete cache, so an interrupted run is rebuilt, never taken
 for a whole one.
@@ -61,6 +62,7 @@ class Dataset:
   labels    int32   (U,)          index into classes
   speakers  int32   (U,)          index into speaker_names
   phrases   tuple[str] (U,)
+  subsets   tuple[str] (U,)   "" (training material) or "test" (held out), `Utterance.subset`
   listing   the listing of the utterances kept, with every skipped file and its reason
   """
   segments: np.ndarray
@@ -70,6 +72,7 @@ class Dataset:
   labels: np.ndarray
   speakers: np.ndarray
   phrases: tuple[str, ...]
+  subsets: tuple[str, ...]
   classes: tuple[str, ...]
   speaker_names: tuple[str, ...]
   listing: Listing
@@ -81,6 +84,7 @@ class Dataset:
     chex.assert_shape(self.seg_utt, (n,))
     chex.assert_shape([self.labels, self.speakers], (u,))
     chex.assert_equal(len(self.phrases), u)
+    chex.assert_equal(len(self.subsets), u)
     chex.assert_type([self.segments, self.mask, self.seg_utt, self.labels, self.speakers],
                      [np.float32, bool, np.int32, np.int32, np.int32])
 
@@ -106,7 +110,10 @@ def cache_key(features_cfg: Any, listing: Listing) -> str:
       size, mtime = st.st_size, st.st_mtime_ns
     except OSError:
       size, mtime = -1, -1  # vanished since listing: loading reports it
-    files.append([u.utt_id, u.path, u.speaker, u.label, u.phrase, size, mtime])
+    entry = [u.utt_id, u.path, u.speaker, u.label, u.phrase]
+    if u.subset:  # only when set: the keys of corpora without a test subset stay as they were
+      entry.append(u.subset)
+    files.append(entry + [size, mtime])
   payload = {"version": FORMAT_VERSION, "features": _feature_settings(features_cfg),
              "corpus": listing.corpus, "classes": list(listing.classes), "files": files}
   blob = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -292,13 +299,16 @@ def prepare(config: Any, progress: bool = True, *, listing: Listing | None = Non
   location = cache_location(config, listing)
   by_id = {u.utt_id: u for u in listing.utterances}
   cached = _read_cache(location, key)
-  if cached is not None and not all(i in by_id for i in cached[1]["utt_ids"]):
+  if cached is not None and (not all(i in by_id for i in cached[1]["utt_ids"]) or cached[1].get(
+      "subsets", [""] * len(cached[1]["utt_ids"])) != [by_id[i].subset for i in cached[1]["utt_ids"]]):
     cached = None
   if cached is None:
     segs, mask, seg_utt, kept, skipped = _build(config, listing, progress)
     arrays = {"segments": segs, "mask": mask, "seg_utt": seg_utt}
     meta = {"corpus": listing.corpus, "root": listing.root, "classes": list(listing.classes),
             "utt_ids": [u.utt_id for u in kept], "skipped": [list(s) for s in skipped]}
+    if any(u.subset for u in kept):
+      meta["subsets"] = [u.subset for u in kept]
     _write_cache(location, key, arrays, meta)
     # Drop the freshly built segments for the memory-mapped cache file, as a cache hit returns.
     arrays["segments"] = _load_array(location, "segments")
@@ -322,6 +332,7 @@ def prepare(config: Any, progress: bool = True, *, listing: Listing | None = Non
       utt_ids=tuple(u.utt_id for u in kept),
       labels=np.array([cls_index[u.label] for u in kept], np.int32),
       speakers=np.array([spk_index[u.speaker] for u in kept], np.int32),
-      phrases=tuple(u.phrase for u in kept), classes=classes, speaker_names=speaker_names,
+      phrases=tuple(u.phrase for u in kept), subsets=tuple(u.subset for u in kept), classes=classes,
+      speaker_names=speaker_names,
       listing=Listing(corpus=listing.corpus, root=listing.root, classes=classes, utterances=kept,
                       skipped=problems + ignored))

@@ -312,6 +312,33 @@ def test_manifest_broken_files(tmp_path):
     manifest.load(data_cfg(corpus="manifest", root=str(only_bad)))
 
 
+def test_manifest_subset_column(tmp_path):
+  csv_path = make_manifest(tmp_path, [
+      "../audio/a.wav,spk1,neu,test",
+      "../audio/b.wav,spk1,hap,Train",
+      "../elsewhere/c.wav,spk2,sad,",
+  ], header="path,speaker,label,subset")
+  listing = manifest.load(data_cfg(corpus="manifest", root=str(csv_path)))
+  assert {u.utt_id: u.subset for u in listing.utterances} == {
+      "../audio/a.wav": "test", "../audio/b.wav": "", "../elsewhere/c.wav": ""}
+  assert listing.subset_counts() == {"train": {"neu": 0, "hap": 1, "ang": 0, "sad": 1},
+                                     "test": {"neu": 1, "hap": 0, "ang": 0, "sad": 0}}
+  report = listing.report()
+  assert "test" in report.splitlines()[1] and report.splitlines()[-1].split() == ["test", "1", "0", "0", "0", "1"]
+  # Without the column every utterance is training material, and the report has no test column.
+  plain = manifest.load(data_cfg(corpus="manifest", root=str(make_manifest(tmp_path, ["../audio/a.wav,spk1,neu,p"]))))
+  assert [u.subset for u in plain.utterances] == [""] and "test" not in plain.report().split(": ", 1)[1]
+  assert plain.subset_counts() == {"train": {"neu": 1, "hap": 0, "ang": 0, "sad": 0}}
+
+
+@pytest.mark.parametrize("value", ["valid", "heldout", "1"])
+def test_manifest_bad_subset_is_an_error_naming_file_row_and_value(tmp_path, value):
+  csv_path = make_manifest(tmp_path, ["../audio/a.wav,spk1,neu,p1,train", f"../audio/b.wav,spk1,hap,p2,{value}"],
+                           header="path,speaker,label,phrase,subset")
+  with pytest.raises(CorpusError, match=f"{csv_path}:3: subset '{value}' is not one of train, test"):
+    manifest.load(data_cfg(corpus="manifest", root=str(csv_path)))
+
+
 def test_list_corpus_dispatch(tmp_path):
   with pytest.raises(CorpusError, match="unknown corpus 'timit'.*synthetic, iemocap, atthack, manifest"):
     list_corpus(data_cfg(corpus="timit"))

@@ -171,6 +171,35 @@ def test_cache_reused_and_invalidated(tmp_path, calls):
   assert len(list((tmp_path / "cache").glob("features-*"))) == 3
 
 
+def test_subsets_go_through_the_cache(tmp_path, calls):
+  csv_path = make_corpus(tmp_path / "corpus", bad=False)
+  cfg = make_config(csv_path, tmp_path / "cache")
+  plain = data.prepare(cfg, progress=False)
+  assert plain.subsets == ("",) * plain.num_utterances
+  plain_key = data.cache_key(cfg.features, data.list_corpus(cfg.data))
+  # The same files with a subset column: empty/train everywhere keeps the key (and the cache) ...
+  rows = csv_path.read_text().splitlines()
+  with_col = ["path,speaker,label,phrase,subset"] + [r + ",train" for r in rows[1:]]
+  csv_path.write_text("\n".join(with_col) + "\n")
+  assert data.cache_key(cfg.features, data.list_corpus(cfg.data)) == plain_key
+  # ... marking two utterances "test" changes it: built once, then read back with the subsets.
+  held = {"wav/g8k.wav", "wav/g44k.wav"}
+  csv_path.write_text("\n".join([with_col[0]] + [r[:-len("train")] + ("test" if r.split(",")[0] in held else "")
+                                                  for r in with_col[1:]]) + "\n")
+  listing = data.list_corpus(cfg.data)
+  assert data.cache_key(cfg.features, listing) != plain_key
+  built = data.prepare(cfg, progress=False)
+  assert calls["files"] == 2 * len(GOOD)
+  meta = json.loads((data.cache_location(cfg, listing) / "meta.json").read_text())
+  assert dict(zip(meta["utt_ids"], meta["subsets"])) == dict(zip(built.utt_ids, built.subsets))
+  again = data.prepare(cfg, progress=False)
+  assert calls["files"] == 2 * len(GOOD)  # read back
+  for ds in (built, again):
+    assert {u for u, s in zip(ds.utt_ids, ds.subsets) if s == "test"} == held
+    assert set(ds.subsets) == {"", "test"} and len(ds.subsets) == ds.num_utterances
+    assert [u.subset for u in ds.listing.utterances] == list(ds.subsets)
+
+
 def test_incomplete_or_tampered_cache_is_rebuilt_never_unpickled(tmp_path, calls):
   cfg = make_config(make_corpus(tmp_path / "corpus", bad=False), tmp_path / "cache")
   ref = data.prepare(cfg, progress=False)

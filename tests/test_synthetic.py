@@ -435,3 +435,145 @@ def test_learnability_benchmark_statistics():
     frames = np.concatenate([segs[i][mask[i]] for i in np.flatnonzero(seg_utt == u)])  # (F, M, C)
     np.testing.assert_allclose(got[u], np.concatenate([frames.mean(0).ravel(), frames.std(0).ravel()]),
                                atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# The held-out test subset (test_phrases, test_speakers), voice_linked, many speakers.
+
+# corpus_dir of base_config().data.synthetic before the test_* knobs existed (computed with that code).
+DEFAULT_CORPUS_FOLDER = "synthetic-7a1369a45a1f"
+
+
+def test_default_corpus_key_is_unchanged_by_the_test_knobs(tmp_path):
+  from ssa_jax.config import base_config
+  syn = base_config().data.synthetic
+  assert (syn.test_phrases, syn.test_speakers) == (0, 0)
+  assert os.path.basename(synthetic.corpus_dir(syn, str(tmp_path), EMOTIONS)) == DEFAULT_CORPUS_FOLDER
+  old_style = synthetic.corpus_dir(_cfg(8, 12, 2), str(tmp_path), EMOTIONS)  # no test_* fields
+  assert synthetic.corpus_dir(_cfg(8, 12, 2, test_phrases=0, test_speakers=0), str(tmp_path), EMOTIONS) == old_style
+  dirs = {synthetic.corpus_dir(_cfg(8, 12, 2, **k), str(tmp_path), EMOTIONS)
+          for k in (dict(test_phrases=1), dict(test_speakers=1), dict(test_phrases=1, test_speakers=1))}
+  assert len(dirs) == 3 and old_style not in dirs
+
+
+def _plan_counts(plan, n_classes):
+  """subset -> (class counts, speaker -> count) of a corpus plan's repetition groups."""
+  out = {}
+  for s, e, p, subset in plan:
+    cls, spk = out.setdefault(subset, (np.zeros(n_classes, int), {}))
+    cls[e] += 1
+    spk[s] = spk.get(s, 0) + 1
+  return out
+
+
+@pytest.mark.parametrize("class_weights", ["balanced", "iemocap"])
+def test_test_subset_counts_are_balanced_whatever_the_class_weights(class_weights):
+  cfg = _cfg(8, 12, 2, class_weights=class_weights, test_phrases=19, test_speakers=2)
+  plan = synthetic.corpus_plan(cfg, 4)
+  counts = _plan_counts(plan, 4)
+  # Training part: exactly kept_phrases of the corpus without a test subset.
+  kept = synthetic.kept_phrases(_cfg(8, 12, 2, class_weights=class_weights), 4)
+  assert sorted((s, e, p) for s, e, p, sub in plan if sub == "") == sorted(zip(*np.nonzero(kept)))
+  # Test part: 8 speakers x 19 phrases + 2 speakers x 31 phrases per class, x 2 repetitions.
+  np.testing.assert_array_equal(2 * counts["test"][0], [2 * (8 * 19 + 2 * 31)] * 4)
+  assert 2 * 8 * 19 == 304
+  assert counts["test"][1] == {**{s: 19 * 4 for s in range(8)}, 8: 31 * 4, 9: 31 * 4}
+  assert set(counts[""][1]) == set(range(8))  # test speakers have no training utterance
+  for s, e, p, sub in plan:
+    assert (sub == "test") == (s >= 8 or p >= 12), (s, e, p, sub)
+  assert len(set((s, e, p) for s, e, p, _ in plan)) == len(plan)
+  # Without the knobs: only the training part, unchanged.
+  assert {sub for *_, sub in synthetic.corpus_plan(_cfg(8, 12, 2, class_weights=class_weights), 4)} == {""}
+
+
+def test_generated_test_subset_is_marked_recorded_and_read_back(tmp_path):
+  import json
+  cfg = _cfg(2, 1, 1, test_phrases=1, test_speakers=1)
+  classes = ("neu", "ang")
+  listing = synthetic.generate(cfg, str(tmp_path), classes)
+  subset = {u.utt_id: u.subset for u in listing.utterances}
+  assert subset == {
+      **{f"spk0{s}{'F' if s % 2 == 0 else 'M'}_{c}_p00_r0": "" for s in (0, 1) for c in classes},
+      **{f"spk0{s}{'F' if s % 2 == 0 else 'M'}_{c}_p01_r0": "test" for s in (0, 1) for c in classes},
+      **{f"spk02F_{c}_p0{p}_r0": "test" for c in classes for p in (0, 1)}}
+  assert listing.subset_counts() == {"train": {"neu": 2, "ang": 2}, "test": {"neu": 4, "ang": 4}}
+  meta = json.load(open(os.path.join(listing.root, "listing.json")))
+  assert {u["utt_id"]: u.get("subset", "") for u in meta["utterances"]} == subset
+  assert meta["config"]["test_phrases"] == 1 and meta["config"]["test_speakers"] == 1
+  assert synthetic.generate(cfg, str(tmp_path), classes) == listing  # read back from the cache
+  lines = listing.report().splitlines()
+  assert lines[1].split()[-1] == "test" and lines[-1].split() == ["test", "4", "4", "8"]
+  assert lines[-2].split() == ["train", "2", "2", "4"]
+  # The training utterances are the corpus-without-test's, byte for byte.
+  y = synthetic.synthesize(1, 0, 1, 0, _cfg(2, 1, 1), num_classes=2)
+  np.testing.assert_allclose(sf.read(os.path.join(listing.root, "spk01M_ang_p00_r0.wav"), dtype="float32")[0],
+                             y, atol=1.0 / 32768)
+  with pytest.raises(CorpusError, match="speaker index 3 out of range"):
+    synthetic.synthesize(3, 0, 0, 0, cfg)
+  with pytest.raises(CorpusError, match="phrase index 2 out of range"):
+    synthetic.synthesize(2, 2, 0, 0, cfg)
+
+
+@pytest.mark.parametrize("knobs,match", [
+    (dict(test_phrases=-1), "test_phrases must be >= 0, got -1"),
+    (dict(test_speakers=1.5), "test_speakers must be an integer"),
+    (dict(strategies="voice_linked", num_speakers=3, test_speakers=2), "num_speakers >= 4.*got 3"),
+])
+def test_bad_test_knobs_are_clear_errors(tmp_path, knobs, match):
+  cfg = {**_cfg().to_dict(), **knobs}
+  with pytest.raises(CorpusError, match=match):
+    synthetic.generate(cfg, str(tmp_path), EMOTIONS)
+
+
+def test_voice_linked_groups_follow_the_voice():
+  n = 16
+  groups = np.array([synthetic.speaker_group(s) for s in range(n)])
+  female = np.array([s % 2 == 0 for s in range(n)])
+  for g in (0, 1):  # both sexes in each group, equally many
+    assert female[groups == g].sum() == (~female[groups == g]).sum() == n // 4
+  linked = [synthetic.speaker_params(0, s, "voice_linked") for s in range(n)]
+  plain = [synthetic.speaker_params(0, s, "swapped") for s in range(n)]
+  for s in range(n):  # strategies as swapped; the voice the same but for the group's traits
+    np.testing.assert_array_equal(synthetic.speaker_strategies(0, s, 4, "voice_linked"),
+                                  synthetic.speaker_strategies(0, s, 4, "swapped"))
+    assert {k for k in plain[s] if not np.array_equal(plain[s][k], linked[s][k])} \
+        <= set(synthetic.VOICE_TRAITS)
+    assert plain[s]["tremor_hz"] == 5.5 and plain[s]["tremor_db"] == 0.0
+  trait = lambda name, g: np.array([linked[s][name] for s in range(n) if groups[s] == g])  # noqa: E731
+  assert trait("tremor_hz", 0).max() < 5.0 < 6.5 < trait("tremor_hz", 1).min()  # disjoint rates
+  assert trait("accent_st", 0).max() < trait("accent_st", 1).min()
+  assert trait("rate", 0).min() > 1.0 > trait("rate", 1).max()  # group B speaks faster
+  for name in ("tremor_st", "tremor_db"):  # depths drawn alike: only the rate tells the group
+    assert abs(trait(name, 0).mean() - trait(name, 1).mean()) < 0.5 * trait(name, 0).std() + 0.15
+  # Sex does not tell the group: the F0 ranges are the sexes', in both groups.
+  f0 = np.array([p["f0"] for p in linked])
+  assert set(np.round(f0[groups == 0] > 150)) == set(np.round(f0[groups == 1] > 150)) == {0, 1}
+
+
+def test_voice_linked_changes_only_the_audio_of_its_mode():
+  y = synthetic.synthesize(1, 0, 1, 0, _cfg(4, 1, 1, strategies="voice_linked"))
+  base = synthetic.synthesize(1, 0, 1, 0, _cfg(4, 1, 1, strategies="swapped"))
+  assert y.shape != base.shape or not np.array_equal(y, base)
+  assert np.all(np.isfinite(y)) and np.max(np.abs(y)) <= 1.0
+
+
+def test_32_speakers_every_strategy(tmp_path):
+  n = 32
+  names = [synthetic.speaker_name(s) for s in range(n)]
+  assert len(set(names)) == n and sum(x.endswith("F") for x in names) == 16
+  for mode in synthetic.STRATEGIES:
+    voices = [synthetic.speaker_params(0, s, mode) for s in range(n)]
+    assert len({(round(v["f0"], 6), round(v["vtl"], 6)) for v in voices}) == n, mode  # distinct voices
+    v = [synthetic.speaker_strategies(0, s, 4, mode) for s in range(n)]
+    assert all(np.all(np.isfinite(x)) and x.shape == (4, 8) for x in v)
+  base = [synthetic.strategy_base(0, s, 4, "per_speaker") for s in range(n)]
+  assert len({b.tobytes() for b in base[:24]}) == 24  # K! = 24 distinct permutations ...
+  for s in range(24, n):  # ... which repeat beyond
+    np.testing.assert_array_equal(base[s], base[s - 24])
+  groups = np.array([synthetic.speaker_group(s) for s in range(n)])
+  for g in (0, 1):  # grouped modes: 8 F + 8 M in each group
+    assert sum(names[s].endswith("F") for s in np.flatnonzero(groups == g)) == 8
+    assert (groups == g).sum() == 16
+  listing = synthetic.generate(_cfg(28, 1, 1, test_speakers=4), str(tmp_path), ("neu", "ang"))
+  assert len(listing.utterances) == 32 * 2 and len(listing.counts()) == 32
+  assert {u.speaker for u in listing.utterances if u.subset == "test"} == set(names[28:])

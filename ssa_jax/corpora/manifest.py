@@ -1,7 +1,10 @@
 """Any other corpus, from a CSV manifest (docs/DESIGN.md §7).
 
-`data.root` is the CSV's path. Header `path,speaker,label[,phrase]` (any order, other columns ignored);
-relative paths are resolved from the CSV's folder; labels must be in `data.classes`.
+`data.root` is the CSV's path. Header `path,speaker,label[,phrase][,subset]` (any order, other columns
+ignored); relative paths are resolved from the CSV's folder; labels must be in `data.classes`. The
+optional `subset` column is `train`, `test` or empty (any case): `test` marks a held-out utterance
+(`Utterance.subset == "test"`, scored by `train.split="heldout"`), `train` or empty training material
+(subset ""); any other value is a `CorpusError` naming `file:line` and the value.
 A missing column, an empty file or one that is not UTF-8 CSV text is a `CorpusError`; a row with an
 unknown label, a missing audio file, a wrong number of fields, an empty path or speaker, or a path
 listed twice is a reported skip naming `file:line` (an error with `data.strict`).
@@ -18,6 +21,7 @@ from ssa_jax.corpora import SkipLog, finish
 from ssa_jax.corpora.base import CorpusError, Listing, Utterance
 
 REQUIRED = ("path", "speaker", "label")
+SUBSET_VALUES = {"": "", "train": "", "test": "test"}  # subset column (lower-cased) -> Utterance.subset
 
 
 def _csv_path(root: Any) -> Path:
@@ -64,7 +68,7 @@ def load(data_cfg: Any) -> Listing:
   if missing:
     raise CorpusError(f"{path}:{header_line}: manifest header {header} lacks column(s) "
                       f"{', '.join(missing)}; expected path,speaker,label[,phrase]")
-  col = {n: names.index(n) for n in (*REQUIRED, "phrase") if n in names}
+  col = {n: names.index(n) for n in (*REQUIRED, "phrase", "subset") if n in names}
   base = path.parent
   log = SkipLog(data_cfg.strict)
   utterances: list[Utterance] = []
@@ -76,6 +80,9 @@ def load(data_cfg: Any) -> Listing:
       continue
     rel, speaker, label = (fields[col[c]].strip() for c in REQUIRED)
     phrase = fields[col["phrase"]].strip() if "phrase" in col else ""
+    subset_text = fields[col["subset"]].strip() if "subset" in col else ""
+    if subset_text.lower() not in SUBSET_VALUES:
+      raise CorpusError(f"{where}: subset {subset_text!r} is not one of train, test or empty")
     if not rel or not speaker:
       log.skip(where, "empty path or speaker")
       continue
@@ -91,5 +98,6 @@ def load(data_cfg: Any) -> Listing:
       log.skip(where, f"{audio} is listed twice (first at line {first[str(audio)]})")
       continue
     first[str(audio)] = lineno
-    utterances.append(Utterance(utt_id=rel, path=str(audio), speaker=speaker, label=label, phrase=phrase))
+    utterances.append(Utterance(utt_id=rel, path=str(audio), speaker=speaker, label=label, phrase=phrase,
+                                subset=SUBSET_VALUES[subset_text.lower()]))
   return finish("manifest", path, classes, utterances, log)

@@ -81,6 +81,47 @@ noise, etc. The bases (SHARED_WEIGHT = 0.7, PERSONAL_WEIGHT = 1.1, c = hypot(0.7
       is in group `(s // 2 + s % 2) % 2` (0 = A): A = spk00F, spk03M, spk04F, spk07M, ...,
       B = spk01M, spk02F, spk05M, spk06F, ..., so each group holds both sexes (needs >= 4
       speakers and >= 3 classes). Pooled over the speakers, hap and ang then have the same cues.
+  voice_linked: the strategies of `swapped` (same groups, same vectors), and the group also sets
+      voice traits (`VOICE_TRAITS`, redrawn from `(seed, 8, s)` in the group's range; the other
+      traits, F0 and vocal tract included, are the speaker's as in every other mode), so that a
+      speaker representation learnt on training speakers can tell an unseen speaker's group.
+      The models see features z-scored per speaker (per band and channel), which removes static
+      traits (mean F0, tilt, level); the group traits are therefore temporal or relative:
+
+      | trait | group A | group B |
+      | --- | --- | --- |
+      | tremor rate (F0 and level, together) | 3.5-4.5 Hz | 7.0-8.0 Hz |
+      | tremor depth, × 2^irregular | 0.6-0.9 st, 2.5-3.5 dB | the same |
+      | pitch-accent size | 1.5-2.5 st | 4.0-5.5 st |
+      | speaking rate (duration factor) | 1.04-1.14 (slower) | 0.86-0.96 (faster) |
+      | unstressed / stressed vowel level | 0.80-0.90 | 0.45-0.55 |
+
+      (The other modes: 5.5 Hz tremor of 0.25 st × 2^irregular, no level tremor, accents 2-4 st,
+      rate 0.88-1.12, unstressed 0.7.) Both sexes in each group, so sex does not tell the group.
+      Probe of the group on unseen speakers (16 speakers × 6 phrases × 1 repetition, features
+      z-scored per speaker with `features.fit_speaker_stats` / `normalize`, logistic regression
+      trained on 15 speakers and tested on the 16th, each in turn; utterance accuracy, mean over
+      the speakers, and speakers right by a majority of their utterances; chance 50 %):
+
+      | per-utterance statistics | voice_linked | swapped |
+      | --- | ---: | ---: |
+      | mean and std of every band and channel (240) | 51.8 (8 / 16) | 33.9 (4 / 16) |
+      | autocorrelation, lags 10-300 ms, static and Δ, 4 band groups (240) | 83.9 (16 / 16) | 35.9 (1 / 16) |
+      | both (480) | 94.8 (16 / 16), worst speaker 79 | 32.3 (4 / 16) |
+
+      The group lives in the temporal structure (a model with convolutions and an LSTM over time
+      sees it; per-utterance means and stds of z-scored features do not), and the swapped corpus
+      carries none (below chance: leaving a speaker out tilts the training groups the other way).
+      Emotion UARs as in the table below (8 speakers, 12 phrases, 2 repetitions, balanced,
+      measured side by side with today's split code):
+
+      | strategies | pooled | spk-norm | per-speaker | loso | loso recall neu/hap/ang/sad |
+      | --- | ---: | ---: | ---: | ---: | --- |
+      | voice_linked | 84.6 | 86.4 | 97.8 | 70.8 | 88 / 48 / 48 / 99 |
+      | swapped | 87.0 | 85.5 | 95.5 | 69.5 | 92 / 45 / 43 / 98 |
+
+      hap / ang stay at chance between each other on an unseen speaker for a linear classifier of
+      the mean / std statistics, as under swapped: the group must be inferred from the voice.
   c is chosen so that the separation between classes stays comparable: averaged over all K!
   permutations, the RMS distance between two classes' `per_speaker` bases is exactly c times the
   prototypes' (the cross terms cancel). Measured on the 8 default speakers (with δ): mean
@@ -124,12 +165,33 @@ Class proportions (`config.data.synthetic.class_weights`):
 
       (8 speakers: shares 48.2 / 12.6 / 12.6 / 26.6 % against IEMOCAP's 48.2 / 12.5 / 12.7 / 26.7 %.)
 
-Speakers (`config.data.synthetic.num_speakers`): any number >= 1 (>= 4 with `swapped`); 8, 10
-and 20 are tested. Speakers alternate female / male, so 10 speakers are 5 F + 5 M.
+Speakers (`config.data.synthetic.num_speakers`): any number >= 1 (>= 4 with `swapped` and
+`voice_linked`); 8, 10, 20 and 32 are tested. Speakers alternate female / male, so 10 speakers
+are 5 F + 5 M; every 4 consecutive speakers hold one F and one M of each group, so 24-32 speakers
+(any multiple of 4) give both groups the same number of each sex; voices are drawn per speaker
+(distinct for every index).
+
+Held-out test subset (`test_phrases = P_t`, `test_speakers = S_t`, both 0 by default): utterances
+marked `Utterance.subset = "test"` (recorded in listing.json; `train.split="heldout"` trains on the
+rest and scores them), always class-balanced whatever `class_weights` (which applies to the
+training part only, unchanged by the test knobs, as is every training utterance):
+  * every training speaker speaks P_t extra phrases (`p{P}` .. `p{P+P_t-1}`) in every class, all
+    repetitions: new sentences of known speakers;
+  * S_t extra speakers (`spk{S}` .. `spk{S+S_t-1}`, continuing the female / male alternation, the
+    groups and every per-speaker rule) speak phrases 0 .. P+P_t-1 in every class: unseen speakers.
+  Test utterances per class = R·(S·P_t + S_t·(P + P_t)) (R repetitions):
+
+  | S | P | R | test_phrases | test_speakers | train per class | test per class |
+  | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+  | 8 | 12 | 2 | 19 | 0 | 192 | 8·19·2 = 304 |
+  | 8 | 12 | 2 | 0 | 4 | 192 | 4·12·2 = 96 |
+  | 8 | 12 | 2 | 4 | 4 | 192 | (8·4 + 4·16)·2 = 192 |
+  | 8 | 12 | 2 (iemocap) | 19 | 0 | 192 / 50 / 50 / 106 | 304 |
 
 Cache key: the corpus folder is `synthetic-<hash>` of the config, the classes and the generator
-version; `class_weights` and `strategies` enter it only when they differ from their defaults, so
-the default corpus keeps the key (and bytes) it had before the knobs. Generating the default
+version; the knobs (`KNOB_DEFAULTS`: class_weights, strategies, test_phrases, test_speakers) enter
+it only when they differ from their defaults, so the default corpus keeps the key (and bytes) it
+had before the knobs. Generating the default
 768 utterances takes about 30 s on one core.
 
 Lengths: 1-6 s (a phrase rendered longer than 5.9 s or shorter than 1.1 s is time-scaled to fit).
@@ -168,15 +230,27 @@ MIN_SEPARATION = 2.0
 # times the prototypes' (module docstring), so only the speaker dependence differs between modes.
 COMMON_SCALE = float(np.hypot(SHARED_WEIGHT, PERSONAL_WEIGHT))
 SWAPPED_CLASSES = (1, 2)  # `swapped`: group B expresses class 1 (hap) as group A expresses 2 (ang)
+GROUPED_STRATEGIES = ("swapped", "voice_linked")  # the modes with two speaker groups (speaker_group)
+# `voice_linked`: voice traits drawn from a range of the speaker's group (A, B), see the docstring.
+VOICE_TRAITS = {
+    "tremor_hz": ((3.5, 4.5), (7.0, 8.0)),  # tremor rate (Hz): the temporal cue
+    "tremor_st": ((0.6, 0.9), (0.6, 0.9)),  # its F0 depth (st), times 2^irregular: alike
+    "tremor_db": ((2.5, 3.5), (2.5, 3.5)),  # its level depth (dB), times 2^irregular: alike
+    "accent_st": ((1.5, 2.5), (4.0, 5.5)),  # pitch-accent size (st)
+    "rate": ((1.04, 1.14), (0.86, 0.96)),  # duration factor (< 1: faster)
+    "unstressed": ((0.8, 0.9), (0.45, 0.55)),  # level of unstressed vowels re stressed ones
+}
 
-# The corpus knobs of `config.data.synthetic` (string valued) and their defaults (today's corpus).
-STRATEGIES = ("shared", "per_speaker", "swapped")
+# The corpus knobs of `config.data.synthetic` and their defaults (today's corpus).
+STRATEGIES = ("shared", "per_speaker", "swapped", "voice_linked")
 CLASS_WEIGHTS = {
     "balanced": None,
     # Improvised IEMOCAP utterances of neu, hap, ang, sad (class indices 0-3).
     "iemocap": (1099, 284, 289, 608),
 }
-KNOB_DEFAULTS = {"class_weights": "balanced", "strategies": "per_speaker"}
+KNOB_DEFAULTS = {"class_weights": "balanced", "strategies": "per_speaker", "test_phrases": 0,
+                 "test_speakers": 0}
+TEST = "test"  # Utterance.subset of the held-out utterances
 MIN_PHRASES = 2  # class_weights: repetition groups kept per (speaker, class), at least
 
 STRATEGY_DIMS = ("pitch", "range", "tempo", "loud", "effort", "breath", "irregular", "pauses")
@@ -225,7 +299,8 @@ def _rng(*key: int) -> np.random.Generator:
 
 def _cfg_values(syn_cfg: Any) -> dict[str, Any]:
   """The fields of `config.data.synthetic`, validated: the integers num_speakers, num_phrases,
-  repetitions, seed, and the knobs class_weights and strategies (their defaults when absent)."""
+  repetitions, seed, and the knobs class_weights, strategies, test_phrases and test_speakers
+  (their defaults when absent)."""
   def get(name: str) -> Any:
     try:
       return syn_cfg[name]
@@ -240,20 +315,22 @@ def _cfg_values(syn_cfg: Any) -> dict[str, Any]:
         or int(value) != value:
       raise CorpusError(f"synthetic corpus config: {name} must be an integer, got {value!r}")
     return int(value)
-  vals: dict[str, Any] = {k: get_int(k) for k in ("num_speakers", "num_phrases", "repetitions", "seed")}
+  vals: dict[str, Any] = {k: get_int(k) for k in ("num_speakers", "num_phrases", "repetitions")}
   for k in ("num_speakers", "num_phrases", "repetitions"):
     if vals[k] < 1:
       raise CorpusError(f"synthetic corpus config: {k} must be >= 1, got {vals[k]}")
-  if vals["seed"] < 0:
-    raise CorpusError(f"synthetic corpus config: seed must be >= 0, got {vals['seed']}")
+  for k in ("seed", "test_phrases", "test_speakers"):
+    vals[k] = get_int(k)
+    if vals[k] < 0:
+      raise CorpusError(f"synthetic corpus config: {k} must be >= 0, got {vals[k]}")
   for name, choices in (("class_weights", tuple(CLASS_WEIGHTS)), ("strategies", STRATEGIES)):
     value = get(name)
     if value not in choices:
       raise CorpusError(f"synthetic corpus config: {name} must be one of {', '.join(choices)}, "
                         f"got {value!r}")
     vals[name] = str(value)
-  if vals["strategies"] == "swapped" and vals["num_speakers"] < 4:
-    raise CorpusError(f"synthetic corpus config: strategies='swapped' needs num_speakers >= 4 "
+  if vals["strategies"] in GROUPED_STRATEGIES and vals["num_speakers"] < 4:
+    raise CorpusError(f"synthetic corpus config: strategies={vals['strategies']!r} needs num_speakers >= 4 "
                       f"(two groups, each with both sexes), got {vals['num_speakers']}")
   return vals
 
@@ -294,13 +371,17 @@ def phrase_plan(seed: int, phrase: int) -> tuple[tuple[tuple[str, str, bool, flo
 
 
 @functools.lru_cache(maxsize=256)
-def speaker_params(seed: int, speaker: int) -> dict[str, Any]:
-  """Voice of a speaker: F0, vocal-tract scale, voice quality, rate, level."""
+def speaker_params(seed: int, speaker: int, strategies: str = "per_speaker") -> dict[str, Any]:
+  """Voice of a speaker: F0, vocal-tract scale, voice quality, rate, level, tremor, stress.
+
+  Drawn from `(seed, 2, speaker)`, the same in every mode; under `voice_linked` the traits of
+  `VOICE_TRAITS` are then redrawn from `(seed, 8, speaker)` in the range of the speaker's group.
+  """
   g = _rng(seed, 2, speaker)
   female = speaker % 2 == 0
   formant_jitter = g.uniform(0.96, 1.04, size=5)
   formant_jitter.setflags(write=False)  # cached: shared between calls
-  return {
+  params = {
       "female": female,
       "f0": float(g.uniform(175, 250) if female else g.uniform(90, 135)),
       "vtl": float(g.uniform(1.10, 1.22) if female else g.uniform(0.90, 1.02)),
@@ -312,7 +393,17 @@ def speaker_params(seed: int, speaker: int) -> dict[str, Any]:
       "syl_dur": 0.17,
       "accent_st": float(g.uniform(2.0, 4.0)),
       "level": float(0.02 * 10 ** (g.uniform(-2, 2) / 20)),
+      "tremor_hz": 5.5,
+      "tremor_st": 0.25,
+      "tremor_db": 0.0,
+      "unstressed": 0.7,
   }
+  if strategies == "voice_linked":
+    group = speaker_group(speaker)
+    g = _rng(seed, 8, speaker)
+    for name, ranges in VOICE_TRAITS.items():
+      params[name] = float(g.uniform(*ranges[group]))
+  return params
 
 
 @functools.lru_cache(maxsize=64)
@@ -323,8 +414,9 @@ def _permutation_order(seed: int, num_classes: int) -> tuple[tuple[int, ...], ..
 
 
 def speaker_group(speaker: int) -> int:
-  """`swapped` group of a speaker: 0 (A) or 1 (B), `(speaker // 2 + speaker % 2) % 2`, so that each
-  group holds both sexes (A = spk00F, spk03M, spk04F, spk07M, ...; B = spk01M, spk02F, ...)."""
+  """`swapped` / `voice_linked` group of a speaker: 0 (A) or 1 (B), `(speaker // 2 + speaker % 2) % 2`,
+  so that each group holds both sexes (A = spk00F, spk03M, spk04F, spk07M, ...; B = spk01M, spk02F,
+  ...) and every 4 consecutive speakers are one F and one M in each group."""
   return (speaker // 2 + speaker % 2) % 2
 
 
@@ -340,9 +432,9 @@ def strategy_base(seed: int, speaker: int, num_classes: int, mode: str = "per_sp
     perm = np.array(perms[speaker % len(perms)])
     return SHARED_WEIGHT * protos + PERSONAL_WEIGHT * protos[perm]
   order = np.arange(num_classes)
-  if mode == "swapped":
+  if mode in GROUPED_STRATEGIES:
     if num_classes <= max(SWAPPED_CLASSES):
-      raise CorpusError(f"synthetic corpus: strategies='swapped' swaps classes {SWAPPED_CLASSES} and "
+      raise CorpusError(f"synthetic corpus: strategies={mode!r} swaps classes {SWAPPED_CLASSES} and "
                         f"needs at least {max(SWAPPED_CLASSES) + 1} classes, got {num_classes}")
     if speaker_group(speaker) == 1:
       a, b = SWAPPED_CLASSES
@@ -395,6 +487,29 @@ def kept_phrases(vals: Any, num_classes: int) -> np.ndarray:
       keep = _rng(vals["seed"], 7, s, e).permutation(n_phr)[:per_speaker[s]]
       kept[s, e] = np.isin(np.arange(n_phr), keep)
   return kept
+
+
+def corpus_plan(vals: Any, num_classes: int) -> list[tuple[int, int, int, str]]:
+  """The repetition groups `(speaker, class, phrase, subset)` the corpus holds, in writing order.
+
+  Training part (subset ""): speakers `0 .. S-1`, phrases `0 .. P-1` as `kept_phrases` keeps them.
+  Test part (subset "test"), balanced whatever `class_weights`: every training speaker's phrases
+  `P .. P+P_t-1` (`test_phrases`) in every class, and every class of the test speakers
+  `S .. S+S_t-1` (`test_speakers`) on phrases `0 .. P+P_t-1`.
+  """
+  vals = _cfg_values(vals)
+  n_spk, n_phr = vals["num_speakers"], vals["num_phrases"]
+  all_phr = n_phr + vals["test_phrases"]
+  kept = kept_phrases(vals, num_classes)
+  plan = []
+  for s in range(n_spk + vals["test_speakers"]):
+    for e in range(num_classes):
+      if s < n_spk:
+        plan.extend((s, e, p, "") for p in np.flatnonzero(kept[s, e]).tolist())
+        plan.extend((s, e, p, TEST) for p in range(n_phr, all_phr))
+      else:
+        plan.extend((s, e, p, TEST) for p in range(all_phr))
+  return plan
 
 
 @functools.lru_cache(maxsize=16)
@@ -460,19 +575,21 @@ def synthesize(speaker: int, phrase: int, emotion: int, repetition: int, syn_cfg
   Args:
     speaker, phrase, emotion, repetition: indices (emotion indexes the class list).
     syn_cfg: `config.data.synthetic` (uses `seed` and `strategies`; the counts only bound the
-      indices; `class_weights` does not change any utterance, only which ones the corpus holds).
+      indices, test speakers and phrases included; `class_weights`, `test_phrases` and
+      `test_speakers` change no utterance, only which ones the corpus holds).
     sample_rate: output rate (the features expect 16 kHz).
     num_classes: number of classes (selects the prototypes and the speakers' permutations).
   """
   vals = _cfg_values(syn_cfg)
-  for name, idx, hi in (("speaker", speaker, vals["num_speakers"]), ("phrase", phrase, vals["num_phrases"]),
+  n_spk, n_phr = vals["num_speakers"] + vals["test_speakers"], vals["num_phrases"] + vals["test_phrases"]
+  for name, idx, hi in (("speaker", speaker, n_spk), ("phrase", phrase, n_phr),
                         ("emotion", emotion, num_classes), ("repetition", repetition, vals["repetitions"])):
     if not 0 <= int(idx) < hi:
       raise CorpusError(f"synthetic corpus: {name} index {idx} out of range [0, {hi})")
   if sample_rate < 12000:
     raise CorpusError(f"synthetic corpus: sample_rate must be >= 12000, got {sample_rate}")
   seed = vals["seed"]
-  spk = speaker_params(seed, speaker)
+  spk = speaker_params(seed, speaker, vals["strategies"])
   words = phrase_plan(seed, phrase)
   g = _rng(seed, 4, speaker, phrase, emotion, repetition)
   v = (speaker_strategies(seed, speaker, num_classes, vals["strategies"])[emotion]
@@ -524,7 +641,8 @@ def synthesize(speaker: int, phrase: int, emotion: int, repetition: int, syn_cfg
       st += amp * np.exp(-0.5 * ((time_s - 0.5 * (a + b)) / (0.45 * (b - a))) ** 2)
   last = events[-1]
   st -= 2.0 * range_mult * np.clip((time_s - last[3]) / max(last[4] - last[3], 1e-3), 0, 1)
-  st += 0.25 * 2 ** irregular * np.sin(2 * np.pi * 5.5 * time_s + g.uniform(0, 2 * np.pi))
+  tremor = np.sin(2 * np.pi * spk["tremor_hz"] * time_s + g.uniform(0, 2 * np.pi))
+  st += spk["tremor_st"] * 2 ** irregular * tremor
   jit_pts = np.arange(0.0, total + 0.01, 0.004)
   jitter_pct = 0.8 * 2 ** (1.3 * irregular)
   st += np.interp(time_s, jit_pts, g.normal(0.0, 12 * np.log2(1 + jitter_pct / 100), jit_pts.size))
@@ -537,7 +655,7 @@ def synthesize(speaker: int, phrase: int, emotion: int, repetition: int, syn_cfg
   for kind, cons, _, a, b, stressed, _ in events:
     ia, ib = to_i(a), to_i(b)
     if kind == "vowel":
-      voiced.append((ia, ib, 1.0 if stressed else 0.7))
+      voiced.append((ia, ib, 1.0 if stressed else spk["unstressed"]))
     elif kind == "sonorant":
       voiced.append((ia, ib, 0.35))
     elif kind in ("plosive", "vplosive"):
@@ -553,6 +671,8 @@ def synthesize(speaker: int, phrase: int, emotion: int, repetition: int, syn_cfg
   v_env = _ramp_env(n, voiced, ramp)
   shimmer = 10 ** (np.interp(time_s, jit_pts, g.normal(0, 1.5 * 2 ** irregular, jit_pts.size)) / 20)
   v_env_s = v_env * shimmer
+  if spk["tremor_db"]:  # voice_linked only (the other modes' audio stays as it was)
+    v_env_s = v_env_s * 10 ** (spk["tremor_db"] * 2 ** irregular * tremor / 20)
 
   # --- source ---
   oq = np.clip(spk["oq"] - 0.18 * effort, 0.3, 0.9)
@@ -629,8 +749,8 @@ def _read_listing(folder: str, classes: tuple[str, ...]) -> Listing | None:
   try:
     with open(path) as f:
       meta = json.load(f)
-    utts = [Utterance(u["utt_id"], os.path.join(folder, u["file"]), u["speaker"], u["label"], u["phrase"])
-            for u in meta["utterances"]]
+    utts = [Utterance(u["utt_id"], os.path.join(folder, u["file"]), u["speaker"], u["label"], u["phrase"],
+                      str(u.get("subset", ""))) for u in meta["utterances"]]
   except (OSError, ValueError, KeyError, TypeError):
     return None  # unreadable: regenerate
   if tuple(meta.get("classes", ())) != classes or not all(os.path.isfile(u.path) for u in utts):
@@ -643,7 +763,7 @@ def generate(syn_cfg: Any, cache_dir: str, classes: Sequence[str], progress: boo
 
   Args:
     syn_cfg: `config.data.synthetic` (num_speakers, num_phrases, repetitions, seed,
-      class_weights, strategies).
+      class_weights, strategies, test_phrases, test_speakers).
     cache_dir: `config.data.cache_dir` (`~` expanded).
     classes: class names in logit order (2 to 6); the class index selects the prototype.
     progress: print a line when generating.
@@ -657,7 +777,7 @@ def generate(syn_cfg: Any, cache_dir: str, classes: Sequence[str], progress: boo
   if not 2 <= len(classes) <= len(PROTOTYPES):
     raise CorpusError(f"synthetic corpus: 2 to {len(PROTOTYPES)} classes supported, got {classes}")
   vals = _cfg_values(syn_cfg)
-  kept = kept_phrases(vals, len(classes))  # validates class_weights against the classes
+  plan = corpus_plan(vals, len(classes))  # validates class_weights against the classes
   strategy_base(vals["seed"], 0, len(classes), vals["strategies"])  # and the strategies
   folder = corpus_dir(vals, cache_dir, classes)
   cached = _read_listing(folder, classes)
@@ -673,14 +793,15 @@ def generate(syn_cfg: Any, cache_dir: str, classes: Sequence[str], progress: boo
     except OSError:
       pass
   jobs, records = [], []
-  for s in range(vals["num_speakers"]):
-    for e, label in enumerate(classes):
-      for p in np.flatnonzero(kept[s, e]).tolist():
-        for r in range(vals["repetitions"]):
-          uid = _utt_id(speaker_name(s), label, p, r)
-          jobs.append((os.path.join(folder, uid + ".wav"), s, p, e, r, vals, len(classes)))
-          records.append({"utt_id": uid, "file": uid + ".wav", "speaker": speaker_name(s), "label": label,
-                          "phrase": f"p{p:02d}"})
+  for s, e, p, subset in plan:
+    for r in range(vals["repetitions"]):
+      uid = _utt_id(speaker_name(s), classes[e], p, r)
+      jobs.append((os.path.join(folder, uid + ".wav"), s, p, e, r, vals, len(classes)))
+      record = {"utt_id": uid, "file": uid + ".wav", "speaker": speaker_name(s), "label": classes[e],
+                "phrase": f"p{p:02d}"}
+      if subset:  # training utterances carry no field: the default listing.json is as it was
+        record["subset"] = subset
+      records.append(record)
   start = time.perf_counter()
   if progress:
     print(f"generating the synthetic corpus ({len(jobs)} utterances) in {folder} ...", flush=True)
