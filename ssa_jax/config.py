@@ -47,8 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.synthetic.class_weights = "balanced"
   # How speakers express the classes: shared (all the same way) | per_speaker (each speaker a
   # personal mix of the prototypes) | swapped (two speaker groups, both sexes in each, that express
-  # hap and ang by each other's cues) | voice_linked (as swapped, but the group follows the voice
-  # (F0 range, crossing sexes), so a speaker code can carry over to unseen speakers).
+  # hap and ang by each other's cues) | voice_linked (as swapped, but the group follows the
+  # voice: tremor rate, accent size, speaking rate, stress contrast, both sexes in each group, so
+  # a speaker code can carry over to unseen speakers).
   # Exact definitions in ssa_jax/corpora/synthetic.py.
   c.data.synthetic.strategies = "per_speaker"
   # A held-out test subset of every draw (utterances marked subset="test"; `train.split=heldout`
