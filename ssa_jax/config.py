@@ -115,8 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.constraint = "l1_sphere"  # l1_sphere | rescale | none (Eq. 8)
   # The step size the Eq. 8 head sees (docs/DESIGN.md "Eq. 8 head"): "adam" (the optimizer's
   # update as for every other parameter) | "relative" (the classifier kernel's update scaled by
-  # its column's L1 norm, the constraint radius, and a scaled bias's by 1 / logit_scale, so that
-  # the head moves at the learning rate relative to its own size).
+  # its column's L1 norm / sqrt(embed_dim), and a scaled bias's by 1 / logit_scale, so that each
+  # column moves relative to its size as an unconstrained lecun-normal column does; the initial
+  # kernel is put on the sphere by rescaling, densely, instead of the sparse L1 projection).
   c.train.head_step = "adam"
   # How training batches are drawn: balanced (batch_size / K segments of every class, the
   # paper's) | proportional (a seeded shuffle of the training segments: corpus proportions).

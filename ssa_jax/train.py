@@ -112,21 +112,35 @@ def _constrain(params: Any, z_em: jax.Array, constraint: str) -> Any:
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                       x: jax.Array, mask: jax.Array, constraint: str = "none") -> TrainState:
+                       x: jax.Array, mask: jax.Array, constraint: str = "none",
+                       init_projection: str | None = None) -> TrainState:
   """Initialises parameters from the first training batch x (B, T, M, C), mask (B, T).
 
   With a constraint, the initial classifier kernel is projected by Eq. 8 with the embeddings of
   that batch (training-mode forward, as in the step), so the invariant holds from step 0 and
-  the first step does not run an unconstrained kernel times the temperature.
+  the first step does not run an unconstrained kernel times the temperature. `init_projection`
+  (default: `constraint`) is the mode of that first projection: "rescale" puts the lecun-normal
+  kernel on the sphere densely (its direction kept), where "l1_sphere" zeroes all but a few
+  entries of each column (the radius is far inside the initial columns' L1 norms).
   """
   variables = flax.core.unfreeze(model.init({"params": rng}, x, mask, train=False))
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   if constraint != "none":
     (_, aux), _ = model.apply({"params": params, "batch_stats": batch_stats}, x, mask,
                               train=True, mutable=["batch_stats"])
-    params = _constrain(params, aux["z_em"], constraint)
+    params = _constrain(params, aux["z_em"], init_projection or constraint)
   return TrainState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
                     opt_state=tx.init(params), bad_step=jnp.int32(-1))
+
+
+def initial_projection(train_cfg: ml_collections.ConfigDict) -> str:
+  """The mode of the initial Eq. 8 projection: the constraint's own, or "rescale" (dense) with
+  `train.head_step="relative"`, whose small relative steps could never revive the entries an
+  initial "l1_sphere" projection zeroes (docs/DESIGN.md "Eq. 8 head")."""
+  constraint = str(train_cfg.constraint)
+  if constraint != "none" and str(train_cfg.get("head_step", "adam")) == "relative":
+    return "rescale"
+  return constraint
 
 
 def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -327,7 +341,8 @@ def build_program(config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold
       fd.train, fd.num_classes, int(tcfg.batch_size), seed=int(config.seed), fold=fold,
       epoch=0, class_names=fd.classes))
   init_fn = jax.jit(functools.partial(create_train_state, model, tx,
-                                      constraint=str(tcfg.constraint)),
+                                      constraint=str(tcfg.constraint),
+                                      init_projection=initial_projection(tcfg)),
                     out_shardings=parallel.replicated(mesh))
   return Program(
       model=model, init_fn=init_fn,

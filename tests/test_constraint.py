@@ -249,3 +249,27 @@ def test_step_reports_head_update_ratio():
       seen.append(want)
     ratios[head_step] = np.mean(seen)
   assert all(r > 0 for r in ratios.values()), ratios
+
+
+def test_relative_head_starts_dense_on_the_sphere():
+  """head_step='relative' starts from the lecun kernel rescaled onto the Eq. 8 sphere (every
+  entry kept, direction unchanged); the default l1_sphere start zeroes entries."""
+  from conftest import fake_dataset, tiny_config
+  from ssa_jax import models, train
+  ds = fake_dataset()
+  x, mask = ds.segments[:8], ds.mask[:8]
+  kernels = {}
+  for head_step in ("adam", "relative"):
+    cfg = tiny_config("acrnn", "l1_sphere", {"train.head_step": head_step})
+    model = models.build_model(cfg.model)
+    tx = train.make_optimizer(cfg.train, cfg.model)
+    state = train.create_train_state(model, tx, jax.random.PRNGKey(0), x, mask, "l1_sphere",
+                                     init_projection=train.initial_projection(cfg.train))
+    kernels[head_step] = np.asarray(state.params["classifier"]["kernel"], np.float64)
+  raw = np.asarray(models.build_model(cfg.model).init(jax.random.PRNGKey(0), x, mask)
+                   ["params"]["classifier"]["kernel"], np.float64)
+  dense, sparse = kernels["relative"], kernels["adam"]
+  np.testing.assert_allclose(np.abs(dense).sum(0), np.abs(sparse).sum(0), rtol=1e-5)  # same r
+  np.testing.assert_allclose(dense / np.abs(dense).sum(0), raw / np.abs(raw).sum(0), rtol=1e-5)
+  assert np.all(dense != 0) and np.any(sparse == 0)
+  assert train.initial_projection(tiny_config("acrnn", "none").train) == "none"
