@@ -436,7 +436,9 @@ _BEST_POSITION = ("epoch", "step", "train_speaker_accuracy")
 def _set_metrics(best: Mapping[str, Any]) -> dict[str, Any]:
   """The evaluation metrics held in meta["best"] (`fold.validation_metrics`'s keys; `recalls`
   None in checkpoints from before it was saved)."""
-  return {"recalls": None, **{k: v for k, v in best.items() if k not in _BEST_POSITION}}
+  out = {k: v for k, v in best.items() if k not in _BEST_POSITION}
+  out.setdefault("recalls", None)
+  return out
 
 
 def score_selected(manager: ocp.CheckpointManager, program: Program, mesh: jax.sharding.Mesh,
