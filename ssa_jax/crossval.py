@@ -75,7 +75,8 @@ def parse_folds(spec: str | None, num_folds: int) -> list[int]:
 
 def complete_result(fold_dir: str, config: Any, warn: bool = True) -> dict[str, Any] | None:
   """result.json of a finished fold, or None if it is missing, unreadable or incomplete (fewer
-  epochs run than `config.train.epochs` and not stopped by patience). `warn`: say so on stderr
+  epochs run than `config.train.epochs` and not stopped by patience; another `train.selection`;
+  selection "inner" without its test scoring). `warn`: say so on stderr
   when the file exists but cannot be read."""
   path = os.path.join(fold_dir, "result.json")
   if not os.path.isfile(path):
@@ -87,6 +88,13 @@ def complete_result(fold_dir: str, config: Any, warn: bool = True) -> dict[str, 
       print(f"warning: {e}; the fold will be resumed", file=sys.stderr)
     return None
   if not isinstance(result, dict) or any(k not in result for k in REQUIRED):
+    return None
+  # A result of another model selection (files from before `selection`: "valid") is not this
+  # run's; selection "inner" is finished only once the test set was scored (result["inner"]).
+  selection = config.train.get("selection", "valid")
+  if result.get("selection", "valid") != selection:
+    return None
+  if selection == "inner" and not isinstance(result.get("inner"), dict):
     return None
   if result.get("stopped_by") == "patience":
     return result
@@ -173,6 +181,8 @@ class Progress:
 def _num_folds(config: Any, dataset_fn: Callable[[], Any]) -> int:
   if config.train.split == "loso":
     return len(dataset_fn().speaker_names)
+  if config.train.split == "heldout":  # one fixed test set: fold 0 only
+    return 1
   return int(config.train.num_folds)
 
 

@@ -5,12 +5,19 @@
   metrics = validation_metrics(outputs, fd, pooling)  # UAR, WA, confusion, recalls, speaker mass
   metrics, outputs = evaluate(eval_fn, variables, fd, pooling, batch_size, mesh)  # both at once
 
+With `config.train.selection="inner"` the fold's training utterances are split again
+(`splits.inner_split`): `train_utt` / `train` are the part trained on (the speaker statistics are
+fitted on it alone), `inner_utt` / `inner` the inner validation split that selects the epoch, and
+`valid_utt` / `valid` stay the fold's validation set (with split="heldout": the test set), scored
+once at the selected epoch. `inner_view(fd)` is the FoldData whose validation side is the inner
+split, so `validation_metrics` / `evaluate` score it with the same code.
+
 `eval_fn` is `train.make_eval_step(model, mesh, aux_keys)`: (variables {"params",
 "batch_stats"}, batch) -> {"probs" (B, K), SSA models: "speaker_mass" (B,), "speaker_pred" (B,),
 plus the requested aux outputs}. Training (`train.train_and_evaluate`) and `plots.evaluate_fold`
 both call `prepare_fold` and `evaluate`, so the figures' numbers are training's numbers.
 
-Arrays of a fold (`FoldData.train`, `FoldData.valid`): dicts of numpy
+Arrays of a fold (`FoldData.train`, `FoldData.valid`, `FoldData.inner`): dicts of numpy
   x        float32 (N, T, M, C)  normalised with the TRAINING speakers' statistics
   mask     bool    (N, T)
   label    int32   (N,)          emotion class of the segment's utterance
@@ -38,7 +45,10 @@ class FoldData:
   speaker statistics; train / valid: the arrays above (train None when not asked for);
   valid_seg_utt (N_va,): each validation segment's index into valid_utt; valid_labels (U_va,);
   counts: per-class utterance and segment counts {train_utterances, valid_utterances,
-  train_segments, valid_segments}: {class: n}.
+  train_segments, valid_segments; selection "inner": inner_utterances, inner_segments}:
+  {class: n}. Selection "inner" (else None): inner_utt (U_in,), inner_seg (N_in,), inner (its
+  arrays, None when the training side was not asked for), inner_seg_utt (N_in,) each inner
+  segment's index into inner_utt, inner_labels (U_in,).
   """
   classes: tuple[str, ...]
   speaker_names: np.ndarray
@@ -52,19 +62,42 @@ class FoldData:
   valid_seg_utt: np.ndarray
   valid_labels: np.ndarray
   counts: dict[str, dict[str, int]]
+  inner_utt: np.ndarray | None = None
+  inner_seg: np.ndarray | None = None
+  inner: dict[str, np.ndarray] | None = None
+  inner_seg_utt: np.ndarray | None = None
+  inner_labels: np.ndarray | None = None
 
   @property
   def num_classes(self) -> int:
     return len(self.classes)
 
 
+SELECTIONS = ("valid", "inner")
+
+
+def num_folds(train_cfg: ml_collections.ConfigDict) -> int | None:
+  """The number of folds of the split mode (heldout: 1), None for loso (it is on the data)."""
+  if train_cfg.split == "loso":
+    return None
+  return 1 if train_cfg.split == "heldout" else int(train_cfg.num_folds)
+
+
 def check_fold(train_cfg: ml_collections.ConfigDict, fold: int) -> None:
-  """A one-line ValueError for an unknown split mode or a fold out of range (loso: on the data)."""
+  """A one-line ValueError for an unknown split mode, a fold out of range (loso: on the data),
+  or a bad `train.selection` / `train.inner_fraction`."""
   if train_cfg.split not in splits.MODES:
     raise ValueError(f"train.split must be one of {splits.MODES}, got {train_cfg.split!r}")
-  if train_cfg.split != "loso" and not 0 <= fold < int(train_cfg.num_folds):
+  n = num_folds(train_cfg)
+  if n is not None and not 0 <= fold < n:
     raise ValueError(f"fold {fold} is out of range: the {train_cfg.split} split has folds "
-                     f"0..{int(train_cfg.num_folds) - 1}")
+                     f"0..{n - 1}" + (" (one fixed test set)" if train_cfg.split == "heldout"
+                                      else ""))
+  selection = train_cfg.get("selection", "valid")
+  if selection not in SELECTIONS:
+    raise ValueError(f"train.selection must be one of {SELECTIONS}, got {selection!r}")
+  if selection == "inner" and not 0.0 < float(train_cfg.inner_fraction) < 1.0:
+    raise ValueError(f"train.inner_fraction must be in (0, 1), got {train_cfg.inner_fraction}")
 
 
 def _counts(labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, int]:
@@ -80,26 +113,32 @@ def _arrays(x: np.ndarray, dataset: Any, seg_idx: np.ndarray) -> dict[str, np.nd
 
 def prepare_fold(config: ml_collections.ConfigDict, dataset: Any, fold: int,
                  stats: features.SpeakerStats | None = None, with_train: bool = True) -> FoldData:
-  """The split of fold `fold`, the training speaker statistics and the normalised arrays.
+  """The split of fold `fold` (and its inner split with `train.selection="inner"`), the training
+  speaker statistics and the normalised arrays.
 
   Args:
-    config: the full config (reads `seed`, `train.split / num_folds / valid_fraction`,
-      `features.norm_fallback`).
+    config: the full config (reads `seed`, `train.split / num_folds / valid_fraction /
+      selection / inner_fraction`, `features.norm_fallback`).
     dataset: a `data.Dataset` (raw segments, read a chunk of rows at a time: the only copy of
       the features made here is the normalised one).
     fold: 0-based fold number.
     stats: the training statistics to use (a checkpoint's); default: fitted on the training
       segments of this fold.
-    with_train: also normalise the training segments (training needs them, evaluation not).
+    with_train: also normalise the training (and inner) segments (training needs them,
+      evaluation not).
 
   Raises:
-    ValueError: bad split mode / fold, or data the split cannot use.
+    ValueError: bad split mode / fold / selection, or data the split cannot use.
   """
   tcfg = config.train
   check_fold(tcfg, fold)
   classes = tuple(dataset.classes)
   train_utt, valid_utt = splits.fold_split(dataset, fold, tcfg.split, int(tcfg.num_folds),
                                            float(tcfg.valid_fraction), int(config.seed))
+  inner_utt = None
+  if tcfg.get("selection", "valid") == "inner":  # train on the rest of the training part
+    train_utt, inner_utt = splits.inner_split(dataset, train_utt, fold,
+                                              float(tcfg.inner_fraction), int(config.seed))
   seg_utt = np.asarray(dataset.seg_utt)
   train_seg = np.flatnonzero(np.isin(seg_utt, train_utt))
   valid_seg = np.flatnonzero(np.isin(seg_utt, valid_utt))
@@ -119,11 +158,30 @@ def prepare_fold(config: ml_collections.ConfigDict, dataset: Any, fold: int,
             "valid_utterances": _counts(labels[valid_utt], classes),
             "train_segments": _counts(labels[seg_utt[train_seg]], classes),
             "valid_segments": _counts(valid["label"], classes)}
+  inner = {}
+  if inner_utt is not None:
+    inner_seg = np.flatnonzero(np.isin(seg_utt, inner_utt))
+    counts.update(inner_utterances=_counts(labels[inner_utt], classes),
+                  inner_segments=_counts(labels[seg_utt[inner_seg]], classes))
+    inner = {"inner_utt": inner_utt, "inner_seg": inner_seg,
+             "inner": norm(inner_seg) if with_train else None,
+             "inner_seg_utt": np.searchsorted(inner_utt, seg_utt[inner_seg]),
+             "inner_labels": labels[inner_utt]}
   return FoldData(classes=classes, speaker_names=speaker_names, train_utt=train_utt,
                   valid_utt=valid_utt, train_seg=train_seg, valid_seg=valid_seg, stats=stats,
                   train=train, valid=valid,
                   valid_seg_utt=np.searchsorted(valid_utt, seg_utt[valid_seg]),
-                  valid_labels=labels[valid_utt], counts=counts)
+                  valid_labels=labels[valid_utt], counts=counts, **inner)
+
+
+def inner_view(fd: FoldData) -> FoldData:
+  """`fd` with its validation side replaced by the inner split (`validation_metrics` and
+  `evaluate` of the view score the inner split); an error if `fd` has no inner arrays."""
+  if fd.inner is None:
+    raise ValueError("this fold has no inner validation split (train.selection is not 'inner', "
+                     "or the training side was not prepared)")
+  return dataclasses.replace(fd, valid_utt=fd.inner_utt, valid_seg=fd.inner_seg, valid=fd.inner,
+                             valid_seg_utt=fd.inner_seg_utt, valid_labels=fd.inner_labels)
 
 
 def model_outputs(eval_fn: Callable, variables: Mapping[str, Any],

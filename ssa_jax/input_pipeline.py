@@ -1,6 +1,9 @@
-"""Emotion-balanced training batches and padded evaluation batches, as numpy (docs/DESIGN.md §5).
+"""Training batches (emotion-balanced or proportional) and padded evaluation batches, as numpy
+(docs/DESIGN.md §5).
 
-Training (seed §3.2, "emotionally balanced mini-batches of 40"):
+Two ways to draw training batches (`config.train.batch_sampling`, SAMPLING):
+
+"balanced" (seed §3.2, "emotionally balanced mini-batches of 40"):
   * every batch holds `batch_size / num_classes` segments of each class (an error if it does not
     divide), in a shuffled order, so shapes are fixed and the step compiles once;
   * an epoch is ceil(max class count / per_class) batches: the largest class is seen exactly once
@@ -8,6 +11,15 @@ Training (seed §3.2, "emotionally balanced mini-batches of 40"):
     (sampling with replacement across cycles, each segment at most once per cycle), so every
     training segment is seen at least once per epoch;
   * the order is a pure function of (seed, fold, epoch): resuming needs only (epoch, batch index).
+
+"proportional" (the corpus's class proportions):
+  * each epoch is one seeded permutation of all N training segments cut into ceil(N / batch_size)
+    batches of batch_size; the last partial batch is filled by wrapping around to the start of
+    the permutation (fixed shapes), so every segment is seen once per epoch, plus the
+    ceil(N / B) * B - N wrapped ones a second time;
+  * no class need be in every batch, but every class must have training segments (the same
+    error as balanced batches);
+  * also a pure function of (seed, fold, epoch).
 
 Batches are dicts of numpy arrays:
   x       float32 (B, T, M, C)  normalised features (padded frames 0)
@@ -27,6 +39,19 @@ import numpy as np
 
 Batch = dict[str, np.ndarray]
 KEYS = ("x", "mask", "label", "speaker")
+SAMPLING = ("balanced", "proportional")
+PROPORTIONAL_STREAM = 1 << 20  # rng (seed, fold, epoch, this): apart from balanced's per-class keys
+
+
+def check_sampling(sampling: str, batch_size: int, num_classes: int) -> None:
+  """A one-line ValueError for an unknown `train.batch_sampling` or a batch size it cannot use
+  (balanced: a positive multiple of the number of classes; proportional: positive)."""
+  if sampling not in SAMPLING:
+    raise ValueError(f"train.batch_sampling must be one of {SAMPLING}, got {sampling!r}")
+  if sampling == "balanced":
+    per_class_size(batch_size, num_classes)
+  elif not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+    raise ValueError(f"train.batch_size must be a positive integer, got {batch_size!r}")
 
 
 def per_class_size(batch_size: int, num_classes: int) -> int:
@@ -40,29 +65,59 @@ def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
   return np.bincount(np.asarray(labels, np.int64), minlength=num_classes)
 
 
-def batches_per_epoch(labels: np.ndarray, num_classes: int, batch_size: int) -> int:
-  """ceil(largest class count / per-class share of a batch)."""
+def batches_per_epoch(labels: np.ndarray, num_classes: int, batch_size: int,
+                      sampling: str = "balanced") -> int:
+  """balanced: ceil(largest class count / per-class share of a batch); proportional:
+  ceil(number of segments / batch_size)."""
+  check_sampling(sampling, batch_size, num_classes)
+  if sampling == "proportional":
+    return int(math.ceil(len(labels) / batch_size))
   counts = class_counts(labels, num_classes)
   return int(math.ceil(counts.max() / per_class_size(batch_size, num_classes)))
 
 
-def epoch_indices(labels: np.ndarray, num_classes: int, batch_size: int, seed: int, fold: int,
-                  epoch: int, class_names: tuple[str, ...] | None = None) -> np.ndarray:
-  """(num_batches, batch_size) int64 positions into `labels` for one epoch; pure in its args.
-
-  Raises:
-    ValueError: a class without any training segment, or a batch size that does not divide.
-  """
-  labels = np.asarray(labels, np.int64)
-  per_class = per_class_size(batch_size, num_classes)
+def _check_classes(labels: np.ndarray, num_classes: int,
+                   class_names: tuple[str, ...] | None) -> np.ndarray:
+  """Per-class counts (K,) of `labels`; an error for a label >= K or a class without segments."""
   counts = class_counts(labels, num_classes)
   if len(counts) > num_classes:
     raise ValueError(f"labels go up to {len(counts) - 1} but there are {num_classes} classes")
   empty = np.flatnonzero(counts == 0)
   if empty.size:
     names = [class_names[i] if class_names else str(i) for i in empty]
-    raise ValueError(f"class(es) {', '.join(names)} have no training segments; balanced batches "
-                     f"need every class")
+    raise ValueError(f"class(es) {', '.join(names)} have no training segments; training needs "
+                     f"every class")
+  return counts
+
+
+def proportional_indices(num_segments: int, batch_size: int, seed: int, fold: int,
+                         epoch: int) -> np.ndarray:
+  """(ceil(N / B), B) int64: a permutation of 0..N-1 seeded by (seed, fold, epoch), cut into
+  batches, the last one filled by wrapping around to the permutation's start; pure in its args."""
+  if num_segments <= 0:
+    raise ValueError("no training segments")
+  perm = np.random.default_rng([seed, fold, epoch, PROPORTIONAL_STREAM]).permutation(num_segments)
+  num_batches = int(math.ceil(num_segments / batch_size))
+  return np.resize(perm, num_batches * batch_size).reshape(num_batches, batch_size)
+
+
+def epoch_indices(labels: np.ndarray, num_classes: int, batch_size: int, seed: int, fold: int,
+                  epoch: int, class_names: tuple[str, ...] | None = None,
+                  sampling: str = "balanced") -> np.ndarray:
+  """(num_batches, batch_size) int64 positions into `labels` for one epoch; pure in its args.
+
+  `sampling`: "balanced" | "proportional" (the module docstring).
+
+  Raises:
+    ValueError: a class without any training segment, an unknown sampling, or a batch size it
+      cannot use.
+  """
+  labels = np.asarray(labels, np.int64)
+  check_sampling(sampling, batch_size, num_classes)
+  counts = _check_classes(labels, num_classes, class_names)
+  if sampling == "proportional":
+    return proportional_indices(len(labels), batch_size, seed, fold, epoch)
+  per_class = per_class_size(batch_size, num_classes)
   num_batches = int(math.ceil(counts.max() / per_class))
   needed = num_batches * per_class
   columns = []
@@ -92,14 +147,16 @@ def _take(arrays: Mapping[str, np.ndarray], idx: np.ndarray) -> Batch:
 
 def train_batches(arrays: Mapping[str, np.ndarray], num_classes: int, batch_size: int, seed: int,
                   fold: int, epoch: int, start_batch: int = 0, process_index: int = 0,
-                  process_count: int = 1,
-                  class_names: tuple[str, ...] | None = None) -> Iterator[Batch]:
-  """Yields this process's rows of each balanced batch of `epoch`, from `start_batch` on.
+                  process_count: int = 1, class_names: tuple[str, ...] | None = None,
+                  sampling: str = "balanced") -> Iterator[Batch]:
+  """Yields this process's rows of each batch of `epoch` (`sampling`: "balanced" |
+  "proportional"), from `start_batch` on.
 
   Args:
     arrays: training segments {x (N,T,M,C), mask (N,T), label (N,), speaker (N,)}.
   """
-  idx = epoch_indices(arrays["label"], num_classes, batch_size, seed, fold, epoch, class_names)
+  idx = epoch_indices(arrays["label"], num_classes, batch_size, seed, fold, epoch, class_names,
+                      sampling)
   rows = _local_rows(batch_size, process_index, process_count)
   for b in range(start_batch, idx.shape[0]):
     yield _take(arrays, idx[b, rows])

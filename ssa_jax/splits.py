@@ -1,6 +1,6 @@
 """Train / validation splits over utterances for the 10-fold protocols of the paper (docs/DESIGN.md §5).
 
-Three modes (`config.train.split`):
+Four modes (`config.train.split`):
   random      IEMOCAP (seed §3.2): a random 80/20 split of the whole set per fold, seeded by
               (seed, fold), stratified by class (each class sends round(20 %) of its groups to
               validation, so class proportions match on both sides, imbalanced corpora too)
@@ -18,6 +18,19 @@ Three modes (`config.train.split`):
   loso        leave one speaker out (beyond the paper, speaker independent): fold k validates on
               the k-th speaker (speakers in index order); `num_folds` is not used, the folds are
               0 .. number of speakers - 1.
+  heldout     a fixed held-out test set (the replicate protocol's draws, or a corpus that marks
+              its test utterances): training = the utterances whose `subsets` entry is not
+              "test", validation/test = those whose entry is "test"; the only fold is 0. An error
+              when the dataset has no `subsets`, no "test" utterance or no other utterance.
+
+Inner validation (`config.train.selection="inner"`, `inner_split`): model selection on a split
+carved from a fold's TRAINING utterances, so that the fold's validation set (the test set) takes
+no part in training or selection. `inner_fraction` of the training part's repetition groups go to
+the inner split, stratified exactly as the random split (`_random_split`: by class, then speaker,
+whole repetition groups, every (speaker, class) cell with training data keeps at least one
+training group), seeded by (seed, fold, INNER_STREAM), a stream apart from the outer random
+split's (seed, fold). Any outer mode can be combined with it (with loso the inner split holds
+utterances of the training speakers: it is speaker dependent, the outer test is not).
 
 All splits are over utterances (a segment goes where its utterance goes), returned as sorted int64
 index arrays into the dataset's per-utterance arrays.
@@ -29,7 +42,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-MODES = ("random", "linguistic", "loso")
+MODES = ("random", "linguistic", "loso", "heldout")
+TEST_SUBSET = "test"  # the `subsets` entry of a held-out utterance
+INNER_STREAM = 1  # the inner split's rng is seeded (seed, fold, INNER_STREAM); the outer (seed, fold)
 
 
 def _field(data: Any, name: str) -> Any:
@@ -60,17 +75,18 @@ def repetition_groups(labels: np.ndarray, speakers: np.ndarray,
 
 
 def _random_split(labels: np.ndarray, speakers: np.ndarray, groups: np.ndarray, fold: int,
-                  valid_fraction: float, seed: int) -> np.ndarray:
+                  valid_fraction: float, seed: int, stream: tuple[int, ...] = ()) -> np.ndarray:
   """Boolean validation mask over utterances: whole repetition groups, stratified by class, then
   by speaker within the class, with largest-remainder quotas counted in groups.
 
   Each class sends round(valid_fraction * its groups) to validation (so the class proportions
   match on both sides, also on an imbalanced corpus), shared among its (speaker, class) cells by
   largest remainder (random tie-break), each cell keeping at least one training group.
+  The rng is seeded by (seed, fold, *stream) (`stream`: () for the outer split).
   """
   if not 0.0 < valid_fraction < 1.0:
     raise ValueError(f"valid_fraction must be in (0, 1), got {valid_fraction}")
-  rng = np.random.default_rng([seed, fold])
+  rng = np.random.default_rng([seed, fold, *stream])
   valid_groups = [np.zeros(0, np.int64)]
   for c in np.unique(labels):
     in_class = labels == c
@@ -110,9 +126,9 @@ def fold_split(dataset: Any, fold: int, mode: str, num_folds: int = 10,
   Args:
     dataset: a `data.Dataset` or anything with per-utterance `labels (U,)`, `speakers (U,)` and
       `phrases (U,)` (attributes or mapping keys; needed by the linguistic mode, used by the
-      random mode to keep repetitions together).
-    fold: 0-based fold number.
-    mode: "random" | "linguistic" | "loso" (see the module docstring).
+      random mode to keep repetitions together); the heldout mode reads `subsets (U,)` str.
+    fold: 0-based fold number (heldout: 0 only).
+    mode: "random" | "linguistic" | "loso" | "heldout" (see the module docstring).
     num_folds: number of folds (random and linguistic).
     valid_fraction: share of validation utterances (random).
     seed: the run's seed; the random mode seeds with (seed, fold), the phrase grouping with seed.
@@ -151,15 +167,79 @@ def fold_split(dataset: Any, fold: int, mode: str, num_folds: int = 10,
       raise ValueError(f"the linguistic split needs a phrase for every utterance; "
                        f"{int(np.sum(phrases == ''))} of {len(phrases)} have none")
     valid = _linguistic_split(phrases, int(fold), num_folds, seed)
-  else:  # loso
+  elif mode == "loso":
     speaker_ids = np.unique(speakers)
     _check_fold(fold, len(speaker_ids), f"leave-one-speaker-out with {len(speaker_ids)} speakers")
     valid = speakers == speaker_ids[fold]
+  else:  # heldout
+    _check_fold(fold, 1, "the heldout split (one fixed test set)")
+    valid = heldout_mask(_field(dataset, "subsets"), len(labels))
 
   idx = np.arange(len(labels), dtype=np.int64)
   train_idx, valid_idx = idx[~valid], idx[valid]
+  if mode == "heldout" and len(train_idx) == 0:
+    raise ValueError(f"the heldout split needs training utterances, but all {len(labels)} "
+                     f"utterances are in subset {TEST_SUBSET!r}")
   if len(train_idx) == 0 or len(valid_idx) == 0:
     raise ValueError(f"fold {fold} of the {mode} split leaves an empty "
                      f"{'training' if len(train_idx) == 0 else 'validation'} set "
                      f"({len(labels)} utterances)")
   return train_idx, valid_idx
+
+
+def heldout_mask(subsets: Any, num_utterances: int) -> np.ndarray:
+  """(U,) bool: the utterances whose `subsets` entry is "test" (the heldout split's test set).
+
+  Raises:
+    ValueError: no subsets, a length other than U, or no "test" utterance.
+  """
+  if subsets is None:
+    raise ValueError("the heldout split needs the dataset's subsets (a 'test' mark per "
+                     "utterance); this corpus has none")
+  subsets = np.asarray(subsets, dtype=str)
+  if subsets.shape != (num_utterances,):
+    raise ValueError(f"subsets must have one entry per utterance ({num_utterances}), "
+                     f"got shape {subsets.shape}")
+  test = subsets == TEST_SUBSET
+  if not test.any():
+    raise ValueError(f"the heldout split needs utterances of subset {TEST_SUBSET!r}; none of "
+                     f"the {num_utterances} utterances is (subsets found: "
+                     f"{sorted(set(subsets.tolist()))})")
+  return test
+
+
+def inner_split(dataset: Any, train_idx: np.ndarray, fold: int, inner_fraction: float = 0.2,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """The inner validation split of a fold's training utterances (model selection on it).
+
+  Args:
+    dataset: as `fold_split`'s (labels, speakers, optional phrases).
+    train_idx: (U_tr,) the fold's training utterance indices (`fold_split`'s first array).
+    fold: the fold (seeds the split with `seed`).
+    inner_fraction: share of the training part's repetition groups held out, in (0, 1).
+    seed: the run's seed; the rng is seeded (seed, fold, INNER_STREAM).
+
+  Returns:
+    (fit_idx, inner_idx): sorted int64 utterance indices, disjoint, together `train_idx`;
+    stratified as the random split (whole repetition groups, by class then speaker, every
+    (speaker, class) cell of the training part keeps at least one group in fit_idx).
+
+  Raises:
+    ValueError: inner_fraction outside (0, 1), or an empty inner split (every training
+      (speaker, class) cell holds a single repetition group).
+  """
+  if not 0.0 < float(inner_fraction) < 1.0:
+    raise ValueError(f"train.inner_fraction must be in (0, 1), got {inner_fraction}")
+  train_idx = np.sort(np.asarray(train_idx, np.int64))
+  labels = np.asarray(_field(dataset, "labels"))[train_idx]
+  speakers = np.asarray(_field(dataset, "speakers"))[train_idx]
+  phrases = _field(dataset, "phrases")
+  phrases = None if phrases is None else np.asarray(phrases, dtype=str)[train_idx]
+  groups = repetition_groups(labels, speakers, phrases)
+  inner = _random_split(labels, speakers, groups, int(fold), float(inner_fraction), int(seed),
+                        stream=(INNER_STREAM,))
+  if not inner.any():
+    raise ValueError(f"the inner validation split of fold {fold} is empty: no (speaker, class) "
+                     f"cell of its {len(train_idx)} training utterances has a repetition group "
+                     f"to spare (train.inner_fraction={inner_fraction})")
+  return train_idx[~inner], train_idx[inner]

@@ -810,8 +810,8 @@ _SKIP = ("epoch", "step")
 
 def _tag(key: str) -> str:
   """metrics.jsonl names to TensorBoard tags: `train_loss` -> `train/loss`, `valid_uar` ->
-  `valid/uar`; other names unchanged."""
-  for prefix in ("train_", "valid_"):
+  `valid/uar`, `inner_uar` -> `inner/uar`; other names unchanged."""
+  for prefix in ("train_", "valid_", "inner_"):
     if key.startswith(prefix):
       return f"{prefix[:-1]}/{key[len(prefix):]}"
   return key

@@ -15,9 +15,26 @@ at log steps, checkpoints and epoch ends only, so metrics never stall the device
 `train_and_evaluate` is a sequence of named steps: `check_config` -> mesh -> `load_fold`
 (`fold.prepare_fold`: split, training speaker statistics, normalised arrays) -> `build_program`
 (model, optimizer, jitted functions) -> `restore_or_init` (the latest checkpoint) -> `FoldLoop.run`
-(train an epoch, `fold.evaluate` the validation set, write its line, checkpoint; mid-epoch
+(train an epoch, `fold.evaluate` the selection set, write its line, checkpoint; mid-epoch
 checkpoints every `train.checkpoint_every_minutes` / `train.checkpoint_every_steps`) ->
-`fold_result`.
+(`score_selected`, selection "inner" only) -> `fold_result`.
+
+Modes (config.train; splits.py and input_pipeline.py hold their definitions):
+  split           random | linguistic | loso | heldout (fold 0 only: train on the utterances
+                  not marked "test", validate/test on those marked "test")
+  selection       valid: the paper's: the best epoch by the fold's validation UAR, which is also
+                    the reported figure.
+                  inner: an inner split (`train.inner_fraction` of the fold's training repetition
+                    groups, `splits.inner_split`) is held out of training; the speaker statistics
+                    are fitted on the rest, which is trained on; each epoch evaluates the INNER
+                    split (metrics.jsonl keys `inner_*`), which chooses the best epoch (orbax's
+                    best checkpoint is then the best inner UAR) and drives patience; after the
+                    last epoch the best checkpoint is restored and the fold's validation (test)
+                    set is scored once (`score_selected`). The test set takes no part in
+                    training, normalisation statistics or selection.
+  batch_sampling  balanced (batch_size / K segments of each class per batch, the paper's) |
+                  proportional (a seeded shuffle of all training segments per epoch, the last
+                  batch filled by wrapping around); both pure in (seed, fold, epoch).
 
 Files written by `train_and_evaluate` under `<workdir>/fold<K>/` (process 0 only, through
 `ssa_jax.io`: config.json and result.json replaced atomically, metrics.jsonl appended a line at a
@@ -26,17 +43,27 @@ time with fsync, a torn last line dropped on resume):
   events.out.tfevents.*  TensorBoard scalars (train/loss, valid/uar, valid/wa, ... per epoch)
   metrics.jsonl   one line per evaluation (epoch, step, train loss / accuracy / logit scale /
                   head update ratio (mean ||dW||_1 / ||W||_1 of the classifier kernel per step), valid
-                  UAR / WA / segment UAR, SSA speaker mass and speaker accuracy, elapsed seconds)
-  result.json     best epoch (by utterance UAR) and its UAR, WA, segment UAR, confusion matrix,
-                  per-class `recalls` (class order; null for a class absent from validation), SSA
-                  speaker mass, class names, counts, corpus, split, fold, config; wall-clock
-                  values under "timing"
+                  UAR / WA / segment UAR, SSA speaker mass and speaker accuracy, elapsed seconds);
+                  with selection "inner" the evaluated set is the inner split and its keys are
+                  `inner_uar`, `inner_wa`, `inner_segment_uar`, `inner_speaker_mass`,
+                  `inner_speaker_accuracy` instead of `valid_*` (the validation/test set is not
+                  evaluated per epoch)
+  result.json     "selection" ("valid" | "inner"); the selected epoch (`best_epoch`,
+                  `best_step`, by utterance UAR on the selection set) and the fold's VALIDATION
+                  set figures at it: UAR, WA, segment UAR, confusion matrix, per-class `recalls`
+                  (class order; null for a class absent from validation), SSA speaker mass and
+                  accuracy (everything `fold.validation_metrics` returns); with selection
+                  "inner" also "inner": the inner split's metrics at that epoch. Class names,
+                  counts (selection "inner": train_* are the part trained on, plus
+                  inner_utterances / inner_segments), corpus, split, fold, config; wall-clock
+                  values under "timing". Written last: a run without it is not finished.
   checkpoints/    orbax CheckpointManager (ssa_jax/checkpointing.py), the latest and the best-UAR
-                  steps: train state, data position (epoch, batch) and the epoch's running metric
+                  steps (the UAR of the selection set: validation or inner): train state, data position (epoch, batch) and the epoch's running metric
                   sums, best-so-far, speaker normalisation statistics, class / speaker names
 Rerunning the same command resumes from the latest checkpoint, at the batch it was saved at (the
 batch order of an epoch is a pure function of (seed, fold, epoch)), and ends with the same
-result.json. Epochs are counted from 1 in the files (epoch e = e epochs completed).
+result.json; a run killed after its last epoch but before the test scoring of selection "inner"
+restores the best checkpoint and scores it on the rerun. Epochs are counted from 1 in the files (epoch e = e epochs completed).
 """
 
 from __future__ import annotations
@@ -290,6 +317,17 @@ def check_config(config: ml_collections.ConfigDict, fold: int) -> None:
   if tcfg.constraint not in constraint_lib.MODES:
     raise ValueError(f"train.constraint must be one of {constraint_lib.MODES}, "
                      f"got {tcfg.constraint!r}")
+  if _sampling(tcfg) not in input_pipeline.SAMPLING:
+    raise ValueError(f"train.batch_sampling must be one of {input_pipeline.SAMPLING}, "
+                     f"got {_sampling(tcfg)!r}")
+
+
+def _sampling(tcfg: ml_collections.ConfigDict) -> str:
+  return str(tcfg.get("batch_sampling", "balanced"))
+
+
+def _selection(tcfg: ml_collections.ConfigDict) -> str:
+  return str(tcfg.get("selection", "valid"))
 
 
 def _make_mesh(tcfg: ml_collections.ConfigDict) -> jax.sharding.Mesh:
@@ -306,7 +344,8 @@ def load_fold(config: ml_collections.ConfigDict, fold: int,
   if dataset is None:
     from ssa_jax import data as data_lib  # pylint: disable=import-outside-toplevel
     dataset = data_lib.prepare(config)
-  input_pipeline.per_class_size(int(config.train.batch_size), len(dataset.classes))
+  input_pipeline.check_sampling(_sampling(config.train), int(config.train.batch_size),
+                                len(dataset.classes))
   fd = fold_lib.prepare_fold(config, dataset, fold)
   config.model.num_classes = fd.num_classes
   if int(config.model.num_speakers) <= 0:
@@ -314,6 +353,9 @@ def load_fold(config: ml_collections.ConfigDict, fold: int,
   logging.info("fold %d (%s split): %d train / %d valid utterances, %d / %d segments", fold,
                config.train.split, len(fd.train_utt), len(fd.valid_utt), len(fd.train_seg),
                len(fd.valid_seg))
+  if fd.inner_utt is not None:
+    logging.info("fold %d: selection on an inner split of %d utterances (%d segments) held out "
+                 "of training", fold, len(fd.inner_utt), len(fd.inner_seg))
   return fd
 
 
@@ -339,7 +381,7 @@ def build_program(config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold
   # projection see the same global batch everywhere).
   example = next(input_pipeline.train_batches(
       fd.train, fd.num_classes, int(tcfg.batch_size), seed=int(config.seed), fold=fold,
-      epoch=0, class_names=fd.classes))
+      epoch=0, class_names=fd.classes, sampling=_sampling(tcfg)))
   init_fn = jax.jit(functools.partial(create_train_state, model, tx,
                                       constraint=str(tcfg.constraint),
                                       init_projection=initial_projection(tcfg)),
@@ -360,15 +402,19 @@ def _new_meta() -> dict[str, Any]:
           "train_loss": None}
 
 
+def _abstract_state(program: Program, mesh: jax.sharding.Mesh) -> TrainState:
+  """The restore target: shapes, dtypes and shardings of the state (no initialisation)."""
+  x, mask = program.example["x"], program.example["mask"]
+  return jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
+      jax.eval_shape(program.init_fn, program.rng, x, mask))
+
+
 def restore_or_init(manager: ocp.CheckpointManager, program: Program, mesh: jax.sharding.Mesh,
                     fold: int) -> tuple[TrainState, dict[str, Any]]:
   """(state, meta) of the latest checkpoint, or a fresh state and `_new_meta()`."""
-  # The restore target is abstract (shapes, dtypes, shardings): no initialisation on resume.
   x, mask = program.example["x"], program.example["mask"]
-  abstract = jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
-      jax.eval_shape(program.init_fn, program.rng, x, mask))
-  restored = checkpointing.restore_latest(manager, abstract.to_dict())
+  restored = checkpointing.restore_latest(manager, _abstract_state(program, mesh).to_dict())
   if restored is None:
     return program.init_fn(program.rng, x, mask), _new_meta()
   state_dict, meta = restored
@@ -404,36 +450,88 @@ def stopped(meta: Mapping[str, Any], tcfg: ml_collections.ConfigDict) -> str | N
 
 
 def _epoch_line(epoch: int, step: int, train_means: Mapping[str, float],
-                result: Mapping[str, Any], elapsed: float) -> dict[str, Any]:
-  """One metrics.jsonl line (and TensorBoard scalars) of an evaluated epoch."""
+                result: Mapping[str, Any], elapsed: float,
+                prefix: str = "valid") -> dict[str, Any]:
+  """One metrics.jsonl line (and TensorBoard scalars) of an evaluated epoch; `prefix` names the
+  evaluated set ("valid" | "inner": the selection set)."""
   return {"epoch": epoch, "step": step, "train_loss": train_means.get("loss", float("nan")),
           "train_accuracy": train_means.get("accuracy_em"),
           "train_logit_scale": train_means.get("logit_scale"),
           "train_head_update_ratio": train_means.get("head_update_ratio"),
           **({"train_speaker_accuracy": train_means["accuracy_sp"]}
              if "accuracy_sp" in train_means else {}),
-          "valid_uar": result["uar"], "valid_wa": result["wa"],
-          "valid_segment_uar": result["segment_uar"],
-          **{f"valid_{k}": result[k] for k in ("worst_class_recall", "largest_predicted_share",
-                                               "speaker_mass", "speaker_accuracy") if k in result},
+          f"{prefix}_uar": result["uar"], f"{prefix}_wa": result["wa"],
+          f"{prefix}_segment_uar": result["segment_uar"],
+          **{f"{prefix}_{k}": result[k] for k in ("worst_class_recall", "largest_predicted_share",
+                                                 "speaker_mass", "speaker_accuracy")
+             if k in result},
           "elapsed": round(elapsed, 3)}
 
 
+# Entries of meta["best"] that are not evaluation metrics of the selection set.
+_BEST_POSITION = ("epoch", "step", "train_speaker_accuracy")
+
+
+def _set_metrics(best: Mapping[str, Any]) -> dict[str, Any]:
+  """The evaluation metrics held in meta["best"] (`fold.validation_metrics`'s keys; `recalls`
+  None in checkpoints from before it was saved)."""
+  out = {k: v for k, v in best.items() if k not in _BEST_POSITION}
+  out.setdefault("recalls", None)
+  return out
+
+
+def score_selected(manager: ocp.CheckpointManager, program: Program, mesh: jax.sharding.Mesh,
+                   fd: fold_lib.FoldData, meta: Mapping[str, Any],
+                   tcfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Selection "inner": restores the selected (best inner UAR) checkpoint and scores the fold's
+  validation (test) set with it, once: `fold.validation_metrics`'s dict.
+
+  Raises:
+    ValueError: no epoch trained, or the selected checkpoint is gone from `manager`.
+  """
+  best = meta["best"]
+  if best is None:
+    raise ValueError(f"no epoch was trained (train.epochs={tcfg.epochs})")
+  step = int(best["step"])
+  if step not in manager.all_steps():
+    raise ValueError(f"the selected checkpoint (step {step}, epoch {best['epoch']}) is missing "
+                     f"from {manager.directory}")
+  target = _abstract_state(program, mesh).to_dict()
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(target)))
+  state = TrainState(**dict(restored["state"]))
+  scored, _ = fold_lib.evaluate(program.eval_fn, variables_of(state), fd, tcfg.pooling,
+                                int(tcfg.eval_batch_size), mesh)
+  logging.info("scored the validation set once at the selected epoch %d (step %d): UAR %.4f",
+               best["epoch"], step, scored["uar"])
+  return scored
+
+
 def fold_result(config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold: int,
-                meta: Mapping[str, Any], this_run_s: float) -> dict[str, Any]:
-  """The result.json content from the final loop state (`meta`)."""
+                meta: Mapping[str, Any], this_run_s: float,
+                scored: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """The result.json content from the final loop state (`meta`); `scored`: selection "inner"'s
+  validation (test) metrics at the selected epoch (`score_selected`)."""
   tcfg = config.train
   best = meta["best"]
   if best is None:
     raise ValueError(f"fold {fold}: no epoch was trained (train.epochs={tcfg.epochs})")
+  selection = _selection(tcfg)
+  selected = _set_metrics(best)  # the selection set's metrics at the selected epoch
+  if selection == "inner":
+    if scored is None:
+      raise ValueError(f"fold {fold}: selection 'inner' needs the test scoring of the selected "
+                       f"epoch")
+    figures, extra = dict(scored), {"inner": selected}
+  else:
+    figures, extra = selected, {}
   return {
-      "corpus": config.data.corpus, "split": tcfg.split, "fold": fold,
-      "best_epoch": best["epoch"], "best_step": best["step"], "uar": best["uar"],
-      "wa": best["wa"], "segment_uar": best["segment_uar"], "confusion": best["confusion"],
-      "recalls": best.get("recalls"),  # per-class recall (class order; None: class not in valid)
-      **{k: best[k] for k in ("worst_class_recall", "largest_predicted_share", "speaker_mass",
-                              "speaker_accuracy", "train_speaker_accuracy")
-         if k in best},
+      "corpus": config.data.corpus, "split": tcfg.split, "fold": fold, "selection": selection,
+      "best_epoch": best["epoch"], "best_step": best["step"],
+      **figures,  # uar, wa, segment_uar, confusion, recalls (None: class absent), speaker_*
+      **({"train_speaker_accuracy": best["train_speaker_accuracy"]}
+         if "train_speaker_accuracy" in best else {}),
+      **extra,
       "classes": list(fd.classes), "counts": fd.counts, "epochs_run": meta["epoch"],
       "stopped_by": stopped(meta, tcfg), "last_train_loss": meta["train_loss"],
       "config": config.to_dict(),
@@ -453,8 +551,11 @@ class FoldLoop:
     self.program, self.mesh, self.manager, self.fold_dir = program, mesh, manager, fold_dir
     self.state, self.meta = state, meta
     self.is_main = jax.process_index() == 0
+    self.sampling, self.selection = _sampling(self.tcfg), _selection(self.tcfg)
+    # The set that selects the epoch: the fold's validation set, or its inner split.
+    self.select_fd = fold_lib.inner_view(fd) if self.selection == "inner" else fd
     self.num_batches = input_pipeline.batches_per_epoch(fd.train["label"], fd.num_classes,
-                                                        int(self.tcfg.batch_size))
+                                                        int(self.tcfg.batch_size), self.sampling)
     self.names = {"classes": list(fd.classes), "speakers": [str(n) for n in fd.speaker_names]}
     self.t_resume, self.elapsed0 = time.time(), float(meta["elapsed"])
     self.last_save = self.t_resume
@@ -496,7 +597,7 @@ class FoldLoop:
     batches = input_pipeline.train_batches(
         self.fd.train, self.fd.num_classes, int(self.tcfg.batch_size), seed=int(self.config.seed),
         fold=self.fold, epoch=epoch, start_batch=start, process_index=jax.process_index(),
-        process_count=jax.process_count(), class_names=self.fd.classes)
+        process_count=jax.process_count(), class_names=self.fd.classes, sampling=self.sampling)
     for b, local in enumerate(batches, start=start):
       self.state, step_metrics = self.program.train_fn(
           self.state, parallel.global_batch(local, self.mesh))
@@ -540,8 +641,9 @@ class FoldLoop:
     self.superseded, self.last_save = [step], time.time()
 
   def end_epoch(self, sums: Mapping[str, float]) -> None:
-    """Evaluates, updates best-so-far and patience, writes the epoch's line and checkpoint."""
-    result, _ = fold_lib.evaluate(self.program.eval_fn, variables_of(self.state), self.fd,
+    """Evaluates the selection set, updates best-so-far and patience, writes the epoch's line
+    and checkpoint."""
+    result, _ = fold_lib.evaluate(self.program.eval_fn, variables_of(self.state), self.select_fd,
                                   self.tcfg.pooling, int(self.tcfg.eval_batch_size), self.mesh)
     meta, epoch_done, step = self.meta, int(self.meta["epoch"]) + 1, int(self.state.step)
     means = {k: v / max(sums.get("count", 0), 1) for k, v in sums.items() if k != "count"}
@@ -555,7 +657,8 @@ class FoldLoop:
                 train_loss=means.get("loss", float("nan")),
                 elapsed=self.elapsed0 + time.time() - self.t_resume)
     self.last_uar = result["uar"]
-    line = _epoch_line(epoch_done, step, means, result, meta["elapsed"])
+    line = _epoch_line(epoch_done, step, means, result, meta["elapsed"],
+                       prefix="inner" if self.selection == "inner" else "valid")
     if self.is_main:
       io_lib.append_jsonl(os.path.join(self.fold_dir, "metrics.jsonl"), line)
       self.tb.write(epoch_done, line)
@@ -568,7 +671,9 @@ class FoldLoop:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: int,
                        dataset: Any = None) -> dict[str, Any]:
-  """Trains fold `fold`, selecting the epoch with the best validation UAR; returns result.json.
+  """Trains fold `fold`, selecting the epoch with the best UAR on the selection set (validation,
+  or the inner split with `train.selection="inner"`, then scored on validation once); returns
+  result.json's content.
 
   Args:
     config: the full config (`ssa_jax.config.base_config()` layout).
@@ -597,12 +702,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
     _sync_metrics_file(os.path.join(fold_dir, "metrics.jsonl"), meta, is_main)
     loop = FoldLoop(config, fd, fold, program, mesh, manager, fold_dir, state, meta)
     meta = loop.run()
+    scored = (score_selected(manager, program, mesh, fd, meta, config.train)
+              if _selection(config.train) == "inner" else None)
   finally:
     manager.close()
   compiled = program.train_fn._cache_size()  # pylint: disable=protected-access
   if compiled > 1:
     logging.warning("the train step was compiled %d times (shapes or types changed)", compiled)
-  out = fold_result(config, fd, fold, meta, time.time() - t_start)
+  out = fold_result(config, fd, fold, meta, time.time() - t_start, scored)
   if is_main:
     io_lib.write_json(os.path.join(fold_dir, "result.json"), out)
   return out

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from conftest import fake_dataset, tiny_config
-from ssa_jax import features, plots, train
+from ssa_jax import features, plots, splits, train
 from ssa_jax import fold as fold_lib
 
 
@@ -109,3 +109,70 @@ def test_evaluate_fold_equals_result_json_through_the_shared_code(tmp_path, monk
   assert sorted(os.listdir(tmp_path / "figures")) == [
       f"attention_{report['attention_utterance']}.png", "confusion.png", "evaluation.json",
       "tsne.png"]
+
+
+def heldout_dataset(test_phrase="p3", per_cell=5):
+  """fake_dataset with subsets: phrase `test_phrase` of every (speaker, class) held out."""
+  ds = fake_dataset(per_cell=per_cell)
+  ds.subsets = tuple("test" if p == test_phrase else "" for p in ds.phrases)
+  return ds
+
+
+def test_prepare_fold_inner_selection_fits_statistics_on_the_trained_part_only():
+  ds = heldout_dataset()
+  cfg = tiny_config(overrides={"train.split": "heldout", "train.selection": "inner"})
+  fd = fold_lib.prepare_fold(cfg, ds, 0)
+  test = np.flatnonzero(np.asarray(ds.subsets) == "test")
+  np.testing.assert_array_equal(fd.valid_utt, test)
+  # train_utt + inner_utt = the non-test utterances, disjoint; no test utterance in either.
+  assert np.intersect1d(fd.train_utt, fd.inner_utt).size == 0
+  np.testing.assert_array_equal(np.sort(np.concatenate([fd.train_utt, fd.inner_utt])),
+                                np.setdiff1d(np.arange(len(ds.labels)), test))
+  # The split is splits.inner_split's; segments follow utterances.
+  np.testing.assert_array_equal(fd.inner_utt, splits.inner_split(
+      ds, np.setdiff1d(np.arange(len(ds.labels)), test), 0, 0.2, 0)[1])
+  np.testing.assert_array_equal(fd.inner_utt[fd.inner_seg_utt], ds.seg_utt[fd.inner_seg])
+  np.testing.assert_array_equal(fd.inner_labels, ds.labels[fd.inner_utt])
+  # Statistics of the trained-on segments only (not inner, not test), applied to all three.
+  seg_spk = np.asarray(ds.speaker_names)[ds.speakers[ds.seg_utt]]
+  stats = features.fit_speaker_stats(ds.segments[fd.train_seg], ds.mask[fd.train_seg],
+                                     seg_spk[fd.train_seg])
+  np.testing.assert_allclose(fd.stats.mean, stats.mean, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(fd.stats.std, stats.std, rtol=1e-6, atol=1e-6)
+  for arrays, seg in ((fd.inner, fd.inner_seg), (fd.valid, fd.valid_seg)):
+    ref = features.normalize(ds.segments[seg], ds.mask[seg], seg_spk[seg], stats)
+    np.testing.assert_allclose(arrays["x"], ref, rtol=1e-5, atol=1e-5)
+  assert sum(fd.counts["inner_utterances"].values()) == len(fd.inner_utt)
+  assert sum(fd.counts["inner_segments"].values()) == len(fd.inner_seg)
+  assert sum(fd.counts["train_utterances"].values()) == len(fd.train_utt)
+  # inner_view scores the inner split with the validation code.
+  view = fold_lib.inner_view(fd)
+  probs = np.eye(4)[view.valid["label"]]  # a perfect model on the inner segments
+  assert fold_lib.validation_metrics({"probs": probs}, view, "max")["uar"] == 1.0
+  assert np.sum(fold_lib.validation_metrics({"probs": probs}, view, "max")["confusion"]) == len(
+      fd.inner_utt)
+  # Without inner selection: no inner split, and the statistics see all training utterances.
+  plain = fold_lib.prepare_fold(tiny_config(overrides={"train.split": "heldout"}), ds, 0)
+  assert plain.inner_utt is None and "inner_utterances" not in plain.counts
+  assert len(plain.train_utt) == len(fd.train_utt) + len(fd.inner_utt)
+  with pytest.raises(ValueError, match="no inner validation split"):
+    fold_lib.inner_view(plain)
+
+
+@pytest.mark.parametrize("overrides,fold,match", [
+    ({"train.split": "heldout"}, 1, "fold 1 is out of range: the heldout split has folds 0..0"),
+    ({"train.selection": "best"}, 0, "train.selection must be one of"),
+    ({"train.selection": "inner", "train.inner_fraction": 1.0}, 0, "train.inner_fraction must"),
+])
+def test_check_fold_selection_and_heldout_errors_are_one_line(overrides, fold, match):
+  cfg = tiny_config(overrides=overrides)
+  with pytest.raises(ValueError, match=match) as e:
+    fold_lib.prepare_fold(cfg, heldout_dataset(), fold)
+  assert "\n" not in str(e.value)
+
+
+def test_heldout_without_subsets_is_one_line():
+  cfg = tiny_config(overrides={"train.split": "heldout"})
+  with pytest.raises(ValueError, match="needs the dataset's subsets") as e:
+    fold_lib.prepare_fold(cfg, fake_dataset(), 0)
+  assert "\n" not in str(e.value)

@@ -150,6 +150,7 @@ def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch, tiny):
       round(l["valid_speaker_mass"], 5) for l in lines]
   assert np.sum(full["confusion"]) == sum(full["counts"]["valid_utterances"].values())
   assert full["classes"] == ["neu", "hap", "ang", "sad"] and "timing" in full
+  assert full["selection"] == "valid" and "inner" not in full  # the paper's selection
   steps = sorted(int(d) for d in os.listdir(fold_dir / "checkpoints") if d.isdigit())
   assert lines[-1]["step"] in steps and full["best_step"] in steps  # latest and best kept
   best = checkpointing.load_best(str(fold_dir))
@@ -295,3 +296,19 @@ def test_eval_step_compiles_with_the_train_steps_cpu_options():
     assert "convolution(" in hlo and "ynn" not in hlo.lower()
   np.testing.assert_allclose(tuned(variables, batch)["probs"], plain(variables, batch)["probs"],
                              rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("train.batch_sampling", "uniform", "train.batch_sampling must be one of"),
+    ("train.selection", "test", "train.selection must be one of"),
+    ("train.inner_fraction", 0.0, "train.inner_fraction must be in"),
+    ("train.split", "heldout", "needs the dataset's subsets"),
+])
+def test_bad_selection_or_sampling_is_one_line(tmp_path, key, value, match):
+  overrides = {key: value}
+  if key == "train.inner_fraction":
+    overrides["train.selection"] = "inner"
+  with pytest.raises(ValueError, match=match) as e:
+    train.train_and_evaluate(tiny_config(overrides=overrides), str(tmp_path), 0,
+                             dataset=fake_dataset())
+  assert "\n" not in str(e.value)
