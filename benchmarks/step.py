@@ -10,7 +10,7 @@ For each model, at the config's sizes (default: the paper's) and the given batch
 * JAX: the train step users run, `ssa_jax.train.make_train_step` (jit, state donated), and the
   jitted `make_eval_step`; compile time = first call - median step; 0 recompilations expected
   (the jit cache size after all steps, minus 1).
-* PyTorch: `benchmarks/torch_reference.py` (same shapes and parameter count, NAdam, Eq. 8
+* PyTorch: `tests/torch_reference.py` (same shapes and parameter count, NAdam, Eq. 8
   projection), eager, channels-last convolutions, threads = cores.
 * Steps of the two frameworks alternate (JAX, torch, JAX, ...) so that a machine shared with other
   work slows both alike; each time is read after `block_until_ready()`. Median, min, max of
@@ -171,11 +171,11 @@ def nominal_flops(cfg, runner: JaxRunner) -> tuple[float, float]:
 
 
 class TorchRunner:
-  """benchmarks/torch_reference.py on the same batch and initial weights, channels-last."""
+  """tests/torch_reference.py on the same batch and initial weights, channels-last."""
 
   def __init__(self, cfg, batch: dict[str, np.ndarray], variables: Any):
     import torch  # pylint: disable=g-import-not-at-top
-    from benchmarks import torch_reference as tr  # pylint: disable=g-import-not-at-top
+    from tests import torch_reference as tr  # pylint: disable=g-import-not-at-top
     self.torch, self.tr = torch, tr
     torch.set_num_threads(os.cpu_count() or 1)
     x = batch["x"]
