@@ -141,19 +141,19 @@ except ImportError:
 EOF
 }
 
-missing_modules() {  # the project's requirements (pyproject.toml) that do not import
+missing_modules() {  # the project's requirements (pyproject.toml, as stated there) that do not import
   "$PY" - <<'EOF'
 import importlib.util, re, tomllib
 deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
 module = {"scikit-learn": "sklearn", "absl-py": "absl", "ml-collections": "ml_collections",
           "orbax-checkpoint": "orbax.checkpoint", "tensorboardX": "tensorboardX"}
-names = [re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0] for d in deps]
 def importable(m):
   try:
     return importlib.util.find_spec(m) is not None
   except ModuleNotFoundError:
     return False
-print(" ".join(n for n in names if not importable(module.get(n, n).replace("-", "_"))))
+name = lambda d: re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0]  # noqa: E731
+print(" ".join(d for d in deps if not importable(module.get(name(d), name(d)).replace("-", "_"))))
 EOF
 }
 
@@ -166,10 +166,10 @@ install() {
       echo "no wheels in $WHEELS/*/: run 'bash benchmarks/device_check.sh fetch' where PyPI is reachable"
       return 1
     fi
-    # the project's requirements as pyproject.toml states them: those already satisfied stay
+    # only the missing requirements: the machine's jax, flax, optax, orbax and chex stay as they
+    # are, whatever their versions (their own requirements come from the wheels or are there)
     "$PY" -m pip install --no-index --find-links "$WHEELS/llvmlite" --find-links "$WHEELS/other" \
-      $("$PY" -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))') \
-      || return 1
+      $missing || return 1
   else
     echo "every requirement of pyproject.toml imports: nothing to install"
   fi

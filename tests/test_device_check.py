@@ -1,4 +1,4 @@
-"""benchmarks/device_check.sh, in pieces (a QUICK=1 run takes ~5 min on the 2-core machine, too
+"""benchmarks/device_check.sh, in pieces (a QUICK=1 run took 353 s on the shared 2-core machine, too
 long for the suite; run it as `QUICK=1 OUT=/tmp/dc bash benchmarks/device_check.sh`): it parses,
 its wheel list covers the project's requirements at the versions tested here, a bad subcommand is
 a usage error, and with no budget left every part is skipped, said so, and saved under $OUT. The
@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import re
 import subprocess
+import sys
 import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,3 +62,14 @@ def test_no_budget_skips_every_part_and_saves_the_log(tmp_path):
   log = (tmp_path / "device_check.log").read_text()
   assert f"device check: output in {tmp_path} (QUICK=1, budget 0 s)" in log
   assert "status 1" in log and log.strip() == done.stdout.strip()
+
+
+def test_missing_modules_maps_every_requirement_to_its_module():
+  """Here every requirement is installed: the install step's check must find each one's module
+  (a wrong name mapping, e.g. scikit-learn -> sklearn, would report it missing)."""
+  done = subprocess.run(
+      ["bash", "-c", 'source <(sed -n "/^missing_modules() {/,/^}/p" "$0"); missing_modules',
+       SCRIPT], capture_output=True, text=True, cwd=ROOT, check=False,
+      env={**os.environ, "PY": sys.executable}, timeout=60)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip() == ""
