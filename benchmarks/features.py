@@ -1,6 +1,6 @@
 """Feature throughput: the per-file librosa reference vs the batched JAX front end.
 
-  python benchmarks/features.py [--rounds 5] [--devices 1] [--dft rfft|matmul|both] [--json out.json]
+  python -m benchmarks.features [--rounds 5] [--devices 1] [--dft rfft|matmul|both] [--json out.json]
 
 Prints seconds of audio processed per wall-clock second for
 * librosa: `features.log_mel_3d` one 3 s utterance at a time (after one warm-up call);
@@ -56,7 +56,6 @@ def main(argv: list[str] | None = None) -> dict:
   if args.devices > 1:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={args.devices}")
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from benchmarks import loadcheck  # pylint: disable=g-import-not-at-top
   monitor = loadcheck.LoadMonitor.start()  # before JAX starts and compiles
 

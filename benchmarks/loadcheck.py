@@ -1,6 +1,6 @@
 """Was the machine quiet while a benchmark ran? Readings, and the rule that decides.
 
-  python benchmarks/loadcheck.py [--sample 15] [--json out.json]   # is the machine idle now?
+  python -m benchmarks.loadcheck [--sample 15] [--json out.json]   # is the machine idle now?
 
   monitor = LoadMonitor.start()          # before the first timed step
   ...                                    # the timed work
@@ -202,8 +202,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def write_json(path: str, obj) -> None:
   """A benchmark's --json output, written atomically by the project's one writer (ssa_jax.io);
   values JSON does not know (dtypes, paths) as their str."""
-  import sys  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from ssa_jax import io as io_lib  # pylint: disable=g-import-not-at-top
   io_lib.write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 

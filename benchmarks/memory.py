@@ -1,6 +1,6 @@
 """Peak resident memory of `bin.prepare` and of one `bin.train` fold as the built-in corpus grows.
 
-  python benchmarks/memory.py [--scales 1,4,16] [--config configs/quickstart.py] [--epochs 1]
+  python -m benchmarks.memory [--scales 1,4,16] [--config configs/quickstart.py] [--epochs 1]
       [--cache-dir DIR] [--keep] [--skip-train] [--json out.json]
 
 For each scale s the built-in corpus gets s times the config's `data.synthetic.num_phrases`
@@ -140,7 +140,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--skip-train", action="store_true", help="bin.prepare only")
   parser.add_argument("--json", default="")
   args = parser.parse_args(argv)
-  sys.path.insert(0, ROOT)
   import importlib.util  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location("mem_config", os.path.join(ROOT, args.config))
   module = importlib.util.module_from_spec(spec)

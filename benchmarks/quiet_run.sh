@@ -15,12 +15,12 @@
 #   00_uptime_before.txt, 99_uptime_after.txt      `uptime` and the load average around the run
 #   01_idle.txt / .json    loadcheck over a 15 s idle sample before anything starts (the other
 #                          processes' CPU share with nothing of ours running)
-#   02_step.txt / .json    benchmarks/step.py, paper sizes, batch 40: SSA-CRNN and ACRNN; JAX float32
+#   02_step.txt / .json    python -m benchmarks.step, paper sizes, batch 40: SSA-CRNN and ACRNN; JAX float32
 #                          and bfloat16 (train.py's train and eval steps with their "tuned" XLA
 #                          options, the config's conv and BLSTM), PyTorch float32; the float32
 #                          GEMM rate of XLA and torch measured in the same process; the load
 #                          header (QUIET / LOADED — no verdict) and, only if quiet, the goal verdict
-#   03_profile.txt / .json benchmarks/profile_step.py at batch 8 (layers at paper size), float32,
+#   03_profile.txt / .json python -m benchmarks.step --profile at batch 8 (layers at paper size), float32,
 #                          both models and frameworks: per layer and direction shares (the absolute
 #                          seconds come from 02_step, profiling adds overhead)
 #   timings.txt            wall seconds of each part
@@ -77,12 +77,12 @@ part() {  # part NAME COMMAND...: runs it, stdout -> NAME.txt, stderr -> NAME.er
 }
 
 { date -u; uptime; } > "$OUT/00_uptime_before.txt"
-part 01_idle "$PY" benchmarks/loadcheck.py --sample "$IDLE_S" --json "$OUT/01_idle.json"
-part 02_step "$PY" benchmarks/step.py "${CONFIG[@]}" "${STEP_SIZE[@]}" --models ssa_crnn,acrnn \
+part 01_idle "$PY" -m benchmarks.loadcheck --sample "$IDLE_S" --json "$OUT/01_idle.json"
+part 02_step "$PY" -m benchmarks.step "${CONFIG[@]}" "${STEP_SIZE[@]}" --models ssa_crnn,acrnn \
   --framework jax,torch --dtype float32,bfloat16 --xla-options tuned --eval-options tuned \
   --wait-quiet "$WAIT" --json "$OUT/02_step.json"
 if [ "$PROFILE" = "1" ]; then
-  part 03_profile "$PY" benchmarks/profile_step.py "${CONFIG[@]}" "${PROF_SIZE[@]}" \
+  part 03_profile "$PY" -m benchmarks.step --profile "${CONFIG[@]}" "${PROF_SIZE[@]}" \
     --models ssa_crnn,acrnn --framework jax,torch --wait-quiet "$WAIT" --json "$OUT/03_profile.json"
 fi
 { date -u; uptime; } > "$OUT/99_uptime_after.txt"

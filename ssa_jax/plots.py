@@ -8,7 +8,9 @@ global state).
   tsne_2d(embeddings, seed) -> (N, 2)                               scikit-learn TSNE, perplexity
                                                                     clipped below N
 
-Every function writes atomically (`ssa_jax.io.write_with`) and returns the path it wrote.
+Every plot_* function writes atomically (`ssa_jax.io.write_with`) and returns the path it wrote;
+confusion_figure / attention_figure / tsne_figure (same arguments less the path) return the
+matplotlib Figure it saves, to inspect what it shows.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ def row_normalize(confusion: np.ndarray) -> np.ndarray:
 
 def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os.PathLike,
                    title: str = "Normalised confusion matrix") -> str:
+  """Figure 4 (`confusion_figure`) written to `path`."""
+  return _save(confusion_figure(confusion, classes, title), path)
+
+
+def confusion_figure(confusion: np.ndarray, classes: Sequence[str],
+                     title: str = "Normalised confusion matrix") -> Figure:
   """Figure 4: rows = true class, columns = prediction, each row normalised, cells in percent."""
   norm = row_normalize(confusion)
   k = norm.shape[0]
@@ -64,19 +72,25 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os
       v = 100.0 * norm[i, j]
       ax.text(j, i, f"{v:.1f}%", ha="center", va="center",
               color="white" if v > 50.0 else "black", fontsize=9)
-  return _save(fig, path)
+  return fig
 
 
 def plot_attention(static: np.ndarray, alphas: Mapping[str, np.ndarray], path: str | os.PathLike,
                    hop_seconds: float = 0.01, title: str = "Attention scores",
                    boundaries_s: Sequence[float] = ()) -> str:
+  """Figure 3 (`attention_figure`, same arguments) written to `path`."""
+  return _save(attention_figure(static, alphas, hop_seconds, title, boundaries_s), path)
+
+
+def attention_figure(static: np.ndarray, alphas: Mapping[str, np.ndarray],
+                     hop_seconds: float = 0.01, title: str = "Attention scores",
+                     boundaries_s: Sequence[float] = ()) -> Figure:
   """Figure 3: the log-Mel static channel (T, M) above, the attention curves below.
 
   Args:
     static: (T, M) log-Mel static channel of the segment (real frames only, or padded).
     alphas: name -> (T',) attention weights on the pooled time axis (T' = T // pool); each curve
       is drawn at the centre times of its pooled frames, so T' may differ from T.
-    path: PNG to write.
     hop_seconds: feature frame hop (10 ms).
     title: figure title.
     boundaries_s: times of segment boundaries, drawn as dashed lines (each segment's attention
@@ -109,7 +123,7 @@ def plot_attention(static: np.ndarray, alphas: Mapping[str, np.ndarray], path: s
   ax_att.set_xlim(0.0, duration)
   ax_att.legend(loc="upper right")
   ax_att.grid(alpha=0.3)
-  return _save(fig, path)
+  return fig
 
 
 def tsne_2d(embeddings: np.ndarray, seed: int = 0,
@@ -135,6 +149,12 @@ def tsne_2d(embeddings: np.ndarray, seed: int = 0,
 def plot_tsne(embeddings: np.ndarray, labels: np.ndarray, classes: Sequence[str],
               path: str | os.PathLike, title: str = "t-SNE of the emotion embeddings",
               seed: int = 0) -> str:
+  """Figure 5 (`tsne_figure`) written to `path`."""
+  return _save(tsne_figure(embeddings, labels, classes, title, seed), path)
+
+
+def tsne_figure(embeddings: np.ndarray, labels: np.ndarray, classes: Sequence[str],
+                title: str = "t-SNE of the emotion embeddings", seed: int = 0) -> Figure:
   """Figure 5: the 2-D t-SNE of the embeddings, one colour per class."""
   labels = np.asarray(labels).reshape(-1)
   if labels.shape[0] != np.shape(embeddings)[0]:
@@ -152,7 +172,7 @@ def plot_tsne(embeddings: np.ndarray, labels: np.ndarray, classes: Sequence[str]
   ax.set_ylabel("t-SNE 2")
   ax.set_title(title)
   ax.legend(loc="best", fontsize=8)
-  return _save(fig, path)
+  return fig
 
 
 # --------------------------------------------------------------------------- a trained fold

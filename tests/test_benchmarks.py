@@ -1,13 +1,17 @@
-"""Smoke test of benchmarks/step.py: a tiny config, 2 timed steps, both frameworks, --json."""
+"""benchmarks/: step.py's timing mode on a tiny config (both frameworks, --json), its argument
+checks and table logic on fake rows; the load rule (loadcheck.py) on fake readings; features.py,
+memory.py's table and quiet_run.sh's usage. No timing is asserted."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 
+import jax
 import pytest
 
-from benchmarks import step
+from benchmarks import loadcheck, step
 
 # The shared tiny config (tests/tiny_config.py) with two conv layers (a faster compile); the
 # benchmark loads the file by path, the repository root is on sys.path under pytest.
@@ -25,24 +29,31 @@ def test_step_benchmark_tiny_config(tmp_path, capsys):
   out = step.main(["--config", str(cfg), "--models", "acrnn", "--batch", "4", "--steps", "2",
                    "--json", str(out_json)])
   printed = capsys.readouterr().out
+  saved = json.loads(out_json.read_text())
+  # the first line printed is the load header of the readings saved, and a loaded run has no
+  # goal lines
+  assert printed.splitlines()[0] == loadcheck.header(saved["load"])
+  assert saved["load"]["quiet"] == loadcheck.verdict(saved["load"])[0]
+  assert ("MET " in printed or "MISSED" in printed) == saved["load"]["quiet"]
   assert "| acrnn | jax |" in printed and "| acrnn | torch |" in printed
   assert "JAX / PyTorch train-step time" in printed
-  assert printed.lstrip().startswith(("QUIET", "LOADED — no verdict")) or \
-      "\nQUIET" in printed or "\nLOADED — no verdict" in printed
-  saved = json.loads(out_json.read_text())
-  assert saved["machine"]["cores"] >= 1 and saved["gemm_gflops"]["xla"] > 0
+  assert saved["text"] == out["text"] and printed.startswith(out["text"])
+  assert saved["machine"]["cores"] == os.cpu_count() == saved["load"]["cores"]
+  assert saved["machine"]["devices"] == [str(d) for d in jax.devices()]
+  assert saved["gemm_gflops"]["xla"] > 0 and saved["gemm_gflops"]["torch"] > 0
   load = saved["load"]
   assert {"load_before", "load_after", "others_share", "cpu", "cores", "quiet"} <= set(load)
-  assert load["quiet"] == loadcheck.verdict(load)[0]
   rows = {r["framework"]: r for r in saved["rows"]}
   assert set(rows) == {"jax", "torch"}
   jax_row = rows["jax"]
   assert jax_row["recompilations"] == 0
+  assert jax_row["devices"] == jax.device_count() and rows["torch"]["device"] == "cpu"
   assert jax_row["step_tflop"] > 0 and jax_row["infer_tflop"] > 0
   assert jax_row["step_tflop"] > jax_row["infer_tflop"]  # backward costs more than forward
   for r in saved["rows"]:
     assert r["step_s"]["min"] <= r["step_s"]["median"] <= r["step_s"]["max"]
     assert math.isfinite(r["loss"])
+    assert r["batch"] == 4 and r["dtype"] == "float32"
   assert len(out["rows"]) == 2
 
 
@@ -54,11 +65,30 @@ def test_step_benchmark_rejects_bad_arguments(tmp_path, capsys):
   with pytest.raises(SystemExit):  # 4 classes: batch 6 cannot be emotion-balanced
     step.main(["--batch", "6", "--models", "acrnn"])
   assert "multiple of the number of classes (4)" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    step.main(["--devices", str(jax.device_count() + 1), "--models", "acrnn"])
+  assert f"0 (all) to {jax.device_count()}" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    step.main(["--torch-device", "tpu"])
+  assert "--torch-device takes auto, cpu or cuda" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    step.main(["--torch-dtype", "float16"])
+  assert "--torch-dtype takes float32, bfloat16" in capsys.readouterr().err
+
+
+def test_parse_args_lists_and_mode_defaults():
+  args, config = step.parse_args(["--dtype", "float32, bfloat16", "--torch-dtype", "bfloat16",
+                                  "--conv-impl", "xla,gemm", "--framework", "jax"])
+  assert args.dtypes == ["float32", "bfloat16"] and args.torch_dtypes == ["bfloat16"]
+  assert args.conv_impls == ["xla", "gemm"] and args.lstm_impls == [""]
+  assert args.devices == [0] and args.steps == 5 and not args.profile
+  assert len(step.jax_variants(args)) == 4  # 2 dtypes x 2 convolutions
+  assert int(config.model.num_classes) == 4
+  args, _ = step.parse_args(["--profile", "--batch", "8"])
+  assert args.profile and args.steps == 1 and args.batch == 8
 
 
 # --- the load rule (benchmarks/loadcheck.py), on fake readings --------------------------------
-
-from benchmarks import loadcheck  # noqa: E402
 
 PROC_STAT = """cpu  100 5 50 1000 10 1 2 3 0 0
 cpu0 50 2 25 500 5 1 1 2 0 0
@@ -127,6 +157,36 @@ def test_goal_checks_and_verdict_lines():
   assert text.startswith("LOADED — no verdict") and "MET" not in text and "MISSED" not in text
 
 
+def test_torch_row_pairing_and_failed_rows():
+  """A JAX row is compared with the PyTorch row of its dtype, else the float32 one; a runner
+  whose first step failed is a table line, not a comparison."""
+  jax32, jax16 = _row("jax", 9.0, 5.0), dict(_row("jax", 6.0, 8.0), dtype="bfloat16")
+  t32 = dict(_row("torch", 10.0, 4.0), device="cpu")
+  t16 = dict(_row("torch", 12.0, 2.0), dtype="bfloat16", device="cpu")
+  assert step.torch_row_for(jax16, [jax32, jax16, t32, t16]) is t16
+  assert step.torch_row_for(jax16, [jax32, jax16, t32]) is t32
+  failed = {"model": "acrnn", "framework": "torch", "dtype": "bfloat16", "failed": "RuntimeError: x"}
+  assert step.torch_row_for(jax16, [jax16, t32, failed]) is t32
+  checks = {(name, goal): value for name, goal, value, _ in
+            step.goal_checks([jax32, jax16, t32, t16])}
+  assert checks[(step.runner_name(jax16), "train step JAX / PyTorch <= 1.0")] == pytest.approx(0.5)
+  assert checks[(step.runner_name(jax32), "train step JAX / PyTorch <= 1.0")] == pytest.approx(0.9)
+  full = dict(step_s={"median": 1.0, "min": 1.0, "max": 1.0}, infer_s={"median": 0.5},
+              conv_impl="xla", lstm_impl="hoisted", eval_options="tuned", devices=2,
+              device="cpu", compile_s=3.0, step_gflops=1.0, step_pct_gemm=1.0, step_cpu_s=2.0,
+              infer_gflops=1.0, infer_pct_gemm=1.0, data_s=0.1, recompilations=0, loss=1.5,
+              step_tflop=0.1, infer_tflop=0.05, segments_per_s=8.0)
+  torch_full = dict(full, framework="torch", conv_impl="torch", lstm_impl="torch", devices=1,
+                    step_s={"median": 2.0, "min": 2.0, "max": 2.0}, segments_per_s=4.0,
+                    data_s=None, model="acrnn", dtype="float32")
+  text = step.format_table([dict(_row("jax", 1.0, 8.0), **full), torch_full, failed],
+                           {"xla": 10.0, "torch": 12.0})
+  assert "| acrnn | torch bfloat16 | failed: RuntimeError: x |" in text
+  assert "| 2 cpu | 3.0 |" in text and "| 1.5000 |" in text
+  assert "2 devices) against PyTorch float32 on cpu: JAX / PyTorch train-step time 0.50" in text
+  assert "inference segments/s JAX / PyTorch 2.00" in text
+
+
 def test_wait_for_quiet(monkeypatch):
   loads = iter([3.0, 1.0, 0.4, 0.1])
   monkeypatch.setattr(loadcheck, "_loadavg", lambda: next(loads))
@@ -160,8 +220,8 @@ def test_features_benchmark_json(tmp_path, capsys):
                             "--librosa-files", "1", "--dft", "rfft", "--blas-threads", "0",
                             "--json", str(out_json)])
   printed = capsys.readouterr().out
-  assert printed.startswith(("QUIET", "LOADED — no verdict"))
   saved = json.loads(out_json.read_text())
+  assert printed.splitlines()[0] == loadcheck.header(saved["load"])
   assert saved == json.loads(json.dumps(out))
   rows = {r["path"]: r for r in saved["rows"]}
   assert set(rows) == {"librosa", "jax rfft"}

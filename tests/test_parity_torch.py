@@ -3,7 +3,7 @@
 Error measure: rel(a, b) = max|a - b| / max|b| (b the torch value), required <= 1e-5.
 Components: the conv stack (torch Conv2d + max_pool2d), the BLSTM (torch nn.LSTM, packed
 sequences of different lengths), self attention and SSA (torch written here from Eq. 1-7),
-whole ACRNN / SSA-CRNN forwards (eval and train mode) against benchmarks/torch_reference.py, the
+whole ACRNN / SSA-CRNN forwards (eval and train mode) against tests/torch_reference.py, the
 Eq. 8 projection, and one `train.train_step`: its loss, gradients (torch autograd) and running
 statistics, and its NAdam update against optax's formula written here in numpy. Also the
 parameter counts of the paper configs against counts written out by hand.
@@ -22,7 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks import torch_reference as tr
+import torch_reference as tr
 from configs import acrnn, acrnn_r, ssa_crnn_r
 from conftest import tiny_config
 from ssa_jax import train

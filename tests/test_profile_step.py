@@ -1,16 +1,19 @@
-"""benchmarks/profile_step.py: scope -> layer rules, HLO parsing and per-direction attribution,
-time sharing of overlapping ops, and a tiny end-to-end run of both frameworks (no timings)."""
+"""`python -m benchmarks.step --profile`: scope -> layer rules, HLO parsing and per-direction
+attribution, time sharing of overlapping ops, and a tiny end-to-end run of both frameworks (no
+timings)."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
 import pytest
 from jax import lax
 
-from benchmarks import profile_step as ps
+from benchmarks import loadcheck
+from benchmarks import step as ps
 
 
 @pytest.mark.parametrize("op_name, want", [
@@ -103,18 +106,27 @@ def get_config():
 '''
 
 
-def test_profile_step_tiny_end_to_end(tmp_path, capsys):
+def test_profile_mode_tiny_end_to_end(tmp_path, capsys):
   cfg = tmp_path / "tiny.py"
   cfg.write_text(TINY)
-  out = ps.main(["--config", str(cfg), "--models", "acrnn", "--batch", "4",
+  out = ps.main(["--profile", "--config", str(cfg), "--models", "acrnn", "--batch", "4",
                  "--json", str(tmp_path / "p.json")])
   printed = capsys.readouterr().out
-  assert "**acrnn, JAX" in printed and "**acrnn, PyTorch" in printed
-  assert "QUIET" in printed or "LOADED — no verdict" in printed
   saved = json.loads((tmp_path / "p.json").read_text())
+  # the load header of the saved readings comes first, and a profile carries no goal verdict
+  assert printed.splitlines()[0] == loadcheck.header(saved["load"])
+  assert "MET " not in printed and "MISSED" not in printed and "| model | framework |" not in printed
+  assert saved["args"]["profile"] is True and saved["args"]["steps"] == 1
+  assert "**acrnn, JAX" in printed and "**acrnn, PyTorch" in printed
   assert set(saved["tables"]) == {"acrnn/jax", "acrnn/torch"}
   for key in ("acrnn/jax", "acrnn/torch"):
     rows = saved["tables"][key]["rows"]
     assert rows["conv1"].get(ps.IN_GRAD, 0.0) == 0.0  # no gradient for the input data
     assert sum(rows["conv2"].values()) > 0 and rows[ps.OPTIMIZER]["update"] > 0
-  assert out["load"]["cores"] >= 1
+    # the printed table is these rows: conv2's train total, in the table's unit
+    total = sum(v for c, v in rows["conv2"].items() if c != ps.INFER)
+    unit = 1.0 if sum(v for r in rows.values() for c, v in r.items() if c != ps.INFER) >= 5 else 1e3
+    conv2 = next(line for line in out["text"].split(f"**acrnn, {'JAX' if 'jax' in key else 'PyTorch'}")[1]
+                 .splitlines() if line.startswith("| conv2 |"))
+    assert float(conv2.split("|")[6]) == pytest.approx(total * unit, abs=0.006)
+  assert out["load"]["cores"] == os.cpu_count()

@@ -1,6 +1,6 @@
 """How learnable the built-in corpus is with and without the speaker, per corpus knob setting.
 
-  python benchmarks/corpus_learnability.py [--strategies shared,per_speaker,swapped]
+  python -m studies.corpus_learnability [--strategies shared,per_speaker,swapped]
       [--class-weights balanced] [--num-speakers 8] [--folds 0-4] [--cache-dir DIR] [--json OUT]
 
 For each `config.data.synthetic.strategies` mode: the corpus (generated once, cached under
@@ -28,16 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ssa_jax import data, splits  # noqa: E402  pylint: disable=g-import-not-at-top
-from ssa_jax.config import base_config  # noqa: E402  pylint: disable=g-import-not-at-top
+from ssa_jax import data, splits
+from ssa_jax.config import base_config
 
 
 def utterance_stats(dataset) -> np.ndarray:
@@ -129,7 +125,7 @@ def measure(strategies: str, class_weights: str, num_speakers: int, folds: list[
   return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, object]]:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--strategies", default="shared,per_speaker,swapped")
   parser.add_argument("--class-weights", default="balanced")
@@ -137,7 +133,7 @@ def main() -> None:
   parser.add_argument("--folds", default="0-4", help="folds of the 10-fold random split: a-b")
   parser.add_argument("--cache-dir", default="~/.cache/ssa_jax")
   parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   lo, _, hi = args.folds.partition("-")
   folds = list(range(int(lo), int(hi or lo) + 1))
   rows = [measure(m, args.class_weights, args.num_speakers, folds, args.cache_dir)
@@ -157,6 +153,7 @@ def main() -> None:
   if args.json:
     with open(args.json, "w", encoding="utf-8") as f:
       json.dump(rows, f, indent=1)
+  return rows
 
 
 if __name__ == "__main__":

@@ -367,7 +367,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
   model.train()
   optimizer.zero_grad(set_to_none=True)
   logits, aux = model(x, mask)
-  with record_function("loss"):  # scopes for benchmarks/profile_step.py
+  with record_function("loss"):  # scopes for benchmarks/step.py --profile
     loss = F.cross_entropy(logits, labels)
     if "speaker_logits" in aux:
       loss = loss + speaker_loss_weight * F.cross_entropy(aux["speaker_logits"], speakers)
