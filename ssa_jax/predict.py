@@ -115,10 +115,10 @@ def load_predictor(fold_dir: str | os.PathLike) -> Predictor:
 def _apply_fn(model: Any) -> Callable:
   """jit: (variables, x (B, T, M, C), mask (B, T)) -> (posteriors (B, K) float32, aux): the
   posteriors of training's evaluation (`train.eval_outputs`), compiled with its eval step's XLA
-  options (`ops.step_compiler_options`)."""
-  from ssa_jax import ops, train  # pylint: disable=g-import-not-at-top
+  options (`xla_options.step_compiler_options`)."""
+  from ssa_jax import xla_options, train  # pylint: disable=g-import-not-at-top
 
-  @functools.partial(jax.jit, compiler_options=ops.step_compiler_options())
+  @functools.partial(jax.jit, compiler_options=xla_options.step_compiler_options())
   def apply(variables, x, mask):
     logits, aux = model.apply(variables, x, mask, train=False)
     return train.eval_outputs(logits, aux)["probs"], aux

@@ -90,7 +90,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from ssa_jax import constraint as constraint_lib
-from ssa_jax import checkpointing, input_pipeline, metrics, models, ops, parallel
+from ssa_jax import checkpointing, input_pipeline, metrics, models, parallel, xla_options
 from ssa_jax import fold as fold_lib
 from ssa_jax import io as io_lib
 from ssa_jax import summary as summary_lib
@@ -256,8 +256,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
                   batch: {x, mask, label, speaker}  P("data"))
               -> (state: P(), metrics: {str: scalar}  P()).
   `max_traces` wraps the step in `chex.assert_max_traces` (tests). `compiler_options`
-  (`ops.compiler_options`): "tuned" (ops.step_compiler_options()), a name of
-  `ops.CPU_OPTION_SETS` ("default": XLA's own; benchmarks), or a dict / None.
+  (`xla_options.compiler_options`): "tuned" (xla_options.step_compiler_options()), a name of
+  `xla_options.CPU_OPTION_SETS` ("default": XLA's own; benchmarks), or a dict / None.
   """
   def step(state, batch):
     return train_step(state, batch, model=model, tx=tx, constraint=constraint,
@@ -268,7 +268,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
   # On CPU, XLA's own (Eigen) convolutions instead of YNNPACK's: their kernel gradient was faster
   # (benchmarks/RESULTS.md, "What was tried"; sizes from its quiet run).
   return jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0,
-                 compiler_options=ops.compiler_options(compiler_options))
+                 compiler_options=xla_options.compiler_options(compiler_options))
 
 
 def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
@@ -281,7 +281,7 @@ def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
   return jax.jit(functools.partial(eval_step, model=model, aux_keys=tuple(aux_keys)),
                  in_shardings=(repl, data), out_shardings=data,
-                 compiler_options=ops.compiler_options(compiler_options))
+                 compiler_options=xla_options.compiler_options(compiler_options))
 
 
 def variables_of(state: TrainState) -> dict[str, Any]:

@@ -13,79 +13,39 @@ from __future__ import annotations
 
 import ml_collections
 
-from ssa_jax import ops
-
+from ssa_jax.models import acrnn as _acrnn
 from ssa_jax.models.acrnn import ACRNN, CLASSIFIER_BIAS
 from ssa_jax.models.attention import SSA_MODES, SelfAttention, SelfSpeakerAttention, masked_softmax
 from ssa_jax.models.crnn import CRNN, compute_dtype, pool_mask
 from ssa_jax.models.ssa_crnn import SSACRNN
 
-__all__ = ["ACRNN", "CLASSIFIER_BIAS", "SSA_MODES", "SSACRNN", "CRNN", "SelfAttention", "SelfSpeakerAttention", "build_model",
-           "masked_softmax", "pool_mask", "resolve_logit_scale"]
+__all__ = ["ACRNN", "CLASSIFIER_BIAS", "MODELS", "SSA_MODES", "SSACRNN", "CRNN", "SelfAttention",
+           "SelfSpeakerAttention", "build_model", "compute_dtype", "masked_softmax", "pool_mask",
+           "resolve_logit_scale"]
 
-
-def _positive_number(value, what: str) -> float:
-  try:
-    number = float(value)
-  except (TypeError, ValueError):
-    number = float("nan")
-  if not number > 0 or number == float("inf"):
-    raise ValueError(f"{what} must be a positive number, 'auto' or 'learned' where allowed; "
-                     f"got {value!r}")
-  return number
+MODELS = {"acrnn": ACRNN, "ssa_crnn": SSACRNN}  # model.name -> module
+SSA_ONLY = ("num_speakers", "ssa")  # config.model fields only SSA-CRNN takes
 
 
 def resolve_logit_scale(model_cfg: ml_collections.ConfigDict) -> tuple[float | str, float]:
-  """(`logit_scale` for the model: a positive float or "learned", its initial value).
-
-  `model.logit_scale`: a positive number, "auto" (num_classes * embed_dim) or "learned" (a
-  trained scalar initialised at `model.logit_scale_init`: a positive number or "auto").
-  """
-  auto = float(int(model_cfg.num_classes) * int(model_cfg.embed_dim))
-  scale = model_cfg.get("logit_scale", 1.0)
-  init = model_cfg.get("logit_scale_init", "auto")
-  init = auto if init == "auto" else _positive_number(init, "model.logit_scale_init")
-  if scale == "learned":
-    return "learned", init
-  scale = auto if scale == "auto" else _positive_number(scale, "model.logit_scale")
-  return scale, scale
+  """(`model.logit_scale` resolved: a positive float or "learned", its initial value);
+  `acrnn.resolve_logit_scale` on the config's fields (the optimizer's "relative" head step)."""
+  return _acrnn.resolve_logit_scale(model_cfg.logit_scale, model_cfg.logit_scale_init,
+                                    model_cfg.num_classes, model_cfg.embed_dim)
 
 
 def build_model(model_cfg: ml_collections.ConfigDict) -> ACRNN:
-  """Returns the module named by `model_cfg.name` ("acrnn" | "ssa_crnn") with its sizes."""
-  kwargs = dict(
-      num_classes=int(model_cfg.num_classes),
-      conv_features=tuple(int(f) for f in model_cfg.conv_features),
-      kernel_size=tuple(int(k) for k in model_cfg.kernel_size),
-      pool_size=tuple(int(p) for p in model_cfg.pool_size),
-      dense_units=int(model_cfg.dense_units),
-      lstm_units=int(model_cfg.lstm_units),
-      embed_dim=int(model_cfg.embed_dim),
-      leaky_slope=float(model_cfg.leaky_slope),
-      bn_momentum=float(model_cfg.bn_momentum),
-      mask_padding=bool(model_cfg.mask_padding),
-      dtype=compute_dtype(model_cfg.dtype),
-      conv_impl=ops.resolve_impl(str(model_cfg.get("conv_impl", "auto"))),
-      lstm_impl=ops.resolve_lstm_impl(str(model_cfg.get("lstm_impl", "auto"))),
-      classifier_bias=str(model_cfg.get("classifier_bias", "scaled")),
-  )
-  kwargs["logit_scale"], kwargs["logit_scale_init"] = resolve_logit_scale(model_cfg)
-  if kwargs["classifier_bias"] not in CLASSIFIER_BIAS:
-    raise ValueError(f"model.classifier_bias must be one of {CLASSIFIER_BIAS}, "
-                     f"got {kwargs['classifier_bias']!r}")
-  if not kwargs["conv_features"]:
-    raise ValueError("model.conv_features must name at least one conv layer")
-  if len(kwargs["kernel_size"]) != 2 or len(kwargs["pool_size"]) != 2:
-    raise ValueError(f"model.kernel_size and model.pool_size must be (time, freq) pairs, got "
-                     f"{kwargs['kernel_size']} and {kwargs['pool_size']}")
-  if model_cfg.name == "acrnn":
-    return ACRNN(**kwargs)
-  if model_cfg.name == "ssa_crnn":
-    if int(model_cfg.num_speakers) <= 0:
-      raise ValueError(f"model.name='ssa_crnn' needs model.num_speakers > 0 (the number of "
-                       f"training speakers), got {model_cfg.num_speakers}")
-    ssa_mode = str(model_cfg.get("ssa", "full"))
-    if ssa_mode not in SSA_MODES:
-      raise ValueError(f"model.ssa must be one of {SSA_MODES}, got {ssa_mode!r}")
-    return SSACRNN(num_speakers=int(model_cfg.num_speakers), ssa_mode=ssa_mode, **kwargs)
-  raise ValueError(f"unknown model.name {model_cfg.name!r}; choose 'acrnn' or 'ssa_crnn'")
+  """`MODELS[model_cfg.name](**the other fields of model_cfg)`: the module takes the config's
+  model section as it is (JSON lists as tuples; ACRNN leaves out the SSA-only fields). Defaults
+  live in ssa_jax/config.py only; the module checks its settings once, when it is made.
+
+  Raises:
+    ValueError: an unknown model.name or a bad setting (the message names the field).
+  """
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in model_cfg.items()}
+  name = fields.pop("name")
+  if name not in MODELS:
+    raise ValueError(f"unknown model.name {name!r}; choose one of {', '.join(MODELS)}")
+  if name == "acrnn":
+    fields = {k: v for k, v in fields.items() if k not in SSA_ONLY}
+  return MODELS[name](**fields)

@@ -26,9 +26,53 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from ssa_jax.models.attention import SelfAttention
-from ssa_jax.models.crnn import CRNN, check_inputs
+from ssa_jax.models import layers
+from ssa_jax.models.crnn import CRNN, check_inputs, compute_dtype
 
 CLASSIFIER_BIAS = ("scaled", "unscaled", "none")
+
+
+def _positive_number(value, what: str) -> float:
+  try:
+    number = float(value)
+  except (TypeError, ValueError):
+    number = float("nan")
+  if not number > 0 or number == float("inf"):
+    raise ValueError(f"{what} must be a positive number, 'auto' or 'learned' where allowed; "
+                     f"got {value!r}")
+  return number
+
+
+def resolve_logit_scale(logit_scale: float | str, logit_scale_init: float | str,
+                        num_classes: int, embed_dim: int) -> tuple[float | str, float]:
+  """(the emotion head's temperature s: a positive float or "learned", its initial value).
+
+  `logit_scale`: a positive number, "auto" (num_classes * embed_dim) or "learned" (a trained
+  scalar initialised at `logit_scale_init`: a positive number or "auto").
+  """
+  auto = float(int(num_classes) * int(embed_dim))
+  init = auto if logit_scale_init == "auto" else _positive_number(logit_scale_init,
+                                                                   "model.logit_scale_init")
+  if logit_scale == "learned":
+    return "learned", init
+  scale = auto if logit_scale == "auto" else _positive_number(logit_scale, "model.logit_scale")
+  return scale, scale
+
+
+def check_settings(m: "ACRNN") -> None:
+  """The one check of the model settings (a one-line ValueError naming the config field)."""
+  if m.classifier_bias not in CLASSIFIER_BIAS:
+    raise ValueError(f"model.classifier_bias must be one of {CLASSIFIER_BIAS}, "
+                     f"got {m.classifier_bias!r}")
+  if not m.conv_features:
+    raise ValueError("model.conv_features must name at least one conv layer")
+  if len(m.kernel_size) != 2 or len(m.pool_size) != 2:
+    raise ValueError(f"model.kernel_size and model.pool_size must be (time, freq) pairs, got "
+                     f"{tuple(m.kernel_size)} and {tuple(m.pool_size)}")
+  compute_dtype(m.dtype)
+  layers.resolve_impl(m.conv_impl)
+  layers.resolve_lstm_impl(m.lstm_impl)
+  resolve_logit_scale(m.logit_scale, m.logit_scale_init, m.num_classes, m.embed_dim)
 
 
 class Classifier(nn.Module):
@@ -48,43 +92,52 @@ class Classifier(nn.Module):
 
 
 class ACRNN(nn.Module):
-  """Attention-based CRNN for emotion. Attributes as `config.model` (see ssa_jax/config.py);
-  `logit_scale` is a positive number or "learned" (resolved by `models.build_model`)."""
+  """Attention-based CRNN for emotion. Attributes: `config.model`'s fields as they are (their
+  meaning and defaults: ssa_jax/config.py; `models.build_model(config.model)` builds it), checked
+  once when the module is made (`check_settings`)."""
 
-  num_classes: int = 4
-  conv_features: Sequence[int] = (128, 256, 256, 256, 256, 256)
-  kernel_size: Sequence[int] = (5, 3)
-  pool_size: Sequence[int] = (2, 2)
-  dense_units: int = 768
-  lstm_units: int = 128
-  embed_dim: int = 128
-  leaky_slope: float = 0.01
-  bn_momentum: float = 0.99
-  mask_padding: bool = True
-  dtype: jnp.dtype = jnp.float32
-  conv_impl: str = "auto"
-  lstm_impl: str = "auto"
-  logit_scale: float | str = 1.0  # the softmax temperature s of the emotion head, or "learned"
-  logit_scale_init: float = 1.0  # initial s when logit_scale == "learned"
-  classifier_bias: str = "scaled"  # scaled | unscaled | none (see the module docstring)
+  num_classes: int
+  conv_features: Sequence[int]
+  kernel_size: Sequence[int]
+  pool_size: Sequence[int]
+  dense_units: int
+  lstm_units: int
+  embed_dim: int
+  leaky_slope: float
+  bn_momentum: float
+  mask_padding: bool
+  dtype: str  # "float32" | "bfloat16" (`crnn.compute_dtype`)
+  conv_impl: str
+  lstm_impl: str
+  logit_scale: float | str  # the softmax temperature s of the emotion head, "auto" or "learned"
+  logit_scale_init: float | str  # initial s when logit_scale == "learned" (a number or "auto")
+  classifier_bias: str  # scaled | unscaled | none (see the module docstring)
+
+  def __post_init__(self):
+    check_settings(self)
+    super().__post_init__()
+
+  @property
+  def scale(self) -> tuple[float | str, float]:
+    """(s: a positive number or "learned", its initial value), "auto" resolved."""
+    return resolve_logit_scale(self.logit_scale, self.logit_scale_init, self.num_classes,
+                               self.embed_dim)
 
   def crnn(self, name: str) -> CRNN:
     return CRNN(self.conv_features, self.kernel_size, self.pool_size, self.dense_units,
                 self.lstm_units, self.leaky_slope, self.bn_momentum, self.mask_padding,
-                self.dtype, self.conv_impl, lstm_impl=self.lstm_impl, name=name)
+                compute_dtype(self.dtype), self.conv_impl, lstm_impl=self.lstm_impl, name=name)
 
   def emotion_head(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
     """z (B, E) -> (emotion logits (B, K), the temperature s ()). Call from a compact method."""
-    if self.classifier_bias not in CLASSIFIER_BIAS:
-      raise ValueError(f"model.classifier_bias must be one of {CLASSIFIER_BIAS}, "
-                       f"got {self.classifier_bias!r}")
     zw, bias = Classifier(self.num_classes, self.classifier_bias != "none", name="classifier")(z)
-    if self.logit_scale == "learned":
-      log_s = self.param("log_logit_scale", nn.initializers.constant(
-          math.log(self.logit_scale_init)), (), jnp.float32)
+    value, init = self.scale
+    if value == "learned":
+      log_s = self.param("log_logit_scale", nn.initializers.constant(math.log(init)), (),
+                         jnp.float32)
       scale = jnp.exp(log_s)
     else:
-      scale = jnp.float32(self.logit_scale)
+      scale = jnp.float32(value)
     if self.classifier_bias == "scaled":
       logits = scale * (zw + bias)
     elif self.classifier_bias == "unscaled":

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from ssa_jax import ops
+from ssa_jax.models import layers
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -63,11 +63,11 @@ def make_blstm(units: int, dtype: jnp.dtype = jnp.float32, name: str | None = No
   `blstm(y (B, T, F), seq_lengths=(B,) or None) -> (B, T, 2·units)` ([forward ; backward]).
   Parameters: `forward_rnn/cell` and `backward_rnn/cell`, each with input kernels `ii, if, ig, io`
   (F, units) and recurrent kernels `hi, hf, hg, ho` (units, units) carrying the gate biases.
-  `impl="hoisted"`: `ops.HoistedBLSTM`, the same function and parameters with the input
+  `impl="hoisted"`: `layers.HoistedBLSTM`, the same function and parameters with the input
   projection out of the time loop.
   """
-  if ops.resolve_lstm_impl(impl) == "hoisted":
-    return ops.HoistedBLSTM(units, dtype=dtype, name=name)
+  if layers.resolve_lstm_impl(impl) == "hoisted":
+    return layers.HoistedBLSTM(units, dtype=dtype, name=name)
   cell = lambda: nn.OptimizedLSTMCell(units, dtype=dtype, parent=None)
   return nn.Bidirectional(nn.RNN(cell(), parent=None), nn.RNN(cell(), parent=None), name=name)
 
@@ -85,7 +85,7 @@ class CRNN(nn.Module):
     bn_momentum: BatchNorm running-average momentum (flax convention: weight of the old value).
     mask_padding: mask padded frames (see module docstring).
     dtype: compute dtype of convs, dense and LSTM (parameters stay float32).
-    conv_impl: "auto" | "gemm" | "xla", the convolution's implementation (`ssa_jax.ops.Conv`;
+    conv_impl: "auto" | "gemm" | "xla", the convolution's implementation (`layers.Conv`;
       the same parameters and values; "gemm": kernel gradient as GEMMs, "auto" = "xla").
     lstm_impl: "auto" | "flax" | "hoisted", the BLSTM's implementation (`make_blstm`).
   """
@@ -114,7 +114,7 @@ class CRNN(nn.Module):
     if self.mask_padding:
       y = y * frame_mask
     for i, feats in enumerate(self.conv_features):
-      y = ops.Conv(feats, tuple(self.kernel_size), dtype=self.dtype, impl=self.conv_impl,
+      y = layers.Conv(feats, tuple(self.kernel_size), dtype=self.dtype, impl=self.conv_impl,
                    name=f"conv{i + 1}")(y)
       y = act(y)
       if i == 0:

@@ -15,20 +15,27 @@ import jax
 import flax.linen as nn
 
 from ssa_jax.models.acrnn import ACRNN
-from ssa_jax.models.attention import SelfAttention, SelfSpeakerAttention
+from ssa_jax.models.attention import SSA_MODES, SelfAttention, SelfSpeakerAttention
 from ssa_jax.models.crnn import check_inputs
 
 
 class SSACRNN(ACRNN):
-  """Self Speaker Attentive CRNN. Attributes as ACRNN plus `num_speakers` (> 0)."""
+  """Self Speaker Attentive CRNN. Attributes as ACRNN plus `num_speakers` (> 0) and `ssa`
+  (`model.ssa`: full | self_only | speaker_only, SelfSpeakerAttention's mode)."""
 
-  num_speakers: int = 0
-  ssa_mode: str = "full"  # full | self_only | speaker_only (SelfSpeakerAttention.mode)
+  num_speakers: int
+  ssa: str
+
+  def __post_init__(self):
+    if int(self.num_speakers) <= 0:
+      raise ValueError(f"model.name='ssa_crnn' needs model.num_speakers > 0 (the number of "
+                       f"training speakers), got {self.num_speakers}")
+    if self.ssa not in SSA_MODES:
+      raise ValueError(f"model.ssa must be one of {SSA_MODES}, got {self.ssa!r}")
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, train: bool = False):
-    if self.num_speakers <= 0:
-      raise ValueError(f"SSA-CRNN needs model.num_speakers > 0, got {self.num_speakers}")
     mask = check_inputs(x, mask)
     act = lambda y: nn.leaky_relu(y, self.leaky_slope)
 
@@ -38,7 +45,7 @@ class SSACRNN(ACRNN):
     speaker_logits = nn.Dense(self.num_speakers, name="speaker_classifier")(z_sp)
 
     h_em, _ = self.crnn("crnn_em")(x, mask, train)
-    c_em, alpha_em, alpha_sp = SelfSpeakerAttention(self.ssa_mode, name="ssa")(h_em, h_sp, pmask)
+    c_em, alpha_em, alpha_sp = SelfSpeakerAttention(self.ssa, name="ssa")(h_em, h_sp, pmask)
     z_em = act(nn.Dense(self.embed_dim, name="embed")(c_em))
     logits, scale = self.emotion_head(z_em)
     b = x.shape[0]

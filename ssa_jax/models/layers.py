@@ -1,0 +1,252 @@
+"""Layers of the models that flax does not have in the needed form (docs/DESIGN.md §3).
+
+  Conv(features, kernel_size, impl="xla" | "gemm" | "auto")   stride-1 SAME 2-D conv, NHWC; the
+                                                              parameters of flax.linen.Conv
+  conv2d_same(x (B, T, F, Ci), kernel (kt, kf, Ci, Co)) -> (B, T, F, Co)   impl="gemm"
+  HoistedBLSTM(features)(x (B, T, F), seq_lengths (B,)) -> (B, T, 2·features)   the default BLSTM
+                     (`model.lstm_impl="auto"`): nn.Bidirectional(nn.RNN(OptimizedLSTMCell))'s
+                     function and parameters, with the input projection out of the time loop
+
+`conv2d_same` (impl="gemm") is a `jax.custom_vjp` whose forward and input gradient are XLA's own
+convolutions and whose kernel gradient is kt·kf GEMMs, one per kernel tap, each contracting the
+whole batch (pad x to (B, T+kt-1, F+kf-1, Ci) and flatten it to rows p = (b, t, f); dy on the
+same grid, zeros outside the image; output row p reads input row p + o, o = i·(F+kf-1) + j):
+
+    dK[i, j] = X[o : o + P]ᵀ · dY        (Ci, Co), one GEMM of contraction length P
+
+No im2col matrix (only each tap's contiguous row window of X). It is exact to float32 rounding,
+but XLA's CPU dot ran these GEMMs at about the rate of YNNPACK's kernel gradient, so it gained
+~4 % with XLA's default options and lost to Eigen's kernel gradient with the steps' options
+(`ssa_jax/xla_options.py`); "auto" picks "xla".
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+_DN = ("NHWC", "HWIO", "NHWC")
+IMPLS = ("auto", "gemm", "xla")
+
+
+def same_padding(kernel_size: Sequence[int]) -> tuple[tuple[int, int], ...]:
+  """XLA's SAME padding for stride 1: (low, high) = ((k-1)//2, k-1-(k-1)//2) per spatial dim."""
+  return tuple(((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_size)
+
+
+def _conv(x: Array, kernel: Array, precision: Any = None) -> Array:
+  return lax.conv_general_dilated(x, kernel, (1, 1), same_padding(kernel.shape[:2]),
+                                  dimension_numbers=_DN, precision=precision)
+
+
+def conv_kernel_grad(x: Array, dy: Array, kernel_size: Sequence[int],
+                     precision: Any = None) -> Array:
+  """Kernel gradient of a stride-1 SAME convolution as one GEMM per kernel tap.
+
+  Args:
+    x: the convolution's input (B, T, F, Ci).
+    dy: the cotangent of its output (B, T, F, Co).
+    kernel_size: (kt, kf).
+
+  Returns:
+    (kt, kf, Ci, Co) in x's dtype, accumulated in float32 (at least).
+  """
+  b, t, f, ci = x.shape
+  co = dy.shape[-1]
+  kt, kf = kernel_size
+  (lt, ht), (lf, hf) = same_padding(kernel_size)
+  tp, fp = t + kt - 1, f + kf - 1
+  rows = b * tp * fp
+  # X: input on the padded grid, flattened, plus the rows the largest tap offset reads past the end.
+  xp = jnp.pad(x, ((0, 0), (lt, ht), (lf, hf), (0, 0))).reshape(rows, ci)
+  xp = jnp.pad(xp, ((0, (kt - 1) * fp + kf - 1), (0, 0)))
+  # dY on the same grid: output (b, t, f) at row b·tp·fp + t·fp + f, zeros elsewhere.
+  gy = jnp.pad(dy, ((0, 0), (0, kt - 1), (0, kf - 1), (0, 0))).reshape(rows, co)
+  acc = jnp.promote_types(x.dtype, jnp.float32)
+  taps = []
+  for i in range(kt):
+    for j in range(kf):
+      window = lax.slice_in_dim(xp, i * fp + j, i * fp + j + rows, axis=0)
+      taps.append(lax.dot_general(window, gy, (((0,), (0,)), ((), ())), precision=precision,
+                                  preferred_element_type=acc))
+  return jnp.stack(taps).reshape(kt, kf, ci, co).astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv2d_same(x: Array, kernel: Array, precision: Any = None) -> Array:
+  """Stride-1 SAME convolution, NHWC input (B, T, F, Ci), HWIO kernel (kt, kf, Ci, Co).
+
+  The value and the input gradient are XLA's; the kernel gradient is `conv_kernel_grad`.
+  """
+  return _conv(x, kernel, precision)
+
+
+def _conv_fwd(x, kernel, precision):
+  return _conv(x, kernel, precision), (x, kernel)
+
+
+def _conv_bwd(precision, res, dy):
+  x, kernel = res
+  # The input gradient exactly as jax.grad of the plain convolution computes it.
+  _, input_vjp = jax.vjp(lambda x_: _conv(x_, kernel, precision), x)
+  (dx,) = input_vjp(dy)
+  dk = conv_kernel_grad(x, dy, kernel.shape[:2], precision).astype(kernel.dtype)
+  return dx, dk
+
+
+conv2d_same.defvjp(_conv_fwd, _conv_bwd)
+
+
+def resolve_impl(impl: str) -> str:
+  """Checks `model.conv_impl`; "auto" -> "xla" (the measured best with `step_compiler_options`)."""
+  if impl not in IMPLS:
+    raise ValueError(f"model.conv_impl must be one of {IMPLS}, got {impl!r}")
+  return "xla" if impl == "auto" else impl
+
+
+class Conv(nn.Module):
+  """A stride-1 SAME 2-D convolution with bias, NHWC; parameters as `flax.linen.Conv`.
+
+  Same parameter names, shapes and initialisers as `nn.Conv(features, kernel_size, padding="SAME")`
+  (`kernel` (kt, kf, Ci, Co) lecun-normal, `bias` (Co,) zeros), so checkpoints and initial values
+  are interchangeable. `impl`: "gemm" (`conv2d_same`), "xla" (`lax.conv_general_dilated`) or
+  "auto". `dtype` is the compute dtype (inputs and kernel cast to it); parameters stay `param_dtype`.
+  """
+
+  features: int
+  kernel_size: Sequence[int]
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  precision: Any = None
+  impl: str = "auto"
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """x (B, T, F, Ci) -> (B, T, F, features)."""
+    if x.ndim != 4:
+      raise ValueError(f"Conv expects NHWC input (batch, time, freq, channels), got {x.shape}")
+    kt, kf = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init, (kt, kf, x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    if resolve_impl(self.impl) == "gemm":
+      y = conv2d_same(x, kernel, self.precision)
+    else:
+      y = _conv(x, kernel, self.precision)
+    if bias is not None:
+      y = y + bias
+    return y
+
+
+# ----------------------------------------------------------------------------------------------
+# BLSTM with the input projection hoisted out of the time loop
+# ----------------------------------------------------------------------------------------------
+
+LSTM_IMPLS = ("auto", "flax", "hoisted")
+
+
+def resolve_lstm_impl(impl: str) -> str:
+  """Checks `model.lstm_impl`; "auto" -> "hoisted" (benchmarks/RESULTS.md, "What was tried")."""
+  if impl not in LSTM_IMPLS:
+    raise ValueError(f"model.lstm_impl must be one of {LSTM_IMPLS}, got {impl!r}")
+  return "hoisted" if impl == "auto" else impl
+
+
+class _LSTMCellParams(nn.Module):
+  """The parameters of `flax.linen.OptimizedLSTMCell(features)`, same names, shapes and
+  initialisers (`i{i,f,g,o}/kernel` (F, H) lecun-normal, `h{i,f,g,o}/kernel` (H, H) orthogonal
+  with `bias` (H,) zeros), returned concatenated in gate order i, f, g, o:
+  (input kernel (F, 4H), recurrent kernel (H, 4H), bias (4H,))."""
+
+  features: int
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[Array, Array, Array]:
+    h = self.features
+    ki, kh, bh = [], [], []
+    for g in "ifgo":  # the cell's own order of creation
+      k, _ = nn.recurrent.DenseParams(h, use_bias=False, param_dtype=self.param_dtype,
+                                      kernel_init=nn.initializers.lecun_normal(),
+                                      name=f"i{g}")(jnp.zeros((1, in_features)))
+      r, b = nn.recurrent.DenseParams(h, use_bias=True, param_dtype=self.param_dtype,
+                                      kernel_init=nn.initializers.orthogonal(),
+                                      bias_init=nn.initializers.zeros_init(),
+                                      name=f"h{g}")(jnp.zeros((1, h)))
+      ki.append(k)
+      kh.append(r)
+      bh.append(b)
+    return (jnp.concatenate(ki, axis=-1), jnp.concatenate(kh, axis=-1),
+            jnp.concatenate(bh, axis=-1))
+
+
+class HoistedLSTM(nn.Module):
+  """One direction of a BLSTM, the same function and parameters as
+  `nn.RNN(nn.OptimizedLSTMCell(features))` (zero initial carry), with the input projection of
+  all time steps done before the loop as one GEMM (B·T rows instead of T GEMMs of B rows; its
+  gradients, dX and dW_i, become one GEMM each as well). The loop keeps h W_h + b and the gates.
+
+  `__call__(x (B, T, F), seq_lengths (B,) or None) -> (B, T, features)`; with `reverse`, each
+  sequence is processed backwards within its length and returned in the original order
+  (`flax.linen.recurrent.flip_sequences`, as nn.Bidirectional's backward RNN).
+  Parameters under `cell/`: see `_LSTMCellParams`.
+  """
+
+  features: int
+  reverse: bool = False
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(self, x: Array, seq_lengths: Array | None = None) -> Array:
+    b, t, _ = x.shape
+    w_i, w_h, bias = _LSTMCellParams(self.features, self.param_dtype, name="cell")(x.shape[-1])
+    if self.reverse:
+      x = nn.recurrent.flip_sequences(x, seq_lengths, num_batch_dims=1, time_major=False)
+    x, w_i, w_h, bias = nn.dtypes.promote_dtype(x, w_i, w_h, bias, dtype=self.dtype)
+    xw = jnp.swapaxes(jnp.dot(x, w_i), 0, 1)  # (T, B, 4H), time major for the scan
+
+    def step(carry, xw_t):
+      c, h = carry
+      h_, w_h_, bias_ = nn.dtypes.promote_dtype(h, w_h, bias, dtype=self.dtype)
+      z = (jnp.dot(h_, w_h_) + bias_) + xw_t  # the cell's (h W_h + b) + x W_i
+      i, f, g, o = jnp.split(z, 4, axis=-1)
+      c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+      h = nn.sigmoid(o) * jnp.tanh(c)
+      return (c, h), h
+
+    zeros = jnp.zeros((b, self.features), self.param_dtype)  # the cell's carry_init
+    _, hs = jax.lax.scan(step, (zeros, zeros), xw, unroll=self.unroll)
+    hs = jnp.swapaxes(hs, 0, 1)
+    if self.reverse:
+      hs = nn.recurrent.flip_sequences(hs, seq_lengths, num_batch_dims=1, time_major=False)
+    return hs
+
+
+class HoistedBLSTM(nn.Module):
+  """`[forward ; backward]` HoistedLSTMs: the function and parameter tree of
+  `nn.Bidirectional(nn.RNN(OptimizedLSTMCell(units)), nn.RNN(OptimizedLSTMCell(units)))`
+  (`forward_rnn/cell/...`, `backward_rnn/cell/...`)."""
+
+  features: int
+  dtype: Any = None
+  unroll: int = 1
+
+  @nn.compact
+  def __call__(self, x: Array, seq_lengths: Array | None = None) -> Array:
+    """x (B, T, F), seq_lengths (B,) or None -> (B, T, 2·features)."""
+    fwd = HoistedLSTM(self.features, False, self.dtype, unroll=self.unroll, name="forward_rnn")
+    bwd = HoistedLSTM(self.features, True, self.dtype, unroll=self.unroll, name="backward_rnn")
+    return jnp.concatenate([fwd(x, seq_lengths), bwd(x, seq_lengths)], axis=-1)
