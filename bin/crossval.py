@@ -63,6 +63,11 @@ _DISTRIBUTED = distributed.define_flags()  # --coordinator, --num_processes, --p
 flags.adopt_module_key_flags(distributed)  # listed by --help with this module's flags
 
 
+def _print(line: str) -> None:
+  """The progress lines of ssa_jax.crossval (one per fold)."""
+  print(line, flush=True)
+
+
 def main(argv: list[str]) -> int:
   compare = list(_COMPARE.value)
   extra = argv[1:]
@@ -71,7 +76,6 @@ def main(argv: list[str]) -> int:
       raise ValueError("--runs and --compare exclude each other")
     workdir = _WORKDIR.value or os.path.join("runs", "compare")
     tabulate_runs(list(_RUNS.value) + extra, workdir)
-    print(open(os.path.join(workdir, "compare.md"), encoding="utf-8").read())
     print(f"wrote {os.path.join(os.path.abspath(workdir), 'compare.md')} and compare.json")
     return 0
   if extra and not compare:
@@ -91,16 +95,14 @@ def main(argv: list[str]) -> int:
         specs = [config_flags.get_config_filename(flags.FLAGS["config"])] + compare
       configs = [load_config(spec, overrides) for spec in specs]
       workdir = _WORKDIR.value or os.path.join("runs", "compare")
-      summaries, errors = run_compare(configs, workdir, _FOLDS.value)
+      summaries, errors = run_compare(configs, workdir, _FOLDS.value, report=_print)
       if summaries and main_process:
-        print(open(os.path.join(workdir, "compare.md"), encoding="utf-8").read())
         print(f"wrote {os.path.join(os.path.abspath(workdir), 'compare.md')} and compare.json")
     else:
       config = _cli.config(_CONFIG)
       workdir = _WORKDIR.value or os.path.join("runs", str(config.name))
-      _, errors = run_crossval(config, workdir, _FOLDS.value)
+      _, errors = run_crossval(config, workdir, _FOLDS.value, report=_print)
       if main_process:
-        print(open(os.path.join(workdir, "summary.md"), encoding="utf-8").read())
         print(f"wrote {os.path.join(os.path.abspath(workdir), 'summary.md')} and summary.json")
   except KeyboardInterrupt:
     print("\ninterrupted; rerun the same command to resume (finished folds are kept)",

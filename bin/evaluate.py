@@ -3,8 +3,9 @@
   python -m bin.evaluate --workdir runs/quickstart_ssa_crnn_r --fold 3 [--utterance ID] [--out DIR]
 
 Loads the fold's best checkpoint (validation UAR), rebuilds its validation set and evaluates it
-with training's own code (`ssa_jax.fold.prepare_fold` / `fold.evaluate`: data cache, split,
-training speaker statistics, eval step, pooling; the numbers are result.json's) and writes into
+with training's own code (`ssa_jax.evaluate.evaluate_fold`: `fold.prepare_fold` /
+`inference.evaluate`: data cache, split, training speaker statistics, eval step, pooling; the
+numbers are result.json's) and writes into
 `<workdir>/fold<K>/figures/` (or --out):
   confusion.png       row-normalised confusion matrix with class names and percentages (Figure 4)
   attention_<ID>.png  attention scores over time, α_em and α_sp for SSA-CRNN, α for ACRNN, with the
@@ -39,11 +40,12 @@ def main(argv: list[str]) -> int:
   _cli.no_arguments(argv)
   if not os.path.isdir(_WORKDIR.value):
     raise _cli.Error(f"--workdir {_WORKDIR.value}: no such folder")
-  from ssa_jax import plots, predict  # pylint: disable=g-import-not-at-top  (keeps --help fast)
-  fold_dir = os.path.join(_WORKDIR.value, f"fold{_FOLD.value}")
-  config = predict.load_run_config(fold_dir)  # ValueError (one line) for an untrained fold
+  from ssa_jax import rundir  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+  fold_dir = rundir.FoldDir.of(_WORKDIR.value, _FOLD.value)
+  config = fold_dir.config()  # ValueError (one line) for an untrained fold
   _cli.setup_jax(config.data.cache_dir)  # as bin.train: the same compilation cache
-  report = plots.evaluate_fold(fold_dir, _FOLD.value, _UTTERANCE.value, _OUT.value)
+  from ssa_jax import evaluate  # pylint: disable=g-import-not-at-top  (after the JAX setup)
+  report = evaluate.evaluate_fold(fold_dir.path, _FOLD.value, _UTTERANCE.value, _OUT.value)
   print(f"{report['system']}, fold {report['fold']} (checkpoint step {report['step']}): "
         f"{report['valid_utterances']} validation utterances, UAR {100 * report['uar']:.2f} %, "
         f"WA {100 * report['wa']:.2f} %, segment UAR {100 * report['segment_uar']:.2f} %")

@@ -45,9 +45,10 @@ def main(argv: list[str]) -> int:
   missing = [p for p in paths if not os.path.exists(p)]
   if missing:  # before the model is loaded: a typo is reported at once
     raise _cli.Error(f"no such file or folder: {', '.join(missing)}")
-  from ssa_jax import predict  # pylint: disable=g-import-not-at-top  (keeps --help fast)
-  config = predict.load_run_config(FLAGS.workdir)  # ValueError (one line) for an untrained fold
+  from ssa_jax import rundir  # pylint: disable=g-import-not-at-top  (keeps --help fast)
+  config = rundir.FoldDir(FLAGS.workdir).config()  # ValueError (one line): an untrained fold
   _cli.setup_jax(config.data.cache_dir)  # as bin.train: the same compilation cache
+  from ssa_jax import predict  # pylint: disable=g-import-not-at-top  (after the JAX setup)
   predictor = predict.load_predictor(FLAGS.workdir)
   norm = FLAGS.norm
   if norm is None:

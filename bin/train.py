@@ -70,7 +70,8 @@ def main(argv: list[str]) -> int:
           f"{workdir}", file=sys.stderr)
     return 130
   if distributed.is_main_process():
-    print(_summary(result, os.path.join(workdir, f"fold{_FOLD.value}")))
+    from ssa_jax import rundir  # pylint: disable=g-import-not-at-top
+    print(_summary(result, rundir.FoldDir.of(workdir, _FOLD.value).path))
   return 0
 
 

@@ -26,16 +26,17 @@ tracked the metrics hold the best of runs that started then (the saved meta name
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from typing import Any
 
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging
 
-from ssa_jax import features
+from ssa_jax import features, rundir
+
+_log = logging.getLogger(__name__)
 
 
 def _best_key(metrics: dict[str, Any]) -> tuple[float, int]:
@@ -64,7 +65,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: dict[str, Any], meta:
   A step that already exists (an unreadable one, passed over by `restore_latest`, replayed from
   an older checkpoint) is replaced."""
   if step in manager.all_steps():
-    logging.warning("checkpoint step %d in %s is replaced", step, manager.directory)
+    _log.warning("checkpoint step %d in %s is replaced", step, manager.directory)
     manager.delete(step)
   norm = {k: v for k, v in stats.to_arrays().items() if k != "speakers"}
   names = {**names, "normalization_speakers": [str(s) for s in stats.speakers]}
@@ -100,13 +101,14 @@ def restore_latest(manager: ocp.CheckpointManager, target: dict[str, Any] | None
       nxt = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "starting afresh"
       msg = (f"checkpoint step {step} in {manager.directory} is unreadable "
              f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); {nxt}")
-      logging.warning(msg)
-      print(f"warning: {msg}", flush=True)
+      _log.warning(msg)
   return None
 
 
-def load_best(fold_dir: str) -> dict[str, Any]:
-  """The best-UAR checkpoint of a finished (or running) fold, for evaluation and prediction.
+def load_best(fold_dir: str, config: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
+  """The best-UAR checkpoint of a finished (or running) fold, for evaluation and prediction
+  (`rundir.FoldDir.best_checkpoint()` adds one-line errors); `config`: the fold's config
+  (default: `rundir.FoldDir(fold_dir).config()`).
 
   Returns:
     {"variables": {"params", "batch_stats"} (numpy), "config": ConfigDict (config.json),
@@ -116,13 +118,12 @@ def load_best(fold_dir: str) -> dict[str, Any]:
   Raises:
     FileNotFoundError: no config.json or no checkpoint in `fold_dir`.
   """
-  config_path = os.path.join(fold_dir, "config.json")
-  ckpt_dir = os.path.join(fold_dir, "checkpoints")
-  if not os.path.exists(config_path) or not os.path.isdir(ckpt_dir):
+  fold = rundir.FoldDir(fold_dir)
+  ckpt_dir = fold.checkpoints_path
+  if not os.path.exists(fold.config_path) or not os.path.isdir(ckpt_dir):
     raise FileNotFoundError(f"{fold_dir}: not a training run folder (needs config.json and "
                             f"checkpoints/)")
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = fold.config() if config is None else config
   manager = checkpoint_manager(ckpt_dir, read_only=True)
   steps = manager.all_steps()
   if not steps:

@@ -33,17 +33,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
-import sys
 import time
-
-import ml_collections
 from typing import Any, Callable, Sequence
 
-from ssa_jax import distributed
+import ml_collections
+
+from ssa_jax import distributed, rundir
 from ssa_jax import io as io_lib
 
-REQUIRED = ("uar", "wa", "segment_uar", "best_epoch")
+_log = logging.getLogger(__name__)
+Report = Callable[[str], None]  # receives the progress lines (bin.crossval prints them)
 
 
 def parse_folds(spec: str | None, num_folds: int) -> list[int]:
@@ -71,36 +72,6 @@ def parse_folds(spec: str | None, num_folds: int) -> list[int]:
   if bad:
     raise ValueError(f"--folds: fold(s) {bad} outside 0..{num_folds - 1}")
   return sorted(folds)
-
-
-def complete_result(fold_dir: str, config: Any, warn: bool = True) -> dict[str, Any] | None:
-  """result.json of a finished fold, or None if it is missing, unreadable or incomplete (fewer
-  epochs run than `config.train.epochs` and not stopped by patience; another `train.selection`;
-  selection "inner" without its test scoring). `warn`: say so on stderr
-  when the file exists but cannot be read."""
-  path = os.path.join(fold_dir, "result.json")
-  if not os.path.isfile(path):
-    return None
-  try:
-    result = io_lib.read_json(path)
-  except ValueError as e:
-    if warn:
-      print(f"warning: {e}; the fold will be resumed", file=sys.stderr)
-    return None
-  if not isinstance(result, dict) or any(k not in result for k in REQUIRED):
-    return None
-  # A result of another model selection (files from before `selection`: "valid") is not this
-  # run's; selection "inner" is finished only once the test set was scored (result["inner"]).
-  selection = config.train.get("selection", "valid")
-  if result.get("selection", "valid") != selection:
-    return None
-  if selection == "inner" and not isinstance(result.get("inner"), dict):
-    return None
-  if result.get("stopped_by") == "patience":
-    return result
-  if int(result.get("epochs_run", 0)) < int(config.train.epochs):
-    return None
-  return result
 
 
 def load_config(spec: str, overrides: dict[str, Any]) -> Any:
@@ -212,15 +183,16 @@ def _fold_list(config: Any, folds: str | Sequence[int] | None, load: Callable[[A
 
 
 def _pending(config: Any, workdir: str, folds: Sequence[int]) -> int:
-  return sum(complete_result(os.path.join(workdir, f"fold{k}"), config, warn=False) is None
-             for k in folds)
+  run = rundir.RunDir(workdir)
+  return sum(run.fold(k).complete_result(config, warn=False) is None for k in folds)
 
 
 def run_crossval(config: Any, workdir: str, folds: str | Sequence[int] | None = None,
                  train_fn: Callable[..., dict[str, Any]] | None = None,
                  prepare_fn: Callable[[Any], Any] | None = None,
                  progress: Progress | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> tuple[dict[str, Any], list[str]]:
+                 clock: Callable[[], float] = time.monotonic,
+                 report: Report | None = None) -> tuple[dict[str, Any], list[str]]:
   """Trains the folds that are not complete, then writes summary.json and summary.md.
 
   Args:
@@ -231,6 +203,8 @@ def run_crossval(config: Any, workdir: str, folds: str | Sequence[int] | None = 
     prepare_fn: `data.prepare` (replaceable in tests); called at most once, when needed.
     progress: the ETA bookkeeping shared by the systems of a comparison (default: this system's).
     clock: seconds, for the fold times (replaceable in tests).
+    report: receives one progress line per fold (default: logged at INFO); a failed fold is
+      logged as an error and returned.
 
   Returns:
     (summary dict, error messages of failed folds).
@@ -250,32 +224,34 @@ def run_crossval(config: Any, workdir: str, folds: str | Sequence[int] | None = 
   folds = _fold_list(config, folds, load)
   if progress is None:
     progress = Progress(_pending(config, workdir, folds))
+  report = _log.info if report is None else report
   label = summary.system_label(config)
+  run = rundir.RunDir(workdir)
   results, errors = {}, []
   for fold in folds:
-    fold_dir = os.path.join(workdir, f"fold{fold}")
-    result = complete_result(fold_dir, config)
+    fold_dir = run.fold(fold)
+    result = fold_dir.complete_result(config)
     if result is not None:
-      print(f"[{label}] fold {fold}: complete ({fold_dir}/result.json), not retrained: "
-            f"UAR {100 * result['uar']:.2f} %", flush=True)
+      report(f"[{label}] fold {fold}: complete ({fold_dir.result_path}), not retrained: "
+             f"UAR {100 * result['uar']:.2f} %")
       results[fold] = result
       continue
-    print(f"[{label}] fold {fold}: training in {fold_dir}", flush=True)
+    report(f"[{label}] fold {fold}: training in {fold_dir.path}")
     start = clock()
     try:
       result = train_fn(config, workdir, fold, dataset=load(config))
     except (ValueError, FloatingPointError, OSError) as e:
       progress.finished(None)
       msg = f"[{label}] fold {fold} failed: {type(e).__name__}: {' '.join(str(e).split())}"
-      print(msg, file=sys.stderr, flush=True)
+      _log.error(msg)
       errors.append(msg)
       continue
     seconds = clock() - start
     progress.finished(seconds)
     results[fold] = result
-    print(f"[{label}] fold {fold}: UAR {100 * result['uar']:.2f} %, WA {100 * result['wa']:.2f} %, "
-          f"segment UAR {100 * result['segment_uar']:.2f} % (best epoch {result['best_epoch']}); "
-          f"trained in {format_duration(seconds)}; {progress.describe()}", flush=True)
+    report(f"[{label}] fold {fold}: UAR {100 * result['uar']:.2f} %, WA {100 * result['wa']:.2f} %, "
+           f"segment UAR {100 * result['segment_uar']:.2f} % (best epoch {result['best_epoch']}); "
+           f"trained in {format_duration(seconds)}; {progress.describe()}")
   if not results:
     raise RuntimeError(f"{workdir}: no fold finished; " + "; ".join(errors))
   missing = [f for f in folds if f not in results]
@@ -311,7 +287,7 @@ def run_compare(configs: Sequence[Any], workdir: str, folds: str | Sequence[int]
                 train_fn: Callable[..., dict[str, Any]] | None = None,
                 prepare_fn: Callable[[Any], Any] | None = None,
                 clock: Callable[[], float] = time.monotonic,
-                ) -> tuple[list[dict[str, Any]], list[str]]:
+                report: Report | None = None) -> tuple[list[dict[str, Any]], list[str]]:
   """Cross-validates each system in `<workdir>/<config.name>/`; writes compare.json (the
   summaries and the paired comparisons) and compare.md (`summary.render_compare`).
 
@@ -333,38 +309,38 @@ def run_compare(configs: Sequence[Any], workdir: str, folds: str | Sequence[int]
   for config, sub_dir, fold_list in plans:
     try:
       s, errs = run_crossval(config, sub_dir, fold_list, train_fn=train_fn, prepare_fn=load,
-                             progress=progress, clock=clock)
+                             progress=progress, clock=clock, report=report)
     except RuntimeError as e:
       errors.append(str(e))
-      print(f"error: {e}", file=sys.stderr)
+      _log.error("%s", e)
       continue
     summaries.append(s)
     errors += errs
-  if summaries and distributed.is_main_process():
-    paired = summary.compare_systems(summaries)
-    io_lib.write_json(os.path.join(workdir, "compare.json"), {"systems": summaries, "paired": paired})
-    io_lib.write_text(os.path.join(workdir, "compare.md"),
-                      summary.render_compare(summaries, paired=paired))
+  if summaries:
+    write_compare(workdir, summaries)
   return summaries, errors
 
 
-def load_run(run_dir: str) -> dict[int, dict[str, Any]]:
-  """fold -> result.json of every fold of a run folder that has one (`<run_dir>/fold<K>/`).
-
-  Raises:
-    ValueError: the folder does not exist, holds no result.json, or one is unreadable.
-  """
-  run_dir = os.path.abspath(os.path.expanduser(run_dir))
-  if not os.path.isdir(run_dir):
-    raise ValueError(f"{run_dir}: no such run folder")
-  results = {}
-  for name in sorted(os.listdir(run_dir)):
-    path = os.path.join(run_dir, name, "result.json")
-    if name.startswith("fold") and name[4:].isdigit() and os.path.isfile(path):
-      results[int(name[4:])] = io_lib.read_json(path)
-  if not results:
-    raise ValueError(f"{run_dir}: no fold<K>/result.json (train folds first)")
-  return results
+def write_compare(workdir: str, summaries: Sequence[dict[str, Any]],
+                  labels: Sequence[str] | None = None, paired: list[dict[str, Any]] | None = None,
+                  before: dict[str, Any] | None = None, after: dict[str, Any] | None = None,
+                  extra_md: str = "") -> dict[str, Any]:
+  """The one writer of `<workdir>/compare.json` and compare.md (process 0 only; creates the
+  folder): compare.json = {**before, "systems": summaries, "paired": paired, **after},
+  compare.md = `summary.render_compare` + `extra_md`. `paired`: default
+  `summary.compare_systems(summaries, labels)` (the first system is the reference). Returns the
+  JSON document."""
+  from ssa_jax import summary  # pylint: disable=g-import-not-at-top
+  if paired is None:
+    paired = summary.compare_systems(summaries, labels)
+  doc = {**(before or {}), "systems": list(summaries), "paired": paired, **(after or {})}
+  md = summary.render_compare(summaries, labels, paired=paired or None) + extra_md
+  if distributed.is_main_process():
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    io_lib.write_json(os.path.join(workdir, "compare.json"), doc)
+    io_lib.write_text(os.path.join(workdir, "compare.md"), md)
+  return doc
 
 
 def parse_run_spec(spec: str) -> tuple[str, str | None]:
@@ -383,7 +359,7 @@ def tabulate_runs(specs: Sequence[str], workdir: str) -> list[dict[str, Any]]:
   summaries, labels = [], []
   for spec in specs:
     folder, label = parse_run_spec(spec)
-    results = load_run(folder)
+    results = rundir.RunDir(folder).results()
     first = results[min(results)]
     cfg = first.get("config") or {}
     model, train_cfg = cfg.get("model", {}), cfg.get("train", {})
@@ -397,12 +373,6 @@ def tabulate_runs(specs: Sequence[str], workdir: str) -> list[dict[str, Any]]:
                           workdir=os.path.abspath(folder))
     summaries.append(s)
     labels.append(s["system"])
-  paired = summary.compare_systems(summaries, labels)
-  if distributed.is_main_process():
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    os.makedirs(workdir, exist_ok=True)
-    io_lib.write_json(os.path.join(workdir, "compare.json"), {"systems": summaries, "paired": paired})
-    io_lib.write_text(os.path.join(workdir, "compare.md"),
-                      summary.render_compare(summaries, labels, paired=paired))
+  write_compare(workdir, summaries, labels)
   return summaries
 

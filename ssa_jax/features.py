@@ -445,14 +445,6 @@ class SpeakerStats:
                frames=np.asarray(arrays["frames"], np.int64))
 
 
-def _moments(x: np.ndarray, min_std: float) -> tuple[np.ndarray, np.ndarray]:
-  """Mean and floored population std over axis 0 of `x (n, M, C)`, in float64 -> float32."""
-  x = x.astype(np.float64)
-  mean = x.mean(axis=0)
-  std = np.sqrt(np.mean((x - mean) ** 2, axis=0))
-  return mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32)
-
-
 # Segments per chunk when statistics and normalised copies are computed from row indices: the
 # temporaries stay at a few chunks (paper sizes: 256 x 144 KB = 37 MB) whatever the corpus size.
 _CHUNK = 256

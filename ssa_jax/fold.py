@@ -1,21 +1,17 @@
-"""One fold's data and validation metrics, shared by training, `bin.evaluate` and the figures.
+"""One fold's data, shared by training and `bin.evaluate` (ssa_jax/evaluate.py).
 
   fd = prepare_fold(config, dataset, fold)          # split, speaker statistics, normalised arrays
-  outputs = model_outputs(eval_fn, variables, fd.valid, batch_size, mesh)
-  metrics = validation_metrics(outputs, fd, pooling)  # UAR, WA, confusion, recalls, speaker mass
-  metrics, outputs = evaluate(eval_fn, variables, fd, pooling, batch_size, mesh)  # both at once
+  metrics, outputs = inference.evaluate(eval_fn, variables, fd, pooling, batch_size, mesh)
 
 With `config.train.selection="inner"` the fold's training utterances are split again
 (`splits.inner_split`): `train_utt` / `train` are the part trained on (the speaker statistics are
 fitted on it alone), `inner_utt` / `inner` the inner validation split that selects the epoch, and
 `valid_utt` / `valid` stay the fold's validation set (with split="heldout": the test set), scored
 once at the selected epoch. `inner_view(fd)` is the FoldData whose validation side is the inner
-split, so `validation_metrics` / `evaluate` score it with the same code.
+split, so `inference.validation_metrics` / `inference.evaluate` score it with the same code.
 
-`eval_fn` is `train.make_eval_step(model, mesh, aux_keys)`: (variables {"params",
-"batch_stats"}, batch) -> {"probs" (B, K), SSA models: "speaker_mass" (B,), "speaker_pred" (B,),
-plus the requested aux outputs}. Training (`train.train_and_evaluate`) and `plots.evaluate_fold`
-both call `prepare_fold` and `evaluate`, so the figures' numbers are training's numbers.
+Training (`train.train_and_evaluate`) and `evaluate.evaluate_fold` both call `prepare_fold` and
+`inference.evaluate`, so the figures' numbers are training's numbers.
 
 Arrays of a fold (`FoldData.train`, `FoldData.valid`, `FoldData.inner`): dicts of numpy
   x        float32 (N, T, M, C)  normalised with the TRAINING speakers' statistics
@@ -27,13 +23,12 @@ Arrays of a fold (`FoldData.train`, `FoldData.valid`, `FoldData.inner`): dicts o
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
-from ssa_jax import features, input_pipeline, metrics, parallel, splits
+from ssa_jax import features, splits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,58 +170,10 @@ def prepare_fold(config: ml_collections.ConfigDict, dataset: Any, fold: int,
 
 
 def inner_view(fd: FoldData) -> FoldData:
-  """`fd` with its validation side replaced by the inner split (`validation_metrics` and
-  `evaluate` of the view score the inner split); an error if `fd` has no inner arrays."""
+  """`fd` with its validation side replaced by the inner split (`inference.validation_metrics`
+  and `inference.evaluate` of the view score the inner split); an error if `fd` has no inner arrays."""
   if fd.inner is None:
     raise ValueError("this fold has no inner validation split (train.selection is not 'inner', "
                      "or the training side was not prepared)")
   return dataclasses.replace(fd, valid_utt=fd.inner_utt, valid_seg=fd.inner_seg, valid=fd.inner,
                              valid_seg_utt=fd.inner_seg_utt, valid_labels=fd.inner_labels)
-
-
-def model_outputs(eval_fn: Callable, variables: Mapping[str, Any],
-                  arrays: Mapping[str, np.ndarray], batch_size: int,
-                  mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
-  """eval_fn over all segments of `arrays` in fixed-size padded batches (`eval_batches`);
-  returns each output concatenated over the segments, in order: {key: (N, ...)} numpy."""
-  outputs = [(eval_fn(variables, parallel.global_batch(local, mesh)), real)
-             for local, real in input_pipeline.eval_batches(
-                 arrays, batch_size, jax.process_index(), jax.process_count())]
-  return {k: np.concatenate([parallel.to_host(o[k])[:real] for o, real in outputs])
-          for k in outputs[0][0]}
-
-
-def validation_metrics(outputs: Mapping[str, np.ndarray], fd: FoldData,
-                       pooling: str) -> dict[str, Any]:
-  """The validation metrics of a fold from the model outputs of its validation segments.
-
-  Returns:
-    uar, wa, confusion (K x K list, utterances: pooled posteriors), recalls (per class, None for
-    a class absent from validation), worst_class_recall (the smallest of them),
-    largest_predicted_share (the share of the utterances given the most predicted class, from
-    the confusion matrix's columns), segment_uar; for SSA models speaker_mass (the mean over the
-    segments of the SSA's attention mass on the speaker half) and speaker_accuracy (the speaker
-    branch, per segment).
-  """
-  probs = np.asarray(outputs["probs"])
-  k = fd.num_classes
-  seg_cm = metrics.confusion_matrix(fd.valid["label"], probs.argmax(-1), k)
-  pooled = metrics.pool_posteriors(probs, fd.valid_seg_utt, len(fd.valid_utt), pooling)
-  cm = metrics.confusion_matrix(fd.valid_labels, pooled.argmax(-1), k)
-  out = {"uar": metrics.uar(cm), "wa": metrics.wa(cm), "segment_uar": metrics.uar(seg_cm),
-         "confusion": cm.tolist(),
-         "recalls": [None if np.isnan(r) else float(r) for r in metrics.recalls(cm)],
-         "worst_class_recall": metrics.worst_class_recall(cm),
-         "largest_predicted_share": metrics.largest_predicted_share(cm)}
-  if "speaker_mass" in outputs:
-    out["speaker_mass"] = float(np.mean(outputs["speaker_mass"]))
-    out["speaker_accuracy"] = float(np.mean(outputs["speaker_pred"] == fd.valid["speaker"]))
-  return out
-
-
-def evaluate(eval_fn: Callable, variables: Mapping[str, Any], fd: FoldData, pooling: str,
-             batch_size: int, mesh: jax.sharding.Mesh
-             ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-  """(validation_metrics, model_outputs) of the fold's validation segments."""
-  outputs = model_outputs(eval_fn, variables, fd.valid, batch_size, mesh)
-  return validation_metrics(outputs, fd, pooling), outputs

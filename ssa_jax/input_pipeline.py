@@ -142,7 +142,7 @@ def _local_rows(batch_size: int, process_index: int, process_count: int) -> slic
 
 
 def _take(arrays: Mapping[str, np.ndarray], idx: np.ndarray) -> Batch:
-  return {k: arrays[k][idx] for k in KEYS}
+  return {k: arrays[k][idx] for k in KEYS if k in arrays}
 
 
 def train_batches(arrays: Mapping[str, np.ndarray], num_classes: int, batch_size: int, seed: int,
@@ -166,10 +166,11 @@ def eval_batches(arrays: Mapping[str, np.ndarray], batch_size: int, process_inde
                  process_count: int = 1) -> Iterator[tuple[Batch, int]]:
   """Yields (this process's rows of a fixed-size batch, number of real rows in the GLOBAL batch).
 
-  The segments are taken in order; the last batch is padded by repeating the first segment (real
-  data, so no all-masked input reaches the model); callers drop the outputs past the real count.
+  `arrays`: {x (N,T,M,C), mask (N,T)} and, where present, label / speaker (N,). The segments
+  are taken in order; the last batch is padded by repeating the first segment (real data, so no
+  all-masked input reaches the model); callers drop the outputs past the real count.
   """
-  n = len(arrays["label"])
+  n = len(arrays["mask"])
   rows = _local_rows(batch_size, process_index, process_count)
   for start in range(0, n, batch_size):
     idx = np.arange(start, start + batch_size)

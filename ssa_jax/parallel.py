@@ -8,7 +8,7 @@ with `jax.make_array_from_process_local_data`, which is the same call on one hos
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import numpy as np
@@ -59,11 +59,6 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
     global_shape = (v.shape[0] * jax.process_count(),) + v.shape[1:]
     out[k] = jax.make_array_from_process_local_data(sharding, v, global_shape)
   return out
-
-
-def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Places a pytree (e.g. the train state) replicated on every device of the mesh."""
-  return jax.device_put(tree, replicated(mesh))
 
 
 def to_host(x: jax.Array) -> np.ndarray:

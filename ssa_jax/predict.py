@@ -17,25 +17,21 @@ A result per file is a dict (JSON-serialisable):
    "segments": [{"index", "start_s", "end_s", "label", "probabilities": {class: p}}]}
 or {"path", "error"} for a file that could not be used (its AudioError message).
 
-`run_segments` (segments -> posteriors and model aux outputs, batched in power-of-two shapes so
-that a short file does not run a whole evaluation batch) computes the posteriors with training's
-`train.eval_outputs`; a trained fold's validation set is evaluated by `fold.evaluate`
+The posteriors come from `inference.segment_posteriors`: training's eval step and batching
+(`ssa_jax/inference.py`); a trained fold's validation set is evaluated by `ssa_jax/evaluate.py`
 (`bin.evaluate`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import os
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-import jax
 import ml_collections
 import numpy as np
 
-from ssa_jax import audio, features, metrics, models
+from ssa_jax import audio, features, inference, metrics, models, rundir
 
 NORMS = ("self", "train")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".aifc", ".au", ".snd",
@@ -61,117 +57,16 @@ class Predictor:
 # --------------------------------------------------------------------------- restoring a fold
 
 
-def _fold_dir_error(fold_dir: str, problem: str) -> ValueError:
-  hint = ""
-  if os.path.isdir(fold_dir):
-    folds = sorted(d for d in os.listdir(fold_dir) if d.startswith("fold")
-                   and os.path.isdir(os.path.join(fold_dir, d)))
-    if folds:
-      hint = f" (it looks like a run directory: pass one of its folds, e.g. {os.path.join(fold_dir, folds[0])})"
-  return ValueError(f"{fold_dir}: {problem}{hint}")
-
-
-def load_run_config(fold_dir: str | os.PathLike) -> ml_collections.ConfigDict:
-  """The config a fold trained with (`<fold_dir>/config.json`, written by `train`)."""
-  fold_dir = os.fspath(fold_dir)
-  path = os.path.join(fold_dir, "config.json")
-  if not os.path.isfile(path):
-    raise _fold_dir_error(fold_dir, "not a trained fold directory (no config.json)")
-  try:
-    with open(path, encoding="utf-8") as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path}: not a valid config file ({e})") from e
-
-
 def load_predictor(fold_dir: str | os.PathLike) -> Predictor:
   """A `Predictor` for a trained fold `<workdir>/fold<K>`: its best checkpoint (validation UAR),
-  through `checkpointing.load_best` (the layout `ssa_jax.train` writes).
+  `rundir.FoldDir.best_checkpoint()`.
 
   Raises:
     ValueError: not a fold directory, no checkpoint, or an unreadable one (message names the path).
   """
-  from ssa_jax import checkpointing  # pylint: disable=g-import-not-at-top  (orbax is slow to import)
-  fold_dir = os.path.abspath(os.path.expanduser(os.fspath(fold_dir)))
-  load_run_config(fold_dir)  # a clear error for a run directory or a missing folder
-  try:
-    best = checkpointing.load_best(fold_dir)
-  except FileNotFoundError as e:
-    raise _fold_dir_error(fold_dir, f"{e} (has this fold been trained?)") from e
-  except Exception as e:  # pylint: disable=broad-except  # orbax: any unreadable file
-    raise ValueError(f"{fold_dir}: the best checkpoint is unreadable "
-                     f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
-  config, classes = best["config"], tuple(best["classes"])
-  if int(config.model.num_classes) != len(classes):
-    raise ValueError(f"{fold_dir}: config.json has {config.model.num_classes} classes, the "
-                     f"checkpoint {len(classes)} ({classes})")
-  return Predictor(models.build_model(config.model), best["variables"], config, classes,
-                   best["stats"], int(best["step"]))
-
-
-# --------------------------------------------------------------------------- model over segments
-
-
-def _apply_fn(model: Any) -> Callable:
-  """jit: (variables, x (B, T, M, C), mask (B, T)) -> (posteriors (B, K) float32, aux): the
-  posteriors of training's evaluation (`train.eval_outputs`), compiled with its eval step's XLA
-  options (`xla_options.step_compiler_options`)."""
-  from ssa_jax import xla_options, train  # pylint: disable=g-import-not-at-top
-
-  @functools.partial(jax.jit, compiler_options=xla_options.step_compiler_options())
-  def apply(variables, x, mask):
-    logits, aux = model.apply(variables, x, mask, train=False)
-    return train.eval_outputs(logits, aux)["probs"], aux
-  return apply
-
-
-def _batch_rows(n: int, batch_size: int) -> int:
-  """Rows of the fixed batch shape: the next power of two >= n, at most `batch_size`."""
-  rows = 1
-  while rows < min(n, batch_size):
-    rows *= 2
-  return min(rows, max(batch_size, 1))
-
-
-def run_segments(model: Any, variables: Mapping[str, Any], segments: np.ndarray, mask: np.ndarray,
-                 batch_size: int = 40, aux_keys: Sequence[str] | None = ()) -> tuple[np.ndarray,
-                                                                                 dict[str, np.ndarray]]:
-  """The model in evaluation mode over many segments, in fixed-shape batches (one compilation).
-
-  Args:
-    model, variables: flax module and its variables.
-    segments: (N, T, M, C) normalised features; mask: (N, T) bool real frames.
-    batch_size: most rows per call; the last batch is filled with zero rows (discarded).
-    aux_keys: which `aux` outputs to return, concatenated over segments; None for all.
-
-  Returns:
-    probs (N, K) float64 softmax posteriors; aux {key: (N, ...) numpy}.
-  """
-  segments = np.asarray(segments, np.float32)
-  mask = np.asarray(mask, bool)
-  if segments.ndim != 4 or mask.shape != segments.shape[:2]:
-    raise ValueError(f"segments must be (N, T, M, C) with mask (N, T), got {segments.shape} and "
-                     f"{mask.shape}")
-  n = segments.shape[0]
-  if n == 0:
-    raise ValueError("no segments to run the model on")
-  rows = _batch_rows(n, batch_size)
-  apply = _apply_fn(model)
-  probs, aux_out = [], {}
-  for start in range(0, n, rows):
-    x = np.zeros((rows,) + segments.shape[1:], np.float32)
-    m = np.zeros((rows, segments.shape[1]), bool)
-    k = min(rows, n - start)
-    x[:k], m[:k] = segments[start:start + k], mask[start:start + k]
-    if k < rows:
-      m[k:, 0] = True  # keep padding rows well defined (one real frame); they are discarded
-    p, aux = jax.device_get(apply(variables, x, m))
-    probs.append(np.asarray(p, np.float64)[:k])
-    keys = aux.keys() if aux_keys is None else aux_keys
-    for key in keys:
-      if key in aux:
-        aux_out.setdefault(key, []).append(np.asarray(aux[key])[:k])
-  return np.concatenate(probs), {k: np.concatenate(v) for k, v in aux_out.items()}
+  best = rundir.FoldDir(fold_dir).best_checkpoint()
+  return Predictor(models.build_model(best["config"].model), best["variables"], best["config"],
+                   tuple(best["classes"]), best["stats"], int(best["step"]))
 
 
 # --------------------------------------------------------------------------- front end
@@ -272,7 +167,8 @@ def predict_files(predictor: Predictor, paths: Sequence[str | os.PathLike], norm
     return results
 
   segs, mask, seg_file = np.concatenate(seg_list), np.concatenate(mask_list), np.concatenate(seg_file)
-  probs, _ = run_segments(predictor.model, predictor.variables, segs, mask, batch_size)
+  probs = inference.segment_posteriors(predictor.model, predictor.variables, segs, mask,
+                                       batch_size)
   frame_s = hop / sr
   for i in good:
     rows = np.flatnonzero(seg_file == i)

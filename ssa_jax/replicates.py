@@ -92,8 +92,7 @@ import ml_collections
 import numpy as np
 import scipy.stats
 
-from ssa_jax import crossval
-from ssa_jax import distributed
+from ssa_jax import crossval, rundir
 from ssa_jax import io as io_lib
 
 _log = logging.getLogger(__name__)
@@ -381,7 +380,7 @@ class Run:
 
   @property
   def fold_dir(self) -> str:
-    return os.path.join(self.run_dir, "fold0")
+    return rundir.FoldDir.of(self.run_dir, 0).path
 
 
 def _as_systems(systems: Sequence[System | Any]) -> list[System]:
@@ -412,7 +411,7 @@ def plan_runs(systems: Sequence[System | Any], workdir: str, draws: Sequence[int
 
 def run_state(run: Run) -> str:
   """complete | resume (a fold folder without a complete result) | new."""
-  if crossval.complete_result(run.fold_dir, run.config, warn=False) is not None:
+  if rundir.FoldDir(run.fold_dir).complete_result(run.config, warn=False) is not None:
     return "complete"
   return "resume" if os.path.isdir(run.fold_dir) else "new"
 
@@ -510,7 +509,7 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 def config_changes(run: Run) -> list[str]:
   """The config fields whose value in the run folder's config.json (as training wrote it)
   differs from the run's config; [] when there is no readable config.json."""
-  path = os.path.join(run.fold_dir, "config.json")
+  path = rundir.FoldDir(run.fold_dir).config_path
   try:
     stored = io_lib.read_json(path) if os.path.isfile(path) else None
   except ValueError:
@@ -532,7 +531,7 @@ def _train_one(run: Run, train_fn: Callable[..., dict[str, Any]], load: Callable
     _log.warning("%s: %s was written with other values of %s than this run's (a label reused "
                  "for another system?); kept and resumed as it is", head, run.fold_dir,
                  ", ".join(changed))
-  result = crossval.complete_result(run.fold_dir, run.config)
+  result = rundir.FoldDir(run.fold_dir).complete_result(run.config)
   if result is not None:
     report(f"{head}: complete ({run.fold_dir}/result.json), not retrained: "
            f"UAR {100 * result['uar']:.2f} %")
@@ -586,19 +585,15 @@ def write_compare(systems: Sequence[System], results: Sequence[Mapping[int, Mapp
     run_rows.append({"system": r.label, "draw": r.draw, "seed": int(r.config.seed),
                      "corpus_seed": r.draw, "fold_dir": r.fold_dir, "state": st["state"],
                      "seconds": st.get("seconds"), "error": st.get("error")})
-  study = {"protocol": {"unit": UNIT, "split": SPLIT, "selection": SELECTION,
-                        "draws": list(draws), "pilot": pilot,
-                        "planning": {"delta_points": delta, "power": power, "alpha": ALPHA,
-                                     "metric": "uar"}},
-           "systems": summaries, "paired": paired, "power": power_rows, "runs": run_rows}
-  md = summary.render_compare(summaries, labels, paired=paired or None)
-  md += "\n" + render_draws(summaries, labels)
-  md += "\n" + render_power(power_rows, delta, power, pilot)
-  md += "\n" + render_runs(run_rows, reference_done, systems[0].label)
-  if distributed.is_main_process():
-    os.makedirs(workdir, exist_ok=True)
-    io_lib.write_json(os.path.join(workdir, "compare.json"), study)
-    io_lib.write_text(os.path.join(workdir, "compare.md"), md)
+  protocol = {"unit": UNIT, "split": SPLIT, "selection": SELECTION, "draws": list(draws),
+              "pilot": pilot, "planning": {"delta_points": delta, "power": power, "alpha": ALPHA,
+                                           "metric": "uar"}}
+  extra_md = ("\n" + render_draws(summaries, labels)
+              + "\n" + render_power(power_rows, delta, power, pilot)
+              + "\n" + render_runs(run_rows, reference_done, systems[0].label))
+  study = crossval.write_compare(workdir, summaries, labels, paired,
+                                 before={"protocol": protocol},
+                                 after={"power": power_rows, "runs": run_rows}, extra_md=extra_md)
   return study
 
 

@@ -74,7 +74,6 @@ from typing import Any, Collection, Hashable, Iterable, Mapping, Sequence
 import numpy as np
 import scipy.stats
 
-from ssa_jax import io as io_lib
 from ssa_jax import metrics as metrics_lib
 
 CONFIDENCE = 0.95
@@ -842,20 +841,17 @@ class MetricWriter:
       w.write(epoch, {"train_loss": 0.7, "valid_uar": 0.61, "valid_wa": 0.6})
   """
 
-  def __init__(self, fold_dir: str | os.PathLike, jsonl: bool = False):
+  def __init__(self, fold_dir: str | os.PathLike):
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self.fold_dir = os.fspath(fold_dir)
     os.makedirs(self.fold_dir, exist_ok=True)
-    self._jsonl = os.path.join(self.fold_dir, "metrics.jsonl") if jsonl else None
     self._tb = SummaryWriter(logdir=self.fold_dir)
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
-    """Logs the scalar entries of `metrics` at `step` (non-scalars go only to the jsonl line)."""
+    """Logs the scalar entries of `metrics` at `step` (non-scalars are left out)."""
     for tag, value in _scalars(metrics).items():
       self._tb.add_scalar(tag, value, global_step=int(step))
     self._tb.flush()
-    if self._jsonl is not None:
-      io_lib.append_jsonl(self._jsonl, {"step": int(step), **dict(metrics)})
 
   def close(self) -> None:
     self._tb.close()

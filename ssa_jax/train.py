@@ -3,7 +3,7 @@
   state = create_train_state(model, tx, rng, x, mask, constraint)  # Eq. 8 holds from step 0
   step = make_train_step(model, tx, constraint, mesh)     # jitted once; state donated
   state, metrics = step(state, batch)
-  outputs = make_eval_step(model, mesh)(variables_of(state), batch)  # probs, speaker mass, ...
+  outputs = make_eval_step(model, mesh)(inference.variables_of(state), batch)  # probs, speaker mass, ...
   result = train_and_evaluate(config, workdir, fold)      # the content of result.json
 
 `train_step` is pure: forward in training mode (batch statistics updated), loss = CE_em (+ CE_sp for
@@ -15,7 +15,7 @@ at log steps, checkpoints and epoch ends only, so metrics never stall the device
 `train_and_evaluate` is a sequence of named steps: `check_config` -> mesh -> `load_fold`
 (`fold.prepare_fold`: split, training speaker statistics, normalised arrays) -> `build_program`
 (model, optimizer, jitted functions) -> `restore_or_init` (the latest checkpoint) -> `FoldLoop.run`
-(train an epoch, `fold.evaluate` the selection set, write its line, checkpoint; mid-epoch
+(train an epoch, `inference.evaluate` the selection set, write its line, checkpoint; mid-epoch
 checkpoints every `train.checkpoint_every_minutes` / `train.checkpoint_every_steps`) ->
 (`score_selected`, selection "inner" only) -> `fold_result`.
 
@@ -52,7 +52,7 @@ time with fsync, a torn last line dropped on resume):
                   `best_step`, by utterance UAR on the selection set) and the fold's VALIDATION
                   set figures at it: UAR, WA, segment UAR, confusion matrix, per-class `recalls`
                   (class order; null for a class absent from validation), SSA speaker mass and
-                  accuracy (everything `fold.validation_metrics` returns); with selection
+                  accuracy (everything `inference.validation_metrics` returns); with selection
                   "inner" also "inner": the inner split's metrics at that epoch. Class names,
                   counts (selection "inner": train_* are the part trained on, plus
                   inner_utterances / inner_segments), corpus, split, fold, config; wall-clock
@@ -71,9 +71,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import os
+import logging
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import chex
 import flax
@@ -84,16 +84,18 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from absl import logging
 from flax import struct
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from ssa_jax import constraint as constraint_lib
-from ssa_jax import checkpointing, input_pipeline, metrics, models, parallel, xla_options
+from ssa_jax import checkpointing, inference, input_pipeline, metrics, models, parallel, rundir
+from ssa_jax import xla_options
 from ssa_jax import fold as fold_lib
 from ssa_jax import io as io_lib
 from ssa_jax import summary as summary_lib
+
+_log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -220,32 +222,6 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.M
   return new_state, {"loss": loss, "grad_norm": grad_norm, **out}
 
 
-def eval_outputs(logits: jax.Array, aux: Mapping[str, jax.Array],
-                 aux_keys: Sequence[str] = ()) -> dict[str, jax.Array]:
-  """Evaluation outputs of a batch from the model's (logits (B, K), aux):
-
-    probs          (B, K) softmax emotion posteriors (float32)
-    speaker_mass   (B,)   SSA models only: the SSA's attention mass on the speaker half,
-                          sum_t alpha_sp,t over real frames (0: the speaker branch is unused)
-    speaker_pred   (B,)   SSA models only: the speaker branch's predicted speaker
-    <key>                 aux[key] for each of `aux_keys` the model returns (figures: z_em, alpha*)
-  """
-  out = {"probs": jax.nn.softmax(logits.astype(jnp.float32), axis=-1)}
-  if "alpha_sp" in aux:
-    out["speaker_mass"] = aux["alpha_sp"].sum(axis=-1)
-    out["speaker_pred"] = jnp.argmax(aux["speaker_logits"], axis=-1).astype(jnp.int32)
-  out.update({k: aux[k] for k in aux_keys if k in aux})
-  return out
-
-
-def eval_step(variables: Mapping[str, Any], batch: Mapping[str, jax.Array], *, model: nn.Module,
-              aux_keys: Sequence[str] = ()) -> dict[str, jax.Array]:
-  """`eval_outputs` of a batch {x (B,T,M,C), mask (B,T)} in evaluation mode (running BN
-  statistics); variables = {"params", "batch_stats"} (a TrainState's, or a checkpoint's)."""
-  logits, aux = model.apply(variables, batch["x"], batch["mask"], train=False)
-  return eval_outputs(logits, aux, aux_keys)
-
-
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constraint: str,
                     mesh: jax.sharding.Mesh, max_traces: int | None = None,
                     compiler_options: Mapping[str, str] | None | str = "tuned",
@@ -271,22 +247,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
                  compiler_options=xla_options.compiler_options(compiler_options))
 
 
-def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
-                   compiler_options: Mapping[str, str] | None | str = "tuned",
-                   aux_keys: Sequence[str] = ()) -> Callable:
-  """jit signature: (variables {"params", "batch_stats"} P(), batch P("data"))
-  -> {probs (B, K), ...} P("data") (`eval_outputs`).
-
-  `compiler_options`: as `make_train_step`'s ("tuned": the train step's own)."""
-  repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  return jax.jit(functools.partial(eval_step, model=model, aux_keys=tuple(aux_keys)),
-                 in_shardings=(repl, data), out_shardings=data,
-                 compiler_options=xla_options.compiler_options(compiler_options))
-
-
-def variables_of(state: TrainState) -> dict[str, Any]:
-  """The model variables {"params", "batch_stats"} of a train state (eval_step's input)."""
-  return {"params": state.params, "batch_stats": state.batch_stats}
+# Names benchmarks/ (its own engineer's files) still use; the owner is ssa_jax/inference.py.
+make_eval_step = inference.make_eval_step
+variables_of = inference.variables_of
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,11 +313,11 @@ def load_fold(config: ml_collections.ConfigDict, fold: int,
   config.model.num_classes = fd.num_classes
   if int(config.model.num_speakers) <= 0:
     config.model.num_speakers = len(fd.speaker_names)
-  logging.info("fold %d (%s split): %d train / %d valid utterances, %d / %d segments", fold,
+  _log.info("fold %d (%s split): %d train / %d valid utterances, %d / %d segments", fold,
                config.train.split, len(fd.train_utt), len(fd.valid_utt), len(fd.train_seg),
                len(fd.valid_seg))
   if fd.inner_utt is not None:
-    logging.info("fold %d: selection on an inner split of %d utterances (%d segments) held out "
+    _log.info("fold %d: selection on an inner split of %d utterances (%d segments) held out "
                  "of training", fold, len(fd.inner_utt), len(fd.inner_seg))
   return fd
 
@@ -362,7 +325,7 @@ def load_fold(config: ml_collections.ConfigDict, fold: int,
 @dataclasses.dataclass(frozen=True)
 class Program:
   """A fold's model and jitted functions: init_fn(rng, x, mask) -> TrainState (replicated),
-  train_fn (`make_train_step`), eval_fn (`make_eval_step`), rng (the fold's init key) and the
+  train_fn (`make_train_step`), eval_fn (`inference.make_eval_step`), rng (the fold's init key) and the
   first training batch {x, mask} (initialisation and the restore target's shapes)."""
   model: nn.Module
   init_fn: Callable
@@ -390,7 +353,7 @@ def build_program(config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold
       model=model, init_fn=init_fn,
       train_fn=make_train_step(model, tx, tcfg.constraint, mesh,
                                speaker_loss_weight=float(tcfg.speaker_loss_weight)),
-      eval_fn=make_eval_step(model, mesh),
+      eval_fn=inference.make_eval_step(model, mesh),
       rng=jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), fold),
       example={k: jnp.asarray(example[k]) for k in ("x", "mask")})
 
@@ -419,7 +382,7 @@ def restore_or_init(manager: ocp.CheckpointManager, program: Program, mesh: jax.
     return program.init_fn(program.rng, x, mask), _new_meta()
   state_dict, meta = restored
   meta = {**_new_meta(), **meta}  # checkpoints from before `sums` was saved
-  logging.info("resumed fold %d from step %d (epoch %d, batch %d)", fold,
+  _log.info("resumed fold %d from step %d (epoch %d, batch %d)", fold,
                int(state_dict["step"]), meta["epoch"], meta["batch"])
   return TrainState(**state_dict), meta
 
@@ -473,7 +436,7 @@ _BEST_POSITION = ("epoch", "step", "train_speaker_accuracy")
 
 
 def _set_metrics(best: Mapping[str, Any]) -> dict[str, Any]:
-  """The evaluation metrics held in meta["best"] (`fold.validation_metrics`'s keys; `recalls`
+  """The evaluation metrics held in meta["best"] (`inference.validation_metrics`'s keys; `recalls`
   None in checkpoints from before it was saved)."""
   out = {k: v for k, v in best.items() if k not in _BEST_POSITION}
   out.setdefault("recalls", None)
@@ -484,7 +447,7 @@ def score_selected(manager: ocp.CheckpointManager, program: Program, mesh: jax.s
                    fd: fold_lib.FoldData, meta: Mapping[str, Any],
                    tcfg: ml_collections.ConfigDict) -> dict[str, Any]:
   """Selection "inner": restores the selected (best inner UAR) checkpoint and scores the fold's
-  validation (test) set with it, once: `fold.validation_metrics`'s dict.
+  validation (test) set with it, once: `inference.validation_metrics`'s dict.
 
   Raises:
     ValueError: no epoch trained, or the selected checkpoint is gone from `manager`.
@@ -500,9 +463,9 @@ def score_selected(manager: ocp.CheckpointManager, program: Program, mesh: jax.s
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(target)))
   state = TrainState(**dict(restored["state"]))
-  scored, _ = fold_lib.evaluate(program.eval_fn, variables_of(state), fd, tcfg.pooling,
+  scored, _ = inference.evaluate(program.eval_fn, inference.variables_of(state), fd, tcfg.pooling,
                                 int(tcfg.eval_batch_size), mesh)
-  logging.info("scored the validation set once at the selected epoch %d (step %d): UAR %.4f",
+  _log.info("scored the validation set once at the selected epoch %d (step %d): UAR %.4f",
                best["epoch"], step, scored["uar"])
   return scored
 
@@ -546,7 +509,7 @@ class FoldLoop:
 
   def __init__(self, config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold: int,
                program: Program, mesh: jax.sharding.Mesh, manager: ocp.CheckpointManager,
-               fold_dir: str, state: TrainState, meta: dict[str, Any]):
+               fold_dir: rundir.FoldDir, state: TrainState, meta: dict[str, Any]):
     self.config, self.tcfg, self.fd, self.fold = config, config.train, fd, fold
     self.program, self.mesh, self.manager, self.fold_dir = program, mesh, manager, fold_dir
     self.state, self.meta = state, meta
@@ -567,7 +530,7 @@ class FoldLoop:
 
   def run(self) -> dict[str, Any]:
     total = int(self.tcfg.epochs) * self.num_batches
-    self.tb = summary_lib.MetricWriter(self.fold_dir) if self.is_main else None
+    self.tb = summary_lib.MetricWriter(self.fold_dir.path) if self.is_main else None
     self.bar = tqdm(total=total, initial=min(int(self.state.step), total),
                     disable=not self.is_main, desc=f"fold {self.fold}", unit="step",
                     dynamic_ncols=True)
@@ -643,7 +606,7 @@ class FoldLoop:
   def end_epoch(self, sums: Mapping[str, float]) -> None:
     """Evaluates the selection set, updates best-so-far and patience, writes the epoch's line
     and checkpoint."""
-    result, _ = fold_lib.evaluate(self.program.eval_fn, variables_of(self.state), self.select_fd,
+    result, _ = inference.evaluate(self.program.eval_fn, inference.variables_of(self.state), self.select_fd,
                                   self.tcfg.pooling, int(self.tcfg.eval_batch_size), self.mesh)
     meta, epoch_done, step = self.meta, int(self.meta["epoch"]) + 1, int(self.state.step)
     means = {k: v / max(sums.get("count", 0), 1) for k, v in sums.items() if k != "count"}
@@ -660,7 +623,7 @@ class FoldLoop:
     line = _epoch_line(epoch_done, step, means, result, meta["elapsed"],
                        prefix="inner" if self.selection == "inner" else "valid")
     if self.is_main:
-      io_lib.append_jsonl(os.path.join(self.fold_dir, "metrics.jsonl"), line)
+      io_lib.append_jsonl(self.fold_dir.metrics_path, line)
       self.tb.write(epoch_done, line)
     self.bar.set_postfix(loss=f"{line['train_loss']:.3f}", uar=f"{self.last_uar:.3f}")
     checkpointing.save(self.manager, step, self.state.to_dict(), meta, self.fd.stats, self.names,
@@ -691,15 +654,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
   fd = load_fold(config, fold, dataset)
   del dataset  # a dataset loaded here is freed: nothing below reads the raw features
   program = build_program(config, fd, fold, mesh)
-  fold_dir = os.path.join(os.path.abspath(os.path.expanduser(workdir)), f"fold{fold}")
+  fold_dir = rundir.FoldDir.of(workdir, fold)
   is_main = jax.process_index() == 0
   if is_main:
-    os.makedirs(fold_dir, exist_ok=True)
-    io_lib.write_json(os.path.join(fold_dir, "config.json"), config.to_dict())
-  manager = checkpointing.checkpoint_manager(os.path.join(fold_dir, "checkpoints"))
+    fold_dir.write_config(config)
+  manager = checkpointing.checkpoint_manager(fold_dir.checkpoints_path)
   try:
     state, meta = restore_or_init(manager, program, mesh, fold)
-    _sync_metrics_file(os.path.join(fold_dir, "metrics.jsonl"), meta, is_main)
+    _sync_metrics_file(fold_dir.metrics_path, meta, is_main)
     loop = FoldLoop(config, fd, fold, program, mesh, manager, fold_dir, state, meta)
     meta = loop.run()
     scored = (score_selected(manager, program, mesh, fd, meta, config.train)
@@ -708,8 +670,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, fold: in
     manager.close()
   compiled = program.train_fn._cache_size()  # pylint: disable=protected-access
   if compiled > 1:
-    logging.warning("the train step was compiled %d times (shapes or types changed)", compiled)
+    _log.warning("the train step was compiled %d times (shapes or types changed)", compiled)
   out = fold_result(config, fd, fold, meta, time.time() - t_start, scored)
   if is_main:
-    io_lib.write_json(os.path.join(fold_dir, "result.json"), out)
+    fold_dir.write_result(out)
   return out

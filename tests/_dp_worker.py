@@ -36,7 +36,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from conftest import fake_dataset, tiny_config  # noqa: E402  # (sets a compilation cache dir)
-from ssa_jax import distributed, features, input_pipeline, models, parallel, train  # noqa: E402
+from ssa_jax import distributed, features, inference, input_pipeline, models, parallel, train  # noqa: E402
 from ssa_jax import io as io_lib  # noqa: E402
 # pylint: enable=wrong-import-position
 
@@ -114,8 +114,9 @@ def _steps(out: str, conv_impl: str) -> None:
   stats = features.fit_speaker_stats(ds.segments, ds.mask, ds.speakers[utt])
   arrays = {"x": features.normalize(ds.segments, ds.mask, ds.speakers[utt], stats),
             "mask": ds.mask, "label": ds.labels[utt], "speaker": ds.speakers[utt]}
-  state = parallel.replicate(
-      _initial_state(model, tx, arrays["x"][:batch_size], arrays["mask"][:batch_size]), mesh)
+  state = jax.device_put(
+      _initial_state(model, tx, arrays["x"][:batch_size], arrays["mask"][:batch_size]),
+      parallel.replicated(mesh))
   _mark("initial state placed")
   chex.clear_trace_counter()
   step = train.make_train_step(model, tx, cfg.train.constraint, mesh, max_traces=1)
@@ -131,9 +132,9 @@ def _steps(out: str, conv_impl: str) -> None:
   _mark(f"{STEPS} train steps")
   # Evaluation-mode posteriors of every segment, in segment order (the last batch padded): a
   # process that fed or gathered the wrong rows would put another segment's posterior here.
-  eval_fn = train.make_eval_step(model, mesh)
+  eval_fn = inference.make_eval_step(model, mesh)
   probs = np.concatenate([
-      parallel.to_host(eval_fn(train.variables_of(state),
+      parallel.to_host(eval_fn(inference.variables_of(state),
                                    parallel.global_batch(local, mesh))["probs"])[:real]
       for local, real in input_pipeline.eval_batches(arrays, EVAL_BATCH, jax.process_index(),
                                                      jax.process_count())])

@@ -14,7 +14,7 @@ import scipy.stats
 import soundfile as sf
 from PIL import Image
 
-from ssa_jax import crossval
+from ssa_jax import crossval, rundir
 from ssa_jax import predict, summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,7 +95,7 @@ def test_crossval_writes_summary(run):
   assert any("tfevents" in f for f in os.listdir(os.path.join(wd, "fold0")))
 
 
-def test_crossval_rerun_does_not_retrain(run, capsys):
+def test_crossval_rerun_does_not_retrain(run):
   wd = run["workdir"]
   stamps = {k: os.stat(os.path.join(wd, f"fold{k}", "result.json")).st_mtime_ns for k in (0, 1)}
   cfg = crossval.load_config(run["config"], {})
@@ -103,15 +103,17 @@ def test_crossval_rerun_does_not_retrain(run, capsys):
   def must_not_train(*args, **kwargs):
     raise AssertionError(f"retrained {args[1:]}")
 
+  reported = []
   s, errors = crossval.run_crossval(cfg, wd, "0-1", train_fn=must_not_train,
-                                    prepare_fn=lambda c: pytest.fail("prepared the data"))
+                                    prepare_fn=lambda c: pytest.fail("prepared the data"),
+                                    report=reported.append)
   assert errors == [] and s["num_folds"] == 2
-  assert "not retrained" in capsys.readouterr().out
+  assert sum("not retrained" in line for line in reported) == 2
   for k in (0, 1):
     assert os.stat(os.path.join(wd, f"fold{k}", "result.json")).st_mtime_ns == stamps[k]
   # More epochs asked for than were run: the fold is not complete any more.
   cfg.train.epochs = 2
-  assert crossval.complete_result(os.path.join(wd, "fold0"), cfg) is None
+  assert rundir.FoldDir.of(wd, 0).complete_result(cfg) is None
 
 
 def test_failed_fold_is_reported_and_the_rest_summarised(run, tmp_path, capsys):

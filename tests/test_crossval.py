@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ssa_jax import crossval
+from ssa_jax import crossval, rundir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO, "configs", "quickstart.py")
@@ -24,7 +24,7 @@ def _write(fold_dir, result):
     json.dump(result, f)
 
 
-def test_progress_lines_and_eta_over_all_systems(tmp_path, capsys):
+def test_progress_lines_and_eta_over_all_systems(tmp_path, caplog):
   overrides = {"train.num_folds": 3, "train.epochs": 2}
   configs = [crossval.load_config(f"{QUICKSTART}:acrnn", overrides),
              crossval.load_config(QUICKSTART, overrides)]
@@ -44,13 +44,16 @@ def test_progress_lines_and_eta_over_all_systems(tmp_path, capsys):
     _write(os.path.join(workdir, f"fold{fold}"), r)
     return r
 
-  summaries, errors = crossval.run_compare(
-      configs, str(tmp_path), None, train_fn=fake_train,
-      prepare_fn=lambda c: prepared.append(c.name) or "the dataset", clock=lambda: now[0])
-  captured = capsys.readouterr()
+  reported = []
+  with caplog.at_level("ERROR", logger="ssa_jax.crossval"):
+    summaries, errors = crossval.run_compare(
+        configs, str(tmp_path), None, train_fn=fake_train,
+        prepare_fn=lambda c: prepared.append(c.name) or "the dataset", clock=lambda: now[0],
+        report=reported.append)
   assert prepared == ["quickstart_acrnn"]  # one dataset for both systems (same data config)
-  assert len(errors) == 1 and "fold 1" in errors[0] and "non-finite" in captured.err
-  lines = [l for l in captured.out.splitlines() if "trained in" in l]
+  assert len(errors) == 1 and "fold 1" in errors[0] and "non-finite" in caplog.text
+  out = "\n".join(reported)
+  lines = [l for l in reported if "trained in" in l]
   # 5 folds to train (fold 1 of ACRNN is complete). Left after each, and the mean time so far:
   # 60 s -> 4 left x 60 = 240 s; 120 s -> 3 x 90 = 270 s; 90 s -> 2 x 90 = 180 s;
   # the failure -> 1 left; 30 s -> none left.
@@ -61,13 +64,13 @@ def test_progress_lines_and_eta_over_all_systems(tmp_path, capsys):
   assert lines[1].endswith("trained in 2 min 00 s; 3 folds left, about 4 min 30 s")
   assert lines[2].endswith("trained in 1 min 30 s; 2 folds left, about 3 min 00 s")
   assert lines[3].endswith("trained in 30 s; no fold left")
-  assert "[ACRNN] fold 1: complete" in captured.out and "not retrained: UAR 70.00 %" in captured.out
+  assert "[ACRNN] fold 1: complete" in out and "not retrained: UAR 70.00 %" in out
   assert [s["num_folds"] for s in summaries] == [3, 2]
   compare = json.load(open(tmp_path / "compare.json"))
   assert compare["paired"][0]["folds"] == [0, 2]  # SSA-CRNN-r's fold 1 failed: not paired
 
 
-def test_single_system_counts_only_its_unfinished_folds(tmp_path, capsys):
+def test_single_system_counts_only_its_unfinished_folds(tmp_path):
   config = crossval.load_config(QUICKSTART, {"train.num_folds": 4, "train.epochs": 1})
   for k in (0, 1):
     _write(tmp_path / f"fold{k}", _result(k, 1))
@@ -77,9 +80,10 @@ def test_single_system_counts_only_its_unfinished_folds(tmp_path, capsys):
     now[0] += 10.0
     return _result(fold, 1)
 
+  reported = []
   crossval.run_crossval(config, str(tmp_path), None, train_fn=fake_train, prepare_fn=lambda c: None,
-                        clock=lambda: now[0])
-  lines = [l for l in capsys.readouterr().out.splitlines() if "trained in" in l]
+                        clock=lambda: now[0], report=reported.append)
+  lines = [l for l in reported if "trained in" in l]
   assert [l.split(";")[-1].strip() for l in lines] == ["1 fold left, about 10 s", "no fold left"]
 
 
@@ -132,12 +136,14 @@ def test_tabulate_runs_pairs_finished_folds_without_training(tmp_path):
     crossval.tabulate_runs([str(tmp_path / "missing")], str(tmp_path / "t2"))
 
 
-def test_complete_result_of_a_corrupt_file_warns_naming_it(tmp_path, capsys):
+def test_complete_result_of_a_corrupt_file_warns_naming_it(tmp_path, caplog, capsys):
   (tmp_path / "result.json").write_text('{"uar": 0.5,', encoding="utf-8")  # cut off mid-write
-  assert crossval.complete_result(str(tmp_path), config=None) is None
-  err = capsys.readouterr().err
-  assert str(tmp_path / "result.json") in err and "resumed" in err
-  assert len(err.strip().splitlines()) == 1
+  with caplog.at_level("WARNING", logger="ssa_jax.rundir"):
+    assert rundir.FoldDir(str(tmp_path)).complete_result(config=None) is None
+  assert len(caplog.records) == 1  # one warning, through logging only (the library never prints)
+  assert str(tmp_path / "result.json") in caplog.text and "resumed" in caplog.text
+  captured = capsys.readouterr()
+  assert captured.out == "" and captured.err == ""
 
 
 def test_linguistic_crossval_summary_uses_the_overlap_corrected_t(tmp_path):

@@ -1,5 +1,5 @@
 """The one fold pipeline (ssa_jax/fold.py): prepare_fold's split, statistics and arrays, the
-validation metrics, and bin.evaluate's numbers (plots.evaluate_fold) equal to training's
+validation metrics, and bin.evaluate's numbers (evaluate.evaluate_fold) equal to training's
 result.json through the same code."""
 
 import json
@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from conftest import fake_dataset, tiny_config
-from ssa_jax import features, plots, splits, train
+from ssa_jax import evaluate, features, inference, splits, train
 from ssa_jax import fold as fold_lib
 
 
@@ -56,7 +56,7 @@ def test_validation_metrics_pool_segments_and_match_sklearn():
   fd = fold_lib.prepare_fold(tiny_config(), ds, 0, with_train=False)
   rng = np.random.default_rng(0)
   probs = rng.dirichlet(np.ones(4), size=len(fd.valid_seg))
-  m = fold_lib.validation_metrics({"probs": probs, "speaker_mass": np.full(len(probs), 0.25),
+  m = inference.validation_metrics({"probs": probs, "speaker_mass": np.full(len(probs), 0.25),
                                    "speaker_pred": fd.valid["speaker"]}, fd, "mean")
   pooled = np.zeros((len(fd.valid_utt), 4))
   np.add.at(pooled, fd.valid_seg_utt, probs)  # mean pooling: the argmax of the sum
@@ -72,24 +72,24 @@ def test_validation_metrics_pool_segments_and_match_sklearn():
                                                        abs=1e-12)
   recalls = [np.mean(pred[fd.valid_labels == c] == c) for c in np.unique(fd.valid_labels)]
   assert m["worst_class_recall"] == pytest.approx(min(recalls), abs=1e-12)
-  assert "speaker_mass" not in fold_lib.validation_metrics({"probs": probs}, fd, "max")
+  assert "speaker_mass" not in inference.validation_metrics({"probs": probs}, fd, "max")
 
 
 def test_evaluate_fold_equals_result_json_through_the_shared_code(tmp_path, monkeypatch):
   ds = fake_dataset()
   cfg = tiny_config()
   calls = []
-  real = fold_lib.evaluate
+  real = inference.evaluate
 
   def spy(*args, **kwargs):
     metrics, outputs = real(*args, **kwargs)
     calls.append(metrics)
     return metrics, outputs
-  monkeypatch.setattr(fold_lib, "evaluate", spy)
+  monkeypatch.setattr(inference, "evaluate", spy)
   result = train.train_and_evaluate(cfg, str(tmp_path / "run"), 0, dataset=ds)
-  assert len(calls) == cfg.train.epochs  # training evaluated each epoch through fold.evaluate
+  assert len(calls) == cfg.train.epochs  # training evaluated each epoch through inference.evaluate
   fold_dir = str(tmp_path / "run" / "fold0")
-  report = plots.evaluate_fold(fold_dir, dataset=ds, out_dir=str(tmp_path / "figures"))
+  report = evaluate.evaluate_fold(fold_dir, dataset=ds, out_dir=str(tmp_path / "figures"))
   assert len(calls) == cfg.train.epochs + 1  # and so did the evaluation
   assert report["step"] == result["best_step"]
   assert report["confusion"] == result["confusion"]
@@ -148,8 +148,8 @@ def test_prepare_fold_inner_selection_fits_statistics_on_the_trained_part_only()
   # inner_view scores the inner split with the validation code.
   view = fold_lib.inner_view(fd)
   probs = np.eye(4)[view.valid["label"]]  # a perfect model on the inner segments
-  assert fold_lib.validation_metrics({"probs": probs}, view, "max")["uar"] == 1.0
-  assert np.sum(fold_lib.validation_metrics({"probs": probs}, view, "max")["confusion"]) == len(
+  assert inference.validation_metrics({"probs": probs}, view, "max")["uar"] == 1.0
+  assert np.sum(inference.validation_metrics({"probs": probs}, view, "max")["confusion"]) == len(
       fd.inner_utt)
   # Without inner selection: no inner split, and the statistics see all training utterances.
   plain = fold_lib.prepare_fold(tiny_config(overrides={"train.split": "heldout"}), ds, 0)

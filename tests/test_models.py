@@ -337,3 +337,27 @@ def test_lstm_impls_same_tree_and_values(name):
     out_h = hoist_m.apply(variables, x, mask, train=train, **kw)
     for a, b in zip(jax.tree.leaves(out_h), jax.tree.leaves(out_f)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_build_model_takes_the_model_section_as_it_is(tiny):
+  """Model(**config.model): every field reaches the module unchanged (defaults live only in
+  ssa_jax/config.py, so the modules have none), and a field no model has is an error."""
+  from ssa_jax.models import ACRNN, SSACRNN
+  tiny.model.num_speakers = 3
+  model = build_model(tiny.model)
+  assert isinstance(model, SSACRNN)
+  for key, value in tiny.model.items():
+    if key != "name":
+      want = tuple(value) if isinstance(value, (list, tuple)) else value
+      assert getattr(model, key) == want, key
+  acrnn = build_model(tiny_cfg("acrnn"))
+  assert type(acrnn) is ACRNN and not hasattr(acrnn, "num_speakers")
+  with pytest.raises(TypeError):
+    ACRNN()  # no defaults here: config.py declares them
+  bad = tiny_cfg("acrnn")
+  bad.unlock()
+  bad.conv_featurez = (4,)
+  with pytest.raises(TypeError, match="conv_featurez"):
+    build_model(bad)
+  with pytest.raises(ValueError, match="unknown model.name"):
+    build_model(tiny_cfg("acrnn", name="resnet"))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import fake_dataset, tiny_config
-from ssa_jax import checkpointing, crossval, parallel, train
+from ssa_jax import checkpointing, inference, parallel, rundir, train
 from ssa_jax import fold as fold_lib
 
 EPOCHS = 6
@@ -54,13 +54,13 @@ def _read(fold_dir):
 
 
 def _spy_evaluate(monkeypatch):
-  """Records the utterances each fold.evaluate call scores."""
-  calls, real = [], fold_lib.evaluate
+  """Records the utterances each inference.evaluate call scores."""
+  calls, real = [], inference.evaluate
 
   def spy(eval_fn, variables, fd, *args, **kwargs):
     calls.append(np.array(fd.valid_utt))
     return real(eval_fn, variables, fd, *args, **kwargs)
-  monkeypatch.setattr(fold_lib, "evaluate", spy)
+  monkeypatch.setattr(inference, "evaluate", spy)
   return calls
 
 
@@ -110,8 +110,8 @@ def test_inner_selection_scores_the_test_set_once_at_the_selected_checkpoint(ref
   evaluation_fd = fold_lib.prepare_fold(cfg, ds, 0, stats=best["stats"], with_train=False)
   mesh = parallel.make_mesh()
   from ssa_jax import models  # pylint: disable=g-import-not-at-top
-  eval_fn = train.make_eval_step(models.build_model(cfg.model), mesh)
-  independent, _ = fold_lib.evaluate(eval_fn, best["variables"], evaluation_fd, "max", 8, mesh)
+  eval_fn = inference.make_eval_step(models.build_model(cfg.model), mesh)
+  independent, _ = inference.evaluate(eval_fn, best["variables"], evaluation_fd, "max", 8, mesh)
   assert np.sum(result["confusion"]) == len(test)
   assert result["confusion"] == independent["confusion"]
   for k in ("uar", "wa", "segment_uar", "recalls", "speaker_accuracy"):
@@ -123,7 +123,7 @@ def test_inner_selection_scores_the_test_set_once_at_the_selected_checkpoint(ref
   assert sum(counts["inner_utterances"].values()) == len(fd.inner_utt)
   assert (sum(counts["train_utterances"].values()) + len(fd.inner_utt) + len(test)
           == len(ds.labels))
-  assert crossval.complete_result(reference["fold_dir"], cfg) is not None
+  assert rundir.FoldDir(reference["fold_dir"]).complete_result(cfg) is not None
 
 
 def test_test_labels_change_only_the_scored_figures(reference, tmp_path):
@@ -153,21 +153,21 @@ def test_killed_before_the_test_scoring_finishes_on_rerun(reference, tmp_path, m
   with pytest.raises(Killed):
     train.train_and_evaluate(cfg, str(tmp_path), 0, dataset=_dataset())
   assert not os.path.exists(os.path.join(fold_dir, "result.json"))
-  assert crossval.complete_result(fold_dir, cfg) is None
+  assert rundir.FoldDir(fold_dir).complete_result(cfg) is None
   # A result.json without the test scoring (or of the other selection) is not complete either.
   with open(os.path.join(reference["fold_dir"], "result.json")) as f:
     ref = json.load(f)
   os.makedirs(tmp_path / "partial", exist_ok=True)
   with open(tmp_path / "partial" / "result.json", "w") as f:
     json.dump({k: v for k, v in ref.items() if k != "inner"}, f)
-  assert crossval.complete_result(str(tmp_path / "partial"), cfg) is None
+  assert rundir.FoldDir(str(tmp_path / "partial")).complete_result(cfg) is None
   valid_cfg = _config()
   valid_cfg.train.selection = "valid"
-  assert crossval.complete_result(reference["fold_dir"], valid_cfg) is None
+  assert rundir.FoldDir(reference["fold_dir"]).complete_result(valid_cfg) is None
 
   monkeypatch.undo()
   calls = _spy_evaluate(monkeypatch)
   train.train_and_evaluate(cfg, str(tmp_path), 0, dataset=_dataset())
   assert len(calls) == 1  # no epoch retrained or re-evaluated: only the test scoring
   assert _read(fold_dir) == _read(reference["fold_dir"])
-  assert crossval.complete_result(fold_dir, cfg) is not None
+  assert rundir.FoldDir(fold_dir).complete_result(cfg) is not None

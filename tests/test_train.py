@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from conftest import fake_dataset, tiny_config
-from ssa_jax import checkpointing, features, input_pipeline, models, parallel, train
+from ssa_jax import checkpointing, features, inference, input_pipeline, models, parallel, train
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def _z_em(model, state, batch):
 
 def test_epoch_traces_once_and_eq8_holds_after_every_step(step_setup):
   s = step_setup
-  state = parallel.replicate(s["init"](), s["mesh"])
+  state = jax.device_put(s["init"](), parallel.replicated(s["mesh"]))
   batches = list(input_pipeline.train_batches(s["arrays"], 4, 8, seed=0, fold=0, epoch=0))
   assert len(batches) >= 5
   for local in batches:  # one full epoch of the real pipeline through the real step
@@ -97,7 +97,7 @@ def test_first_step_cross_entropy_is_near_ln_k_at_paper_size():
 
 def test_loss_falls_on_a_fixed_batch(step_setup):
   s = step_setup
-  state = parallel.replicate(s["init"](), s["mesh"])
+  state = jax.device_put(s["init"](), parallel.replicated(s["mesh"]))
   local = next(input_pipeline.train_batches(s["arrays"], 4, 8, seed=0, fold=0, epoch=0))
   batch = parallel.global_batch(local, s["mesh"])
   losses, losses_em = [], []
@@ -277,7 +277,7 @@ def test_load_best_of_a_run_checkpointed_before_orbax_tracked_the_metrics(tmp_pa
 
 
 def test_eval_step_compiles_with_the_train_steps_cpu_options():
-  """make_eval_step's default is the train step's option set (ops.step_compiler_options): on CPU
+  """make_eval_step's default is the train step's option set (xla_options.step_compiler_options): on CPU
   no convolution goes to a YNNPACK fusion (XLA's defaults send 32-channel f32 convolutions there),
   and the outputs equal those of the step compiled with XLA's defaults."""
   cfg = tiny_config("acrnn", overrides={"model.conv_features": (32,) * 6,
@@ -289,8 +289,8 @@ def test_eval_step_compiles_with_the_train_steps_cpu_options():
            "mask": np.ones((8, 16), bool)}
   variables = model.init(jax.random.PRNGKey(0), batch["x"], batch["mask"])
   batch = parallel.global_batch(batch, mesh)
-  tuned = train.make_eval_step(model, mesh)
-  plain = train.make_eval_step(model, mesh, compiler_options=None)
+  tuned = inference.make_eval_step(model, mesh)
+  plain = inference.make_eval_step(model, mesh, compiler_options=None)
   if jax.default_backend() == "cpu":
     hlo = tuned.lower(variables, batch).compile().as_text()
     assert "convolution(" in hlo and "ynn" not in hlo.lower()

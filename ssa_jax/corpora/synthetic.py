@@ -204,6 +204,7 @@ import functools
 import hashlib
 import itertools
 import json
+import logging
 import os
 import time
 from typing import Any, Sequence
@@ -214,6 +215,8 @@ import soundfile as sf
 
 from ssa_jax import io as io_lib
 from ssa_jax.corpora.base import CorpusError, Listing, Utterance
+
+_log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "synthetic-v2"
 CORPUS_NAME = "synthetic"
@@ -253,7 +256,6 @@ KNOB_DEFAULTS = {"class_weights": "balanced", "strategies": "per_speaker", "test
 TEST = "test"  # Utterance.subset of the held-out utterances
 MIN_PHRASES = 2  # class_weights: repetition groups kept per (speaker, class), at least
 
-STRATEGY_DIMS = ("pitch", "range", "tempo", "loud", "effort", "breath", "irregular", "pauses")
 PROTOTYPES = np.array([
     # pitch range tempo loud effort breath irreg pauses
     [0.0, -0.4, 0.0, 0.0, 0.0, 0.0, -0.4, 0.0],  # 0 neutral
@@ -804,7 +806,7 @@ def generate(syn_cfg: Any, cache_dir: str, classes: Sequence[str], progress: boo
       records.append(record)
   start = time.perf_counter()
   if progress:
-    print(f"generating the synthetic corpus ({len(jobs)} utterances) in {folder} ...", flush=True)
+    _log.info("generating the synthetic corpus (%d utterances) in %s ...", len(jobs), folder)
   for job in jobs:  # ~15 ms an utterance in one process: no pool needed
     _write_one(job)
   meta = {"corpus": CORPUS_NAME, "version": GENERATOR_VERSION, "config": _key_values(vals),
@@ -812,7 +814,7 @@ def generate(syn_cfg: Any, cache_dir: str, classes: Sequence[str], progress: boo
           "sample_rate": SAMPLE_RATE, "utterances": records}
   io_lib.write_json(os.path.join(folder, "listing.json"), meta, indent=1)
   if progress:
-    print(f"generated {len(jobs)} utterances in {time.perf_counter() - start:.1f} s", flush=True)
+    _log.info("generated %d utterances in %.1f s", len(jobs), time.perf_counter() - start)
   listing = _read_listing(folder, classes)
   if listing is None:
     raise CorpusError(f"{folder}: the generated synthetic corpus could not be read back")

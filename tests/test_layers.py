@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from jax import lax
 
-from ssa_jax import ops
+from ssa_jax import xla_options
+from ssa_jax.models import layers as ops  # the layers; the XLA options are xla_options
 
 TOL = 1e-5
 
@@ -117,13 +118,13 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_step_compiler_options_by_backend():
-  assert ops.step_compiler_options("gpu") is None
-  opts = ops.step_compiler_options("cpu")
+  assert xla_options.step_compiler_options("gpu") is None
+  opts = xla_options.step_compiler_options("cpu")
   assert opts == {"xla_cpu_experimental_ynn_fusion_type": ""}
   # XLA accepts them, and the step's value is unchanged by them.
   x, k, dy = arrays(5, 2, 8, 6, 3, 4, 5, 3)
   f = lambda k_: jax.grad(lambda kk: jnp.sum(plain_conv(x, kk) * dy))(k_)  # noqa: E731
-  tuned = jax.jit(f, compiler_options=ops.step_compiler_options())
+  tuned = jax.jit(f, compiler_options=xla_options.step_compiler_options())
   assert rel(tuned(k), jax.jit(f)(k)) <= TOL
 
 
