@@ -359,5 +359,7 @@ def test_build_model_takes_the_model_section_as_it_is(tiny):
   bad.conv_featurez = (4,)
   with pytest.raises(TypeError, match="conv_featurez"):
     build_model(bad)
+  other = tiny_cfg("acrnn")
+  other.name = "resnet"
   with pytest.raises(ValueError, match="unknown model.name"):
-    build_model(tiny_cfg("acrnn", name="resnet"))
+    build_model(other)
