@@ -1,8 +1,8 @@
 """Cross-validation of one system or several (`bin.crossval`): trains (or resumes) every fold, then
-writes the summaries in the paper's Table 1 form, the paired comparison, and prints progress.
+writes the summaries in the paper's Table 1 form and the paired comparison; progress lines go to a
+`report` callback (bin.crossval prints them; default: logged at INFO).
 
   parse_folds(spec, num_folds) -> list[int]          '0-9' / '0,2,5' / '0-2,7' / None (all)
-  complete_result(fold_dir, config) -> dict | None   result.json of a finished fold
   load_config(spec, overrides) -> ConfigDict          a config file (`path[:arg]`) + overrides
   run_crossval(config, workdir, folds) -> (summary, errors)
         `<workdir>/fold<K>/` per fold (as `bin.train`), then `<workdir>/summary.json` and
@@ -15,11 +15,18 @@ writes the summaries in the paper's Table 1 form, the paired comparison, and pri
         one Table 1 row per system, per-class recalls, and each system's paired UAR,
         worst-class recall and largest predicted-class share differences against the first
         (`summary.compare_systems`)
+  tabulate_runs(specs, workdir) -> summaries         the same compare files for finished runs
+  write_compare(workdir, summaries, ...)             the one writer of compare.json / compare.md
+                                                     (bin.replicates' too)
   Progress, eta_seconds, format_duration             the per-fold progress line and its ETA
+
+Whether a fold is finished, and where its files are: `ssa_jax.rundir`
+(`FoldDir.complete_result`).
 
 A fold whose result.json is complete (all its epochs run, or stopped by patience) is not retrained;
 an interrupted fold resumes from its latest checkpoint. A fold that fails (ValueError,
-FloatingPointError, OSError) is reported and the others still run and are summarised.
+FloatingPointError, OSError) is logged as an error and returned, and the others still run and are
+summarised.
 
 Progress: one line per finished fold, `[system] fold K: UAR …, trained in 2 min 10 s; 7 folds
 left, about 15 min`. The estimate is the mean time of the folds trained in this invocation times

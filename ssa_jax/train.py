@@ -3,7 +3,7 @@
   state = create_train_state(model, tx, rng, x, mask, constraint)  # Eq. 8 holds from step 0
   step = make_train_step(model, tx, constraint, mesh)     # jitted once; state donated
   state, metrics = step(state, batch)
-  outputs = make_eval_step(model, mesh)(inference.variables_of(state), batch)  # probs, speaker mass, ...
+  outputs = inference.make_eval_step(model, mesh)(inference.variables_of(state), batch)  # probs, ...
   result = train_and_evaluate(config, workdir, fold)      # the content of result.json
 
 `train_step` is pure: forward in training mode (batch statistics updated), loss = CE_em (+ CE_sp for

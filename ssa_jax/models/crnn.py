@@ -90,12 +90,14 @@ class CRNN(nn.Module):
     lstm_impl: "auto" | "flax" | "hoisted", the BLSTM's implementation (`make_blstm`).
   """
 
-  conv_features: Sequence[int] = (128, 256, 256, 256, 256, 256)
-  kernel_size: Sequence[int] = (5, 3)
-  pool_size: Sequence[int] = (2, 2)
-  dense_units: int = 768
-  lstm_units: int = 128
-  leaky_slope: float = 0.01
+  conv_features: Sequence[int]
+  kernel_size: Sequence[int]
+  pool_size: Sequence[int]
+  dense_units: int
+  lstm_units: int
+  leaky_slope: float
+  # Defaults only for building the branch alone (tests/test_parity_torch.py); the models pass
+  # config.model's values (ssa_jax/config.py declares them).
   bn_momentum: float = 0.99
   mask_padding: bool = True
   dtype: jnp.dtype = jnp.float32
