@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
   from ssa_jax.corpora import list_corpus  # pylint: disable=g-import-not-at-top
 
   # CorpusError, AudioError, bad config values, unreadable paths: one line (bin/_cli.py).
-  listing = list_corpus(config.data, progress=True)
+  listing = list_corpus(config.data, progress=lambda line: print(line, flush=True))
   location = data.cache_location(config, listing)
   before = _stamp(location / "meta.json")
   dataset = data.prepare(config, progress=True, listing=listing)

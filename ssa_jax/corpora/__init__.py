@@ -17,7 +17,7 @@ import collections
 import importlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ssa_jax.corpora.base import IGNORED, CorpusError, Listing, Utterance
 
@@ -27,10 +27,11 @@ __all__ = ["CORPORA", "CorpusError", "Listing", "Utterance", "list_corpus"]
 CORPORA = ("synthetic", "iemocap", "atthack", "manifest")
 
 
-def list_corpus(data_cfg: Any, progress: bool = False) -> Listing:
+def list_corpus(data_cfg: Any, progress: bool | Callable[[str], None] = False) -> Listing:
   """Lists the corpus named by `data_cfg.corpus` (see the module docstring).
 
-  `progress` prints a line while the built-in corpus is generated (first use only).
+  `progress`: a line while the built-in corpus is generated (first use only): to this callable,
+  or logged at INFO if True (`synthetic.generate`).
   """
   name = str(data_cfg.corpus).strip().lower()
   if name not in CORPORA:
