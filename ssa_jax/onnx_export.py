@@ -50,8 +50,6 @@ logger = logging.getLogger(__name__)
 
 OPSET = 17
 BN_EPSILON = 1e-5  # nn.BatchNorm(epsilon=1e-5) in models/crnn.py
-SSA_MODES = ("full", "self_only", "speaker_only")
-CLASSIFIER_BIAS = ("scaled", "unscaled", "none")
 OUTPUTS_ACRNN = ("probabilities", "emotion_logits", "z_em")
 OUTPUTS_SSA = OUTPUTS_ACRNN + ("speaker_logits", "z_sp")
 
@@ -116,16 +114,16 @@ class _Params:
     return sorted(out)
 
 
-def lstm_weights(cell: _Params, prefix: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def lstm_weights(p: _Params, prefix: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """One direction of a flax BLSTM (`.../cell/{i,h}{i,f,g,o}`) in ONNX LSTM layout.
 
   Returns W (4H, F), R (4H, H), B (8H,) = [W_b ; R_b] in ONNX's gate order i, o, f, c
   (flax's g is ONNX's c); flax keeps the gate biases on the recurrent kernels, so W_b = 0.
   """
   order = "iofg"
-  w = np.concatenate([cell(*prefix, f"i{g}", "kernel").T for g in order])
-  r = np.concatenate([cell(*prefix, f"h{g}", "kernel").T for g in order])
-  rb = np.concatenate([cell(*prefix, f"h{g}", "bias") for g in order])
+  w = np.concatenate([p(*prefix, f"i{g}", "kernel").T for g in order])
+  r = np.concatenate([p(*prefix, f"h{g}", "kernel").T for g in order])
+  rb = np.concatenate([p(*prefix, f"h{g}", "bias") for g in order])
   return w, r, np.concatenate([np.zeros_like(rb), rb])
 
 
@@ -313,7 +311,8 @@ def _emotion_head(g: _Graph, p: _Params, z: str, cfg: Mapping[str, Any]) -> str:
 
 def architecture(model_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   """The settings of `config.model` the graph depends on (sizes come from the parameters)."""
-  from ssa_jax.models import resolve_logit_scale  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top  (jax and flax only where a config is read)
+  from ssa_jax.models import CLASSIFIER_BIAS, SSA_MODES, resolve_logit_scale
   name = str(model_cfg.name)
   if name not in ("acrnn", "ssa_crnn"):
     raise ValueError(f"ONNX export knows model.name 'acrnn' and 'ssa_crnn', got {name!r}")
