@@ -241,11 +241,9 @@ def _crnn(g: _Graph, p: _Params, branch: str, x_nchw: str, mask_f: str, cfg: Map
   lstm_in = [g.op("Transpose", y, perm=[1, 0, 2]), g.const(w, f"{branch}_lstm_W"),
              g.const(r, f"{branch}_lstm_R"), g.const(b, f"{branch}_lstm_B")]
   if masking:
-    # Real pooled frames per example; at least 1 (onnxruntime rejects 0; a fully padded
-    # example's outputs are masked to 0 below either way, as in JAX).
-    lens = g.op("Cast", g.op("ReduceSum", pmask, g.const([1], "axes", np.int64), keepdims=0),
-                to=_onnx().TensorProto.INT32)
-    lstm_in.append(g.op("Max", lens, g.const([1], "one", np.int32)))
+    # Real pooled frames per example (0 for a fully padded one: its outputs are 0, as in JAX).
+    lstm_in.append(g.op("Cast", g.op("ReduceSum", pmask, g.const([1], "axes", np.int64),
+                                     keepdims=0), to=_onnx().TensorProto.INT32))
   y_all = g.op("LSTM", *lstm_in, hidden_size=hidden, direction="bidirectional",
                hint=f"{branch}_blstm")  # Y (T', 2, B, H)
   h = g.op("Reshape", g.op("Transpose", y_all, perm=[2, 0, 1, 3]),

@@ -96,8 +96,8 @@ def test_parity_random_uneven_lengths(setting):
   frames = 16
   cfg = tiny_config(name, overrides={"features.segment_frames": frames, **overrides})
   model, variables = _model(cfg, frames)
-  # Real lengths: full, odd (a pooled frame half real), short, a single frame; padding not zero.
-  x, mask = _inputs(frames, 4, [16, 11, 3, 1], pad_value=0.7)
+  # Real lengths: full, odd (a pooled frame half real), short, one frame, none; padding not 0.
+  x, mask = _inputs(frames, 4, [16, 11, 3, 1, 0], pad_value=0.7)
   ref = _jax_outputs(model, variables, x, mask)
   out = onnx_export.run_onnx(onnx_export.build_onnx_model(variables, cfg.model), x, mask)
   errors = _errors(out, ref)
