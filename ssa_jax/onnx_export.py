@@ -29,8 +29,9 @@ Each piece mirrors `ssa_jax/models`:
     SSA with its mode (`model.ssa`); the emotion head with its temperature and bias mode.
 
 Why not jax2onnx: its current release (0.17.1) pins orbax-checkpoint < 0.11.37 (we need >= 0.12.8;
-with both pins pip falls back to jax2onnx 0.13.0) and refuses reverse scans; jax2tf + tf2onnx
-no longer works (non-native serialisation is gone from JAX). Building the graph from the
+with both pins pip falls back to the older jax2onnx 0.13.0), and issue 22 found it refusing
+reverse scans and testing flax's BLSTM only without sequence lengths; jax2tf + tf2onnx no longer
+works (non-native serialisation is gone from JAX). Building the graph from the
 parameters needs only `onnx`, uses ONNX's own LSTM with sequence lengths, and the parity tests
 (tests/test_onnx_export.py) hold it to the JAX model within 1e-4.
 """
