@@ -4,7 +4,6 @@ real train step, and their config errors."""
 
 from __future__ import annotations
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -253,7 +252,7 @@ def _program(arrays, **options):
   return state, step, parallel.global_batch(local, mesh), opts, mesh
 
 
-def test_default_options_add_nothing_to_the_step(arrays):
+def test_default_options_add_nothing_to_the_step():
   cfg = tiny_config()
   assert train.speaker_step_options(cfg, jax.random.PRNGKey(0)) == {}
 

@@ -69,6 +69,7 @@ class SSACRNN(ACRNN):
     if self.speaker_loss == "aam":
       cosine = CosineClassifier(self.num_speakers, name="speaker_classifier")(z_sp)
       speaker_logits = self.aam_scale * cosine
+      chex.assert_shape(cosine, (x.shape[0], self.num_speakers))
       extra["speaker_cosine"] = cosine
     else:
       speaker_logits = nn.Dense(self.num_speakers, name="speaker_classifier")(z_sp)
