@@ -372,15 +372,16 @@ def check_config(config: ml_collections.ConfigDict, fold: int) -> None:
 # --- Unseen speakers (docs/DESIGN.md "Beyond the paper"): the train step's extra keywords ---
 def speaker_step_options(config: ml_collections.ConfigDict, rng: jax.Array) -> dict[str, Any]:
   """`train_step`'s unseen-speaker keywords from the config: speaker_stop_gradient,
-  adversarial_weight, and dropout_key = fold_in(rng, 1) when model.speaker_dropout > 0 (rng: the
-  fold's key; every step folds its step number into it). Empty for the defaults."""
+  adversarial_weight, and dropout_key = fold_in(rng, 3) when model.speaker_dropout > 0 (rng: the
+  fold's key, whose fold_in 1 and 2 `create_train_state` uses; every step folds its step number
+  into it). Empty for the defaults."""
   tcfg, opts = config.train, {}
   if tcfg.get("speaker_stop_gradient", False):
     opts["speaker_stop_gradient"] = True
   if float(tcfg.get("adversarial_weight", 0.0)) > 0:
     opts["adversarial_weight"] = float(tcfg.adversarial_weight)
   if float(config.model.get("speaker_dropout", 0.0)) > 0:
-    opts["dropout_key"] = jax.random.fold_in(rng, 1)
+    opts["dropout_key"] = jax.random.fold_in(rng, 3)
   return opts
 
 
