@@ -11,9 +11,12 @@ The emotion classifier is the top-level Dense `classifier` (kernel (embed_dim, n
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from ssa_jax import ops
+from ssa_jax.speaker import SPEAKER_LOSSES
 
 from ssa_jax.models.acrnn import ACRNN, CLASSIFIER_BIAS
 from ssa_jax.models.attention import SSA_MODES, SelfAttention, SelfSpeakerAttention, masked_softmax
@@ -21,7 +24,7 @@ from ssa_jax.models.crnn import CRNN, compute_dtype, pool_mask
 from ssa_jax.models.ssa_crnn import SSACRNN
 
 __all__ = ["ACRNN", "CLASSIFIER_BIAS", "SSA_MODES", "SSACRNN", "CRNN", "SelfAttention", "SelfSpeakerAttention", "build_model",
-           "masked_softmax", "pool_mask", "resolve_logit_scale"]
+           "masked_softmax", "pool_mask", "resolve_logit_scale", "speaker_options"]
 
 
 def _positive_number(value, what: str) -> float:
@@ -51,6 +54,34 @@ def resolve_logit_scale(model_cfg: ml_collections.ConfigDict) -> tuple[float | s
   return scale, scale
 
 
+# --- Beyond the paper: unseen speakers (docs/DESIGN.md; config.py's block of the same name) ---
+def speaker_options(model_cfg: ml_collections.ConfigDict) -> dict:
+  """SSACRNN's unseen-speaker attributes from `model_cfg` (defaults where a field is absent, as in
+  a config.json written before they existed): speaker_loss, aam_margin, aam_scale,
+  speaker_dropout. A bad value, or a non-default one for a model without a speaker branch, is a
+  one-line ValueError."""
+  opts = {"speaker_loss": str(model_cfg.get("speaker_loss", "softmax")),
+          "aam_margin": float(model_cfg.get("aam_margin", 0.2)),
+          "aam_scale": float(model_cfg.get("aam_scale", 30.0)),
+          "speaker_dropout": float(model_cfg.get("speaker_dropout", 0.0))}
+  if opts["speaker_loss"] not in SPEAKER_LOSSES:
+    raise ValueError(f"model.speaker_loss must be one of {SPEAKER_LOSSES}, "
+                     f"got {opts['speaker_loss']!r}")
+  if not 0.0 <= opts["aam_margin"] < math.pi / 2:
+    raise ValueError(f"model.aam_margin must be in [0, pi/2) radians, got {opts['aam_margin']}")
+  if not 0.0 < opts["aam_scale"] < float("inf"):
+    raise ValueError(f"model.aam_scale must be a positive number, got {opts['aam_scale']}")
+  if not 0.0 <= opts["speaker_dropout"] <= 1.0:
+    raise ValueError(f"model.speaker_dropout must be a probability in [0, 1], "
+                     f"got {opts['speaker_dropout']}")
+  if model_cfg.name != "ssa_crnn" and (opts["speaker_loss"] != "softmax"
+                                       or opts["speaker_dropout"] > 0):
+    raise ValueError(f"model.speaker_loss / model.speaker_dropout need model.name='ssa_crnn' "
+                     f"(a speaker branch), got model.name={model_cfg.name!r}")
+  return opts
+# --- end of the unseen-speaker block ---
+
+
 def build_model(model_cfg: ml_collections.ConfigDict) -> ACRNN:
   """Returns the module named by `model_cfg.name` ("acrnn" | "ssa_crnn") with its sizes."""
   kwargs = dict(
@@ -78,6 +109,7 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> ACRNN:
   if len(kwargs["kernel_size"]) != 2 or len(kwargs["pool_size"]) != 2:
     raise ValueError(f"model.kernel_size and model.pool_size must be (time, freq) pairs, got "
                      f"{kwargs['kernel_size']} and {kwargs['pool_size']}")
+  unseen = speaker_options(model_cfg)  # unseen-speaker options (validated for every model)
   if model_cfg.name == "acrnn":
     return ACRNN(**kwargs)
   if model_cfg.name == "ssa_crnn":
@@ -87,5 +119,6 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> ACRNN:
     ssa_mode = str(model_cfg.get("ssa", "full"))
     if ssa_mode not in SSA_MODES:
       raise ValueError(f"model.ssa must be one of {SSA_MODES}, got {ssa_mode!r}")
-    return SSACRNN(num_speakers=int(model_cfg.num_speakers), ssa_mode=ssa_mode, **kwargs)
+    return SSACRNN(num_speakers=int(model_cfg.num_speakers), ssa_mode=ssa_mode, **unseen,
+                   **kwargs)
   raise ValueError(f"unknown model.name {model_cfg.name!r}; choose 'acrnn' or 'ssa_crnn'")
