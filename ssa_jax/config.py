@@ -103,6 +103,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.conv_impl = "auto"  # auto (= xla) | xla | gemm (custom-VJP kernel gradient, ssa_jax/models/layers.py)
   c.model.lstm_impl = "auto"  # auto (= hoisted) | hoisted (input projection out of the loop) | flax
   c.model.dtype = "float32"  # compute dtype of convs and matmuls: float32 | bfloat16
+  # --- Beyond the paper: unseen speakers (docs/DESIGN.md "Beyond the paper"; SSA-CRNN only;
+  # every value off by default, the paper's model unchanged) ---
+  # The speaker branch's objective: softmax (a dense classifier on z_sp, cross-entropy over the
+  # training speakers: the paper's) | aam (additive angular margin softmax, ArcFace / "Margin
+  # Matters": a bias-free cosine classifier on the L2-normalised z_sp and class weights, logits
+  # aam_scale * cos(theta_y + aam_margin) for the true speaker, aam_scale * cos(theta_j) for the
+  # others; an open-set speaker embedding, scored by bin.speaker_eer).
+  c.model.speaker_loss = "softmax"
+  c.model.aam_margin = 0.2  # m, radians (speaker_loss="aam")
+  c.model.aam_scale = 30.0  # s (speaker_loss="aam")
+  # Probability that, in training mode, the whole speaker half of the SSA is dropped for an
+  # example of the batch (a segment; alpha_sp = 0 and the speaker half of the context is 0, as
+  # model.ssa="self_only"), so a speaker-free path always exists. Never in evaluation. 0: off.
+  c.model.speaker_dropout = 0.0
 
   # --- training (docs/DESIGN.md §4-5) ---
   c.train = ml_collections.ConfigDict()
@@ -123,6 +137,15 @@ def base_config() -> ml_collections.ConfigDict:
   # paper's) | proportional (a seeded shuffle of the training segments: corpus proportions).
   c.train.batch_sampling = "balanced"
   c.train.speaker_loss_weight = 1.0  # SSA-CRNN: loss = CE_em + w * CE_sp (the paper: 1)
+  # --- Beyond the paper: unseen speakers (docs/DESIGN.md "Beyond the paper"; off by default) ---
+  # SSA-CRNN: no gradient from the emotion loss into the speaker branch (the SSA reads the speaker
+  # frames h_sp through a stop-gradient); the speaker branch is trained by CE_sp alone.
+  c.train.speaker_stop_gradient = False
+  # lambda >= 0 of an adversarial speaker classifier on z_em (a linear layer, its parameters
+  # params["speaker_adversary"], trained with CE over the training speakers and added to the
+  # loss), whose gradient into z_em is multiplied by -lambda (gradient reversal, Ganin et al.,
+  # JMLR 2016): z_em is pushed to carry no speaker identity. 0: no adversary. Any model.
+  c.train.adversarial_weight = 0.0
   c.train.epochs = 100
   c.train.patience = 20  # epochs without a better validation UAR before stopping; 0: never
   # random (IEMOCAP) | linguistic (Att-HACK) | loso | heldout (train on subset "train", score

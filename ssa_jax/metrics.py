@@ -11,6 +11,9 @@
                   columns = predictions: the paper's sense of collapse, one class predicted for
                   most utterances (1/K for a uniform spread of predictions, 1 for one class
                   predicted for everything); NaN for an empty matrix.
+  equal_error_rate(scores (N,), labels (N,)) -> float: the EER of verification trials (labels 1:
+                  same speaker / target, 0: different), where the false-acceptance and the
+                  false-rejection rates are equal, linearly interpolated between thresholds.
   pool_posteriors(seg_probs (N, K), seg_utt (N,), num_utts, mode) -> (U, K) utterance scores:
                   "max" (as ACRNN [10]): per class the max of the segment softmax posteriors over
                   the utterance's segments; "mean": their average. The utterance's prediction is the
@@ -106,3 +109,41 @@ def pool_posteriors(seg_probs: np.ndarray, seg_utt: np.ndarray, num_utts: int,
   pooled = np.zeros((num_utts, num_classes))
   np.add.at(pooled, seg_utt, seg_probs)
   return pooled / counts[:, None]
+
+
+def equal_error_rate(scores: np.ndarray, labels: np.ndarray) -> float:
+  """The equal error rate of verification trials (higher score: more likely the same speaker).
+
+  At a threshold t a trial is accepted when score >= t: FAR(t) = share of the non-target
+  (label 0) trials accepted, FRR(t) = share of the target (label 1) trials rejected. Over the
+  thresholds at the distinct scores (plus one above all), the points (FAR, FRR) run from (0, 1)
+  to (1, 0); the EER is where the polyline through them crosses FAR = FRR.
+
+  Args:
+    scores: (N,) finite trial scores; labels: (N,) 0/1 (or bool), both classes present.
+  """
+  scores = np.asarray(scores, np.float64).reshape(-1)
+  labels = np.asarray(labels).reshape(-1)
+  if scores.shape != labels.shape:
+    raise ValueError(f"scores and labels differ in length: {scores.shape[0]} vs {labels.shape[0]}")
+  if not np.all(np.isfinite(scores)):
+    raise ValueError("scores must be finite")
+  if not np.all((labels == 0) | (labels == 1)):
+    raise ValueError("labels must be 0 (different speakers) or 1 (same speaker)")
+  target = labels.astype(bool)
+  n_tar, n_non = int(target.sum()), int((~target).sum())
+  if n_tar == 0 or n_non == 0:
+    raise ValueError(f"the EER needs target and non-target trials, got {n_tar} and {n_non}")
+  thresholds = np.unique(scores)[::-1]  # descending: acceptance grows
+  # Accepted counts at threshold t = number of scores >= t, per class (searchsorted on sorted).
+  tar_sorted, non_sorted = np.sort(scores[target]), np.sort(scores[~target])
+  tar_acc = n_tar - np.searchsorted(tar_sorted, thresholds, side="left")
+  non_acc = n_non - np.searchsorted(non_sorted, thresholds, side="left")
+  far = np.concatenate([[0.0], non_acc / n_non])
+  frr = np.concatenate([[1.0], 1.0 - tar_acc / n_tar])
+  diff = frr - far  # from +1 (nothing accepted) down to -1 (everything accepted)
+  k = int(np.flatnonzero(diff <= 0)[0])  # the first point at or past the crossing
+  if diff[k] == 0:
+    return float(far[k])
+  w = diff[k - 1] / (diff[k - 1] - diff[k])
+  return float(far[k - 1] + w * (far[k] - far[k - 1]))

@@ -93,6 +93,7 @@ from ssa_jax import checkpointing, inference, input_pipeline, metrics, models, p
 from ssa_jax import xla_options
 from ssa_jax import fold as fold_lib
 from ssa_jax import io as io_lib
+from ssa_jax import speaker as speaker_lib
 from ssa_jax import summary as summary_lib
 
 _log = logging.getLogger(__name__)
@@ -142,7 +143,8 @@ def _constrain(params: Any, z_em: jax.Array, constraint: str) -> Any:
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
                        x: jax.Array, mask: jax.Array, constraint: str = "none",
-                       init_projection: str | None = None) -> TrainState:
+                       init_projection: str | None = None,
+                       adversary_speakers: int = 0) -> TrainState:
   """Initialises parameters from the first training batch x (B, T, M, C), mask (B, T).
 
   With a constraint, the initial classifier kernel is projected by Eq. 8 with the embeddings of
@@ -151,12 +153,20 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
   (default: `constraint`) is the mode of that first projection: "rescale" puts the lecun-normal
   kernel on the sphere densely (its direction kept), where "l1_sphere" zeroes all but a few
   entries of each column (the radius is far inside the initial columns' L1 norms).
+  `adversary_speakers` > 0 (`train.adversarial_weight` > 0): params also hold the adversarial
+  speaker classifier, params["speaker_adversary"] (`speaker.adversary_init`, its own key
+  fold_in(rng, 1)); the model ignores that entry.
   """
   variables = flax.core.unfreeze(model.init({"params": rng}, x, mask, train=False))
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  if adversary_speakers > 0:  # unseen speakers: the adversary lives beside the model's params
+    params[speaker_lib.ADVERSARY] = speaker_lib.adversary_init(
+        jax.random.fold_in(rng, 1), int(model.embed_dim), int(adversary_speakers))
   if constraint != "none":
+    # (rng stream "dropout": model.speaker_dropout's, unused by the paper's models)
     (_, aux), _ = model.apply({"params": params, "batch_stats": batch_stats}, x, mask,
-                              train=True, mutable=["batch_stats"])
+                              train=True, mutable=["batch_stats"],
+                              rngs={"dropout": jax.random.fold_in(rng, 2)})
     params = _constrain(params, aux["z_em"], init_projection or constraint)
   return TrainState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
                     opt_state=tx.init(params), bad_step=jnp.int32(-1))
@@ -178,27 +188,52 @@ def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.Module,
                tx: optax.GradientTransformation, constraint: str,
-               speaker_loss_weight: float = 1.0) -> tuple[TrainState, dict[str, jax.Array]]:
+               speaker_loss_weight: float = 1.0, speaker_stop_gradient: bool = False,
+               adversarial_weight: float = 0.0, dropout_key: jax.Array | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One NAdam update + Eq. 8 projection on a global batch {x (B,T,M,C), mask, label, speaker}.
 
-  loss = CE_em (+ speaker_loss_weight * CE_sp for SSA-CRNN).
+  loss = CE_em (+ speaker_loss_weight * CE_sp for SSA-CRNN) (+ CE_adv with an adversary).
+  Unseen-speaker options (docs/DESIGN.md "Beyond the paper"; off by default):
+    CE_sp            over `speaker.aam_logits` of aux["speaker_cosine"] with model.speaker_loss
+                     "aam" (the model's aam_margin / aam_scale), else over aux["speaker_logits"].
+    speaker_stop_gradient  the model is called with detach_speaker=True (no gradient from CE_em
+                     into the speaker branch).
+    adversarial_weight  lambda > 0: CE_adv = CE(adversary(gradient_reversal(z_em, lambda)),
+                     speaker), adversary = params["speaker_adversary"] (`create_train_state`).
+    dropout_key      the model's "dropout" rng stream (model.speaker_dropout), fold_in(key, step):
+                     the step stays a pure function of (state, batch).
   """
   chex.assert_rank(batch["x"], 4)
   chex.assert_equal_shape_prefix([batch["x"], batch["mask"]], 2)
+  # --- unseen-speaker options: extra arguments of the forward pass ---
+  call = {"detach_speaker": True} if speaker_stop_gradient else {}
+  if dropout_key is not None:
+    call["rngs"] = {"dropout": jax.random.fold_in(dropout_key, state.step)}
 
   def loss_fn(params):
     (logits, aux), updates = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, batch["x"], batch["mask"],
-        train=True, mutable=["batch_stats"])
+        train=True, mutable=["batch_stats"], **call)
     ce_em = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     out = {"loss_em": ce_em, "accuracy_em": _accuracy(logits, batch["label"]),
            "logit_scale": aux["logit_scale"]}
     loss = ce_em
     if "speaker_logits" in aux:  # SSA-CRNN: the speaker branch is trained jointly
-      ce_sp = optax.softmax_cross_entropy_with_integer_labels(
-          aux["speaker_logits"], batch["speaker"]).mean()
+      sp_logits = aux["speaker_logits"]
+      if "speaker_cosine" in aux:  # model.speaker_loss="aam": the margin on the true speaker
+        sp_logits = speaker_lib.aam_logits(aux["speaker_cosine"], batch["speaker"],
+                                           model.aam_margin, model.aam_scale)
+      ce_sp = optax.softmax_cross_entropy_with_integer_labels(sp_logits, batch["speaker"]).mean()
       out.update(loss_sp=ce_sp, accuracy_sp=_accuracy(aux["speaker_logits"], batch["speaker"]))
       loss = loss + speaker_loss_weight * ce_sp
+    if adversarial_weight > 0:  # gradient reversal: the adversary learns, z_em unlearns speakers
+      adv_logits = speaker_lib.adversary_logits(
+          params[speaker_lib.ADVERSARY],
+          speaker_lib.gradient_reversal(aux["z_em"], jnp.float32(adversarial_weight)))
+      ce_adv = optax.softmax_cross_entropy_with_integer_labels(adv_logits, batch["speaker"]).mean()
+      out.update(loss_adv=ce_adv, accuracy_adv=_accuracy(adv_logits, batch["speaker"]))
+      loss = loss + ce_adv
     return loss, (aux["z_em"], updates.get("batch_stats", {}), out)
 
   (loss, (z_em, batch_stats, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -225,7 +260,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.M
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constraint: str,
                     mesh: jax.sharding.Mesh, max_traces: int | None = None,
                     compiler_options: Mapping[str, str] | None | str = "tuned",
-                    speaker_loss_weight: float = 1.0) -> Callable:
+                    speaker_loss_weight: float = 1.0, **speaker_options) -> Callable:
   """The jitted train step.
 
   jit signature: (state: TrainState  P() replicated, donated;
@@ -234,10 +269,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
   `max_traces` wraps the step in `chex.assert_max_traces` (tests). `compiler_options`
   (`xla_options.compiler_options`): "tuned" (xla_options.step_compiler_options()), a name of
   `xla_options.CPU_OPTION_SETS` ("default": XLA's own; benchmarks), or a dict / None.
+  `speaker_options`: `train_step`'s unseen-speaker keywords (speaker_stop_gradient,
+  adversarial_weight, dropout_key; `speaker_step_options` builds them from a config).
   """
   def step(state, batch):
     return train_step(state, batch, model=model, tx=tx, constraint=constraint,
-                      speaker_loss_weight=speaker_loss_weight)
+                      speaker_loss_weight=speaker_loss_weight, **speaker_options)
   if max_traces is not None:
     step = chex.assert_max_traces(step, n=max_traces)
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
@@ -283,6 +320,32 @@ def check_config(config: ml_collections.ConfigDict, fold: int) -> None:
   if _sampling(tcfg) not in input_pipeline.SAMPLING:
     raise ValueError(f"train.batch_sampling must be one of {input_pipeline.SAMPLING}, "
                      f"got {_sampling(tcfg)!r}")
+  # Unseen speakers (docs/DESIGN.md "Beyond the paper").
+  adversarial_weight = tcfg.get("adversarial_weight", 0.0)
+  if not (isinstance(adversarial_weight, (int, float)) and 0 <= adversarial_weight < float("inf")):
+    raise ValueError(f"train.adversarial_weight must be a number >= 0, got {adversarial_weight!r}")
+  if tcfg.get("speaker_stop_gradient", False) not in (True, False):
+    raise ValueError(f"train.speaker_stop_gradient must be True or False, "
+                     f"got {tcfg.speaker_stop_gradient!r}")
+  if tcfg.get("speaker_stop_gradient", False) and config.model.name != "ssa_crnn":
+    raise ValueError(f"train.speaker_stop_gradient needs model.name='ssa_crnn' (a speaker "
+                     f"branch), got {config.model.name!r}")
+
+
+# --- Unseen speakers (docs/DESIGN.md "Beyond the paper"): the train step's extra keywords ---
+def speaker_step_options(config: ml_collections.ConfigDict, rng: jax.Array) -> dict[str, Any]:
+  """`train_step`'s unseen-speaker keywords from the config: speaker_stop_gradient,
+  adversarial_weight, and dropout_key = fold_in(rng, 3) when model.speaker_dropout > 0 (rng: the
+  fold's key, whose fold_in 1 and 2 `create_train_state` uses; every step folds its step number
+  into it). Empty for the defaults."""
+  tcfg, opts = config.train, {}
+  if tcfg.get("speaker_stop_gradient", False):
+    opts["speaker_stop_gradient"] = True
+  if float(tcfg.get("adversarial_weight", 0.0)) > 0:
+    opts["adversarial_weight"] = float(tcfg.adversarial_weight)
+  if float(config.model.get("speaker_dropout", 0.0)) > 0:
+    opts["dropout_key"] = jax.random.fold_in(rng, 3)
+  return opts
 
 
 def _sampling(tcfg: ml_collections.ConfigDict) -> str:
@@ -345,16 +408,21 @@ def build_program(config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold
   example = next(input_pipeline.train_batches(
       fd.train, fd.num_classes, int(tcfg.batch_size), seed=int(config.seed), fold=fold,
       epoch=0, class_names=fd.classes, sampling=_sampling(tcfg)))
-  init_fn = jax.jit(functools.partial(create_train_state, model, tx,
-                                      constraint=str(tcfg.constraint),
-                                      init_projection=initial_projection(tcfg)),
+  rng = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), fold)
+  speaker_opts = speaker_step_options(config, rng)  # unseen speakers; {} by default
+  init_fn = jax.jit(functools.partial(
+      create_train_state, model, tx, constraint=str(tcfg.constraint),
+      init_projection=initial_projection(tcfg),
+      adversary_speakers=(int(config.model.num_speakers)
+                          if "adversarial_weight" in speaker_opts else 0)),
                     out_shardings=parallel.replicated(mesh))
   return Program(
       model=model, init_fn=init_fn,
       train_fn=make_train_step(model, tx, tcfg.constraint, mesh,
-                               speaker_loss_weight=float(tcfg.speaker_loss_weight)),
+                               speaker_loss_weight=float(tcfg.speaker_loss_weight),
+                               **speaker_opts),
       eval_fn=inference.make_eval_step(model, mesh),
-      rng=jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), fold),
+      rng=rng,
       example={k: jnp.asarray(example[k]) for k in ("x", "mask")})
 
 
@@ -423,6 +491,8 @@ def _epoch_line(epoch: int, step: int, train_means: Mapping[str, float],
           "train_head_update_ratio": train_means.get("head_update_ratio"),
           **({"train_speaker_accuracy": train_means["accuracy_sp"]}
              if "accuracy_sp" in train_means else {}),
+          **({"train_adversary_accuracy": train_means["accuracy_adv"]}
+             if "accuracy_adv" in train_means else {}),
           f"{prefix}_uar": result["uar"], f"{prefix}_wa": result["wa"],
           f"{prefix}_segment_uar": result["segment_uar"],
           **{f"{prefix}_{k}": result[k] for k in ("worst_class_recall", "largest_predicted_share",

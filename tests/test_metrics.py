@@ -85,3 +85,48 @@ def test_largest_predicted_share_is_the_columns_not_the_rows():
   assert metrics.worst_class_recall(np.array([[2, 0], [0, 0]])) == 1.0  # absent class skipped
   assert np.isnan(metrics.largest_predicted_share(np.zeros((3, 3))))
   assert np.isnan(metrics.worst_class_recall(np.zeros((3, 3))))
+
+
+def _sklearn_eer(scores, labels):
+  """The EER from scikit-learn's ROC: the crossing of FNR = 1 - TPR and FPR, linearly
+  interpolated between the two ROC points around it."""
+  fpr, tpr, _ = skm.roc_curve(labels, scores, drop_intermediate=False)
+  fnr = 1.0 - tpr
+  d = fnr - fpr
+  k = int(np.flatnonzero(d <= 0)[0])
+  if d[k] == 0:
+    return float(fpr[k])
+  w = d[k - 1] / (d[k - 1] - d[k])
+  return float(fpr[k - 1] + w * (fpr[k] - fpr[k - 1]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_tar=st.integers(1, 40), n_non=st.integers(1, 60), ties=st.booleans(),
+       shift=st.floats(-2, 3), seed=st.integers(0, 10_000))
+def test_equal_error_rate_matches_sklearn_roc(n_tar, n_non, ties, shift, seed):
+  rng = np.random.default_rng(seed)
+  scores = np.concatenate([rng.normal(shift, 1, n_tar), rng.normal(0, 1, n_non)])
+  if ties:  # many equal scores, within and across the classes
+    scores = np.round(scores)
+  labels = np.concatenate([np.ones(n_tar, int), np.zeros(n_non, int)])
+  perm = rng.permutation(len(scores))
+  got = metrics.equal_error_rate(scores[perm], labels[perm])
+  assert got == pytest.approx(_sklearn_eer(scores, labels), abs=1e-12)
+  assert 0.0 <= got <= 1.0
+
+
+def test_equal_error_rate_known_cases_and_errors():
+  assert metrics.equal_error_rate([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0]) == 0.0  # separated
+  assert metrics.equal_error_rate([0.1, 0.2, 0.9, 0.8], [1, 1, 0, 0]) == 1.0  # reversed
+  assert metrics.equal_error_rate([0.5, 0.5, 0.5, 0.5], [1, 1, 0, 0]) == 0.5  # uninformative
+  # Targets 3, 1; non-targets 2, 0: at t=2, FAR 1/2, FRR 1/2.
+  assert metrics.equal_error_rate([3, 1, 2, 0], [1, 1, 0, 0]) == 0.5
+  # Targets 4, 3, 1; non-target 2: (FAR, FRR) = (0, 1/3) at t=3 and (1, 1/3) at t=2; the segment
+  # between them crosses FAR = FRR at 1/3.
+  assert metrics.equal_error_rate([4, 3, 1, 2], [1, 1, 1, 0]) == pytest.approx(1 / 3)
+  for scores, labels, match in [([1, 2], [1, 1], "target and non-target"),
+                                ([1, 2], [1, 2], "labels must be 0"),
+                                ([1, np.nan], [1, 0], "finite"),
+                                ([1, 2, 3], [1, 0], "differ in length")]:
+    with pytest.raises(ValueError, match=match):
+      metrics.equal_error_rate(scores, labels)

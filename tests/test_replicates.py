@@ -153,7 +153,8 @@ def _result(uar, epochs=2, wrong=0):
   cm = np.diag([20, 20 - wrong, 20, 20]).astype(int)
   cm[1, 0] = wrong
   return {"uar": uar, "wa": uar, "segment_uar": uar - 0.01, "best_epoch": 1, "epochs_run": epochs,
-          "confusion": cm.tolist(), "classes": CLASSES, "split": "heldout"}
+          "confusion": cm.tolist(), "classes": CLASSES, "split": "heldout",
+          "selection": "inner", "inner": {"uar": uar}}  # as train.py writes with selection=inner
 
 
 def _write(fold_dir, result):

@@ -419,24 +419,6 @@ def test_bad_knob_is_a_clear_value_error(tmp_path, knobs, classes, match):
   assert not os.listdir(tmp_path)  # nothing written
 
 
-def test_learnability_benchmark_statistics():
-  """benchmarks/corpus_learnability.py's per-utterance statistics against a direct computation."""
-  from types import SimpleNamespace
-  from benchmarks import corpus_learnability
-  rng = np.random.default_rng(0)
-  segs = rng.normal(size=(5, 6, 3, 2))
-  mask = np.ones((5, 6), bool)
-  mask[1, 4:] = mask[4, 2:] = False
-  seg_utt = np.array([0, 0, 1, 2, 2])
-  ds = SimpleNamespace(segments=segs, mask=mask, seg_utt=seg_utt, utt_ids=("a", "b", "c"))
-  got = corpus_learnability.utterance_stats(ds)
-  assert got.shape == (3, 2 * 3 * 2)
-  for u in range(3):
-    frames = np.concatenate([segs[i][mask[i]] for i in np.flatnonzero(seg_utt == u)])  # (F, M, C)
-    np.testing.assert_allclose(got[u], np.concatenate([frames.mean(0).ravel(), frames.std(0).ravel()]),
-                               atol=1e-9)
-
-
 # ----------------------------------------------------------------------------------------------
 # The held-out test subset (test_phrases, test_speakers), voice_linked, many speakers.
 

@@ -127,7 +127,7 @@ noise, etc. The bases (SHARED_WEIGHT = 0.7, PERSONAL_WEIGHT = 1.1, c = hypot(0.7
   prototypes' (the cross terms cancel). Measured on the 8 default speakers (with δ): mean
   distance between a speaker's classes 3.97 (per_speaker), 3.92 (shared), 3.75 (swapped).
 
-How learnable each mode is (`python benchmarks/corpus_learnability.py`: logistic regression on
+How learnable each mode is (`python -m studies.corpus_learnability`: logistic regression on
 per-utterance means and standard deviations of the 40 × 3 log-Mel/Δ/ΔΔ features, UAR in %, folds
 0-4 of the random split with repetition groups kept together; "pooled": one classifier, raw
 statistics; "spk-norm": statistics z-scored per speaker; "per-speaker": one classifier per

@@ -24,7 +24,8 @@ __all__ = ["ACRNN", "CLASSIFIER_BIAS", "MODELS", "SSA_MODES", "SSACRNN", "CRNN",
            "resolve_logit_scale"]
 
 MODELS = {"acrnn": ACRNN, "ssa_crnn": SSACRNN}  # model.name -> module
-SSA_ONLY = ("num_speakers", "ssa")  # config.model fields only SSA-CRNN takes
+# config.model fields only SSA-CRNN takes (the speaker branch; the last four: unseen speakers)
+SSA_ONLY = ("num_speakers", "ssa", "speaker_loss", "aam_margin", "aam_scale", "speaker_dropout")
 
 
 def resolve_logit_scale(model_cfg: ml_collections.ConfigDict) -> tuple[float | str, float]:
@@ -32,6 +33,17 @@ def resolve_logit_scale(model_cfg: ml_collections.ConfigDict) -> tuple[float | s
   `acrnn.resolve_logit_scale` on the config's fields (the optimizer's "relative" head step)."""
   return _acrnn.resolve_logit_scale(model_cfg.logit_scale, model_cfg.logit_scale_init,
                                     model_cfg.num_classes, model_cfg.embed_dim)
+
+
+# --- Beyond the paper: unseen speakers (docs/DESIGN.md; config.py's block of the same name) ---
+def _check_no_speaker_options(name: str, fields: dict) -> None:
+  """A model without a speaker branch ignores the SSA-only fields, but model.speaker_loss /
+  model.speaker_dropout switched on for it (not softmax / not 0) is a one-line ValueError.
+  (SSACRNN checks their values when it is made; aam_margin / aam_scale only act with "aam".)"""
+  if fields.get("speaker_loss", "softmax") != "softmax" or fields.get("speaker_dropout", 0) != 0:
+    raise ValueError(f"model.speaker_loss / model.speaker_dropout need model.name='ssa_crnn' "
+                     f"(a speaker branch), got model.name={name!r}")
+# --- end of the unseen-speaker block ---
 
 
 def build_model(model_cfg: ml_collections.ConfigDict) -> ACRNN:
@@ -47,5 +59,6 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> ACRNN:
   if name not in MODELS:
     raise ValueError(f"unknown model.name {name!r}; choose one of {', '.join(MODELS)}")
   if name == "acrnn":
+    _check_no_speaker_options(name, fields)
     fields = {k: v for k, v in fields.items() if k not in SSA_ONLY}
   return MODELS[name](**fields)

@@ -60,7 +60,10 @@ class SelfSpeakerAttention(nn.Module):
   mode: str = "full"
 
   @nn.compact
-  def __call__(self, h_em: jax.Array, h_sp: jax.Array, mask: jax.Array):
+  def __call__(self, h_em: jax.Array, h_sp: jax.Array, mask: jax.Array,
+               speaker_keep: jax.Array | None = None):
+    """`speaker_keep (B,) bool` (optional; `model.speaker_dropout`): False masks out the speaker
+    half of that example, as mode "self_only" does for every example."""
     b, t, d = h_em.shape
     chex.assert_shape([h_sp, mask], [(b, t, d), (b, t)])
     h_em = h_em.astype(jnp.float32)
@@ -86,8 +89,12 @@ class SelfSpeakerAttention(nn.Module):
       raise ValueError(f"model.ssa must be one of {SSA_MODES}, got {self.mode!r}")
     off = jnp.zeros_like(mask)
     halves = {"full": (mask, mask), "self_only": (mask, off), "speaker_only": (off, mask)}
+    self_half, speaker_half = halves[self.mode]
+    if speaker_keep is not None:
+      chex.assert_shape(speaker_keep, (b,))
+      speaker_half = speaker_half & speaker_keep[:, None]
     alpha = masked_softmax(jnp.concatenate([a_em, a_sp], axis=1),
-                           jnp.concatenate(halves[self.mode], axis=1))
+                           jnp.concatenate([self_half, speaker_half], axis=1))
     alpha_em, alpha_sp = alpha[:, :t], alpha[:, t:]
     c = jnp.concatenate([jnp.einsum("bt,btd->bd", alpha_em, h_em @ w_v_em),
                          jnp.einsum("bt,btd->bd", alpha_sp, h_sp @ w_v_sp)], axis=1)

@@ -1,0 +1,58 @@
+"""Linear probe: how far speaker identity can be decoded from a trained fold's embedding.
+
+  python -m bin.probe --workdir runs/RUN/fold3 [--embedding z_em|z_sp]
+      [--utterances valid|train|all] [--test_fraction 0.5] [--seed 0] [--json]
+
+Loads the fold's best checkpoint, embeds each utterance of the chosen part of the fold (the mean
+of its segments' embeddings; default the validation utterances), splits each speaker's
+utterances (seeded) into a training and a test part, fits a standardised logistic regression
+(scikit-learn) and prints its test accuracy against chance (`ssa_jax.speaker_eval.linear_probe`).
+Default embedding: z_em, the emotion embedding (train.adversarial_weight pushes its speaker
+identity out). The training utterances (--utterances train) ask whether z_em still encodes the
+speakers it was trained on; the validation ones of a heldout split, whether it encodes new ones.
+
+A bad flag, a folder that is not a trained fold or a part with fewer than 2 speakers is one line
+on stderr and exit code 1 (`bin/_cli.py`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import flags
+
+from bin import _cli
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Trained fold directory: <run workdir>/fold<K>.")
+_UTTERANCES = flags.DEFINE_enum("utterances", "valid", ["valid", "train", "all"],
+                                "Which utterances of the fold to embed.")
+_EMBEDDING = flags.DEFINE_enum("embedding", "z_em", ["z_em", "z_sp"], "Which embedding to probe.")
+_TEST = flags.DEFINE_float("test_fraction", 0.5, "Share of each speaker's utterances tested.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the train/test split.")
+_JSON = flags.DEFINE_bool("json", False, "Print one JSON document instead of text.")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv: list[str]) -> int:
+  _cli.no_arguments(argv)
+  from ssa_jax import rundir, speaker_eval  # pylint: disable=g-import-not-at-top (fast --help)
+  config = rundir.FoldDir(_WORKDIR.value).config()  # one line for an untrained fold
+  _cli.setup_jax(config.data.cache_dir)
+  emb = speaker_eval.fold_embeddings(_WORKDIR.value, _UTTERANCES.value)
+  report = speaker_eval.linear_probe(speaker_eval.embedding_of(emb, _EMBEDDING.value),
+                                     emb.speakers, _TEST.value, _SEED.value)
+  report = {"workdir": _WORKDIR.value, "fold": emb.fold, "step": emb.step,
+            "utterances_used": emb.subset, "embedding": _EMBEDDING.value, **report}
+  if _JSON.value:
+    print(json.dumps(report, indent=2))
+  else:
+    print(f"fold {emb.fold} (checkpoint step {emb.step}), {emb.subset} utterances, "
+          f"{_EMBEDDING.value}: speaker probe accuracy {100 * report['accuracy']:.2f} % "
+          f"(balanced {100 * report['balanced_accuracy']:.2f} %, chance "
+          f"{100 * report['chance']:.2f} %; {report['speakers']} speakers, "
+          f"{report['train_utterances']} / {report['test_utterances']} utterances to fit / test)")
+  return 0
+
+
+if __name__ == "__main__":
+  _cli.run(main)
