@@ -4,7 +4,7 @@ step's time goes, per layer and direction.
   python -m benchmarks.step [--config configs/ssa_crnn_r.py] [--models ssa_crnn,acrnn]
       [--batch 40] [--steps 5] [--warmup 1] [--framework jax,torch] [--dtype float32,bfloat16]
       [--torch-dtype float32[,bfloat16]] [--torch-device auto|cpu|cuda] [--devices 1,2]
-      [--conv-impl auto,gemm,xla] [--lstm-impl flax,hoisted]
+      [--conv-impl auto,xla] [--lstm-impl flax,hoisted]
       [--xla-options tuned,default,eigen,eigen_conv] [--eval-options tuned,default,eigen,eigen_conv]
       [--wait-quiet SECONDS] [--json out.json]
   python -m benchmarks.step --profile [--batch 8] [--steps 1] [same options]
@@ -44,9 +44,9 @@ train-step total and share, then the inference (eval step) forward and its share
   backward pass, no `jvp(` the optimizer update; instructions without metadata (copies, transposes
   and fusions XLA made) take the scope of their users, else of their operands. A convolution in a
   conv layer's backward is the kernel gradient when its output's spatial size is the kernel's, the
-  input gradient otherwise; a dot there (conv_impl="gemm") is a kernel gradient. Loops (the BLSTM
-  scans) count through the thunks of their bodies, not the loop thunk itself. (CPU traces: a GPU
-  trace names its kernels differently and is not attributed.)
+  input gradient otherwise. Loops (the BLSTM scans) count through the thunks of their bodies,
+  not the loop thunk itself. (CPU traces: a GPU trace names its kernels differently and is not
+  attributed.)
 * PyTorch (float32, on the CPU): `torch.profiler` of `tests/torch_reference.train_step` with
   every module's forward in a `record_function` scope (a module's own time excludes its child
   modules'); backward nodes (`autograd::engine::evaluate_function: ...`) are attributed to the

@@ -3,7 +3,6 @@
 imports those modules, not this one."""
 
 from ssa_jax.models.layers import (IMPLS, LSTM_IMPLS, Conv, HoistedBLSTM, HoistedLSTM,  # noqa: F401
-                                   conv2d_same, conv_kernel_grad, resolve_impl,
-                                   resolve_lstm_impl, same_padding)
+                                   resolve_impl, resolve_lstm_impl, same_padding)
 from ssa_jax.xla_options import (CPU_OPTION_SETS, OPTION_NAMES, STEP_OPTION_SET,  # noqa: F401
                                  compiler_options, cpu_compiler_options, step_compiler_options)

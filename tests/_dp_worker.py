@@ -59,7 +59,6 @@ def _args() -> argparse.Namespace:
   p.add_argument("--workdir")
   p.add_argument("--resume", action="store_true")
   p.add_argument("--cache_dir")
-  p.add_argument("--conv_impl", default="auto", help="model.conv_impl (auto: gemm on CPU)")
   p.add_argument("--coordinator")
   p.add_argument("--num_processes", type=int)
   p.add_argument("--process_id", type=int)
@@ -92,9 +91,8 @@ def _initial_state(model, tx, x, mask):
                           bad_step=np.int32(-1))
 
 
-def _steps(out: str, conv_impl: str) -> None:
+def _steps(out: str) -> None:
   cfg = tiny_config()
-  cfg.model.conv_impl = conv_impl
   # Near-flat directions get gradients of float-rounding size whose sign depends on the
   # summation order (here a last-conv bias whose channel stays in the leaky ReLU's linear part,
   # so the batch norm after the dense layer cancels it: 1 vs 8 devices differ by 3e-3 on it after
@@ -148,7 +146,7 @@ def _steps(out: str, conv_impl: str) -> None:
            local_devices=jax.local_device_count(), **params)
 
 
-def _fold(out: str, workdir: str, resume: bool, conv_impl: str) -> None:
+def _fold(out: str, workdir: str, resume: bool) -> None:
   if jax.process_index() != 0:
     def refuse(path, *_, **__):
       raise AssertionError(f"process {jax.process_index()} wrote {path}")
@@ -156,7 +154,6 @@ def _fold(out: str, workdir: str, resume: bool, conv_impl: str) -> None:
     io_lib.append_jsonl = refuse
   fold_data = lambda: fake_dataset(per_cell=2)  # noqa: E731  # 4 batches per epoch
   cfg = tiny_config()
-  cfg.model.conv_impl = conv_impl
   cfg.train.eps = 1e-3  # as in _steps (and the same compiled step: a persistent-cache hit)
   cfg.train.eval_batch_size = EVAL_BATCH
   if resume:
@@ -181,10 +178,10 @@ def main() -> None:
                          mode="auto" if a.coordinator else "off", timeout_s=60)
   _mark(f"started, {distributed.describe()}")
   if a.steps:
-    _steps(a.steps, a.conv_impl)
+    _steps(a.steps)
     _mark("steps done")
   if a.fold:
-    _fold(a.fold, a.workdir, a.resume, a.conv_impl)
+    _fold(a.fold, a.workdir, a.resume)
     _mark("fold done")
   if jax.process_count() > 1:
     jax.distributed.shutdown()

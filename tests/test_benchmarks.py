@@ -78,9 +78,9 @@ def test_step_benchmark_rejects_bad_arguments(tmp_path, capsys):
 
 def test_parse_args_lists_and_mode_defaults():
   args, config = step.parse_args(["--dtype", "float32, bfloat16", "--torch-dtype", "bfloat16",
-                                  "--conv-impl", "xla,gemm", "--framework", "jax"])
+                                  "--conv-impl", "xla,auto", "--framework", "jax"])
   assert args.dtypes == ["float32", "bfloat16"] and args.torch_dtypes == ["bfloat16"]
-  assert args.conv_impls == ["xla", "gemm"] and args.lstm_impls == [""]
+  assert args.conv_impls == ["xla", "auto"] and args.lstm_impls == [""]
   assert args.devices == [0] and args.steps == 5 and not args.profile
   assert len(step.jax_variants(args)) == 4  # 2 dtypes x 2 convolutions
   assert int(config.model.num_classes) == 4

@@ -1,5 +1,6 @@
-"""ssa_jax.ops: the custom-VJP convolution against jax.grad of the plain XLA convolution and against
-torch's conv2d; the flax Conv against flax.linen.Conv (same parameters, values and gradients).
+"""ssa_jax.models.layers: the Conv module (XLA's stride-1 SAME convolution) against flax.linen.Conv
+(same parameters, values and gradients), against lax's "SAME" padding over random shapes and
+against torch's conv2d gradients; HoistedBLSTM against flax's BLSTM; the XLA step options.
 
 Error measure: rel(a, b) = max|a - b| / max|b|, required <= 1e-5 (float32).
 """
@@ -42,43 +43,37 @@ def arrays(seed, b, t, f, ci, co, kt, kf):
   return jnp.asarray(x), jnp.asarray(k), jnp.asarray(dy)
 
 
+def _conv_apply(x, k, impl="auto"):
+  """Our Conv with kernel k and a zero bias."""
+  return ops.Conv(k.shape[-1], k.shape[:2], impl=impl).apply(
+      {"params": {"kernel": k, "bias": jnp.zeros(k.shape[-1])}}, x)
+
+
 @settings(max_examples=8, deadline=None)
 @given(b=st.integers(1, 3), t=st.integers(1, 9), f=st.integers(1, 7), ci=st.integers(1, 5),
        co=st.integers(1, 5), kt=st.integers(1, 5), kf=st.integers(1, 4), seed=st.integers(0, 99))
-def test_gradients_match_jax_grad_of_plain_conv(b, t, f, ci, co, kt, kf, seed):
+def test_same_padding_is_xlas_same(b, t, f, ci, co, kt, kf, seed):
   """Odd and even kernels, kernels larger than the image, single rows and columns."""
-  x, k, dy = arrays(seed, b, t, f, ci, co, kt, kf)
-  loss = lambda conv: (lambda x_, k_: jnp.sum(conv(x_, k_) * dy))  # noqa: E731
-  y_fast = ops.conv2d_same(x, k)
-  assert rel(y_fast, plain_conv(x, k)) == 0.0  # the forward is XLA's own convolution
-  gx, gk = jax.grad(loss(ops.conv2d_same), argnums=(0, 1))(x, k)
-  rx, rk = jax.grad(loss(plain_conv), argnums=(0, 1))(x, k)
-  assert rel(gx, rx) <= TOL
-  assert rel(gk, rk) <= TOL
+  x, k, _ = arrays(seed, b, t, f, ci, co, kt, kf)
+  assert ops.same_padding((kt, kf)) == tuple(
+      lax.padtype_to_pads((t, f), (kt, kf), (1, 1), "SAME"))
+  assert rel(_conv_apply(x, k), plain_conv(x, k)) == 0.0
 
 
-def test_kernel_grad_matches_torch_conv2d_weight_grad():
-  """An independent reference: torch's weight gradient of conv2d (NCHW, padding (kt//2, kf//2))."""
+def test_conv_gradients_match_torch_conv2d():
+  """An independent reference: torch's input and weight gradients of conv2d (NCHW, padding
+  (kt//2, kf//2))."""
   x, k, dy = arrays(1, 2, 12, 8, 3, 4, 5, 3)
-  gk = ops.conv_kernel_grad(x, dy, (5, 3))
-  xt = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)
+  gx, gk = jax.grad(lambda x_, k_: jnp.sum(_conv_apply(x_, k_) * dy), argnums=(0, 1))(x, k)
+  xt = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).requires_grad_(True)
   wt = torch.from_numpy(np.array(k)).permute(3, 2, 0, 1).requires_grad_(True)
   yt = F.conv2d(xt, wt, padding=(2, 1))
   yt.backward(torch.from_numpy(np.array(dy)).permute(0, 3, 1, 2))
   assert rel(gk, wt.grad.permute(2, 3, 1, 0).numpy()) <= TOL
+  assert rel(gx, xt.grad.permute(0, 2, 3, 1).numpy()) <= TOL
 
 
-def test_jit_and_vmap_compose_with_custom_vjp():
-  x, k, dy = arrays(2, 2, 6, 5, 2, 3, 3, 3)
-  g = jax.jit(jax.grad(lambda k_: jnp.sum(ops.conv2d_same(x, k_) * dy)))(k)
-  r = jax.grad(lambda k_: jnp.sum(plain_conv(x, k_) * dy))(k)
-  assert rel(g, r) <= TOL
-  per_example = jax.vmap(lambda xi, dyi: jax.grad(
-      lambda k_: jnp.sum(ops.conv2d_same(xi[None], k_) * dyi[None]))(k))(x, dy)
-  assert rel(per_example.sum(0), r) <= TOL
-
-
-@pytest.mark.parametrize("impl", ["gemm", "xla", "auto"])
+@pytest.mark.parametrize("impl", ["xla", "auto"])
 def test_conv_module_matches_flax_conv(impl):
   """Same parameter tree and initial values as nn.Conv(padding="SAME"); same outputs and grads."""
   x, _, _ = arrays(3, 2, 7, 6, 3, 4, 5, 3)
@@ -98,7 +93,7 @@ def test_conv_module_matches_flax_conv(impl):
 
 def test_bfloat16_compute_keeps_float32_params():
   x, _, _ = arrays(4, 2, 6, 4, 3, 4, 5, 3)
-  conv = ops.Conv(4, (5, 3), dtype=jnp.bfloat16, impl="gemm")
+  conv = ops.Conv(4, (5, 3), dtype=jnp.bfloat16)
   v = conv.init(jax.random.key(0), x)
   assert v["params"]["kernel"].dtype == jnp.float32
   y = conv.apply(v, x)
@@ -113,6 +108,8 @@ def test_bfloat16_compute_keeps_float32_params():
 def test_bad_inputs_raise_clear_errors():
   with pytest.raises(ValueError, match="conv_impl"):
     ops.resolve_impl("cudnn")
+  with pytest.raises(ValueError, match="conv_impl"):
+    ops.resolve_impl("gemm")  # removed (issue 21)
   with pytest.raises(ValueError, match="NHWC"):
     ops.Conv(4, (5, 3)).init(jax.random.key(0), jnp.ones((2, 6, 4)))
 

@@ -107,10 +107,7 @@ def runs(tmp_path_factory):
   two processes x 2 devices (steps, then the fold trained 1 epoch and resumed for a 2nd)."""
   d = tmp_path_factory.mktemp("dp")
   port = _free_port()
-  # conv_impl "xla" where processes talk over gloo: "gemm"'s kernel gradient slides its windows
-  # over the flattened (batch, time, freq) rows, so a batch-sharded step exchanges halos between
-  # devices (~280 collective-permutes per step of this model), which is slow over TCP.
-  multi = ["--workdir", str(d / "run2x2"), "--resume", "--conv_impl", "xla",
+  multi = ["--workdir", str(d / "run2x2"), "--resume",
            "--coordinator", f"127.0.0.1:{port}", "--num_processes", "2"]
   _run([(["--steps", str(d / f"p{i}.npz"), "--fold", str(d / f"p{i}.json"),
           "--cache_dir", str(d / f"xla_cache{i}"), "--process_id", str(i), *multi], 2)
@@ -118,7 +115,7 @@ def runs(tmp_path_factory):
       (["--steps", str(d / "d1.npz")], 1),
       (["--steps", str(d / "d8.npz")], 8),
       (["--steps", str(d / "d4.npz"), "--fold", str(d / "d4.json"), "--workdir", str(d / "run4"),
-        "--conv_impl", "xla", "--cache_dir", str(d / "xla_cache")], 4)], str(d))
+        "--cache_dir", str(d / "xla_cache")], 4)], str(d))
   return d
 
 

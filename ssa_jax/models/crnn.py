@@ -85,8 +85,7 @@ class CRNN(nn.Module):
     bn_momentum: BatchNorm running-average momentum (flax convention: weight of the old value).
     mask_padding: mask padded frames (see module docstring).
     dtype: compute dtype of convs, dense and LSTM (parameters stay float32).
-    conv_impl: "auto" | "gemm" | "xla", the convolution's implementation (`layers.Conv`;
-      the same parameters and values; "gemm": kernel gradient as GEMMs, "auto" = "xla").
+    conv_impl: "auto" | "xla", the convolution's implementation (`layers.Conv`; "auto" = "xla").
     lstm_impl: "auto" | "flax" | "hoisted", the BLSTM's implementation (`make_blstm`).
   """
 

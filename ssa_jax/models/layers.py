@@ -1,28 +1,19 @@
 """Layers of the models that flax does not have in the needed form (docs/DESIGN.md §3).
 
-  Conv(features, kernel_size, impl="xla" | "gemm" | "auto")   stride-1 SAME 2-D conv, NHWC; the
-                                                              parameters of flax.linen.Conv
-  conv2d_same(x (B, T, F, Ci), kernel (kt, kf, Ci, Co)) -> (B, T, F, Co)   impl="gemm"
+  Conv(features, kernel_size, impl="xla" | "auto")   stride-1 SAME 2-D conv, NHWC; the parameters
+                                                     of flax.linen.Conv
   HoistedBLSTM(features)(x (B, T, F), seq_lengths (B,)) -> (B, T, 2·features)   the default BLSTM
                      (`model.lstm_impl="auto"`): nn.Bidirectional(nn.RNN(OptimizedLSTMCell))'s
                      function and parameters, with the input projection out of the time loop
 
-`conv2d_same` (impl="gemm") is a `jax.custom_vjp` whose forward and input gradient are XLA's own
-convolutions and whose kernel gradient is kt·kf GEMMs, one per kernel tap, each contracting the
-whole batch (pad x to (B, T+kt-1, F+kf-1, Ci) and flatten it to rows p = (b, t, f); dy on the
-same grid, zeros outside the image; output row p reads input row p + o, o = i·(F+kf-1) + j):
-
-    dK[i, j] = X[o : o + P]ᵀ · dY        (Ci, Co), one GEMM of contraction length P
-
-No im2col matrix (only each tap's contiguous row window of X). It is exact to float32 rounding,
-but XLA's CPU dot ran these GEMMs at about the rate of YNNPACK's kernel gradient, so it gained
-~4 % with XLA's default options and lost to Eigen's kernel gradient with the steps' options
-(`ssa_jax/xla_options.py`); "auto" picks "xla".
+The convolution is XLA's own (`lax.conv_general_dilated`); on CPU the steps compile it with
+Eigen's kernel gradient (`ssa_jax/xla_options.py`). A custom-VJP variant whose kernel gradient was
+one GEMM per kernel tap (`model.conv_impl="gemm"`) gained nothing over that and was removed
+(issue 21; benchmarks/RESULTS.md, "What was tried").
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -32,7 +23,7 @@ from jax import lax
 
 Array = jax.Array
 _DN = ("NHWC", "HWIO", "NHWC")
-IMPLS = ("auto", "gemm", "xla")
+IMPLS = ("auto", "xla")
 
 
 def same_padding(kernel_size: Sequence[int]) -> tuple[tuple[int, int], ...]:
@@ -43,64 +34,6 @@ def same_padding(kernel_size: Sequence[int]) -> tuple[tuple[int, int], ...]:
 def _conv(x: Array, kernel: Array, precision: Any = None) -> Array:
   return lax.conv_general_dilated(x, kernel, (1, 1), same_padding(kernel.shape[:2]),
                                   dimension_numbers=_DN, precision=precision)
-
-
-def conv_kernel_grad(x: Array, dy: Array, kernel_size: Sequence[int],
-                     precision: Any = None) -> Array:
-  """Kernel gradient of a stride-1 SAME convolution as one GEMM per kernel tap.
-
-  Args:
-    x: the convolution's input (B, T, F, Ci).
-    dy: the cotangent of its output (B, T, F, Co).
-    kernel_size: (kt, kf).
-
-  Returns:
-    (kt, kf, Ci, Co) in x's dtype, accumulated in float32 (at least).
-  """
-  b, t, f, ci = x.shape
-  co = dy.shape[-1]
-  kt, kf = kernel_size
-  (lt, ht), (lf, hf) = same_padding(kernel_size)
-  tp, fp = t + kt - 1, f + kf - 1
-  rows = b * tp * fp
-  # X: input on the padded grid, flattened, plus the rows the largest tap offset reads past the end.
-  xp = jnp.pad(x, ((0, 0), (lt, ht), (lf, hf), (0, 0))).reshape(rows, ci)
-  xp = jnp.pad(xp, ((0, (kt - 1) * fp + kf - 1), (0, 0)))
-  # dY on the same grid: output (b, t, f) at row b·tp·fp + t·fp + f, zeros elsewhere.
-  gy = jnp.pad(dy, ((0, 0), (0, kt - 1), (0, kf - 1), (0, 0))).reshape(rows, co)
-  acc = jnp.promote_types(x.dtype, jnp.float32)
-  taps = []
-  for i in range(kt):
-    for j in range(kf):
-      window = lax.slice_in_dim(xp, i * fp + j, i * fp + j + rows, axis=0)
-      taps.append(lax.dot_general(window, gy, (((0,), (0,)), ((), ())), precision=precision,
-                                  preferred_element_type=acc))
-  return jnp.stack(taps).reshape(kt, kf, ci, co).astype(x.dtype)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv2d_same(x: Array, kernel: Array, precision: Any = None) -> Array:
-  """Stride-1 SAME convolution, NHWC input (B, T, F, Ci), HWIO kernel (kt, kf, Ci, Co).
-
-  The value and the input gradient are XLA's; the kernel gradient is `conv_kernel_grad`.
-  """
-  return _conv(x, kernel, precision)
-
-
-def _conv_fwd(x, kernel, precision):
-  return _conv(x, kernel, precision), (x, kernel)
-
-
-def _conv_bwd(precision, res, dy):
-  x, kernel = res
-  # The input gradient exactly as jax.grad of the plain convolution computes it.
-  _, input_vjp = jax.vjp(lambda x_: _conv(x_, kernel, precision), x)
-  (dx,) = input_vjp(dy)
-  dk = conv_kernel_grad(x, dy, kernel.shape[:2], precision).astype(kernel.dtype)
-  return dx, dk
-
-
-conv2d_same.defvjp(_conv_fwd, _conv_bwd)
 
 
 def resolve_impl(impl: str) -> str:
@@ -115,8 +48,8 @@ class Conv(nn.Module):
 
   Same parameter names, shapes and initialisers as `nn.Conv(features, kernel_size, padding="SAME")`
   (`kernel` (kt, kf, Ci, Co) lecun-normal, `bias` (Co,) zeros), so checkpoints and initial values
-  are interchangeable. `impl`: "gemm" (`conv2d_same`), "xla" (`lax.conv_general_dilated`) or
-  "auto". `dtype` is the compute dtype (inputs and kernel cast to it); parameters stay `param_dtype`.
+  are interchangeable. `impl`: "xla" (`lax.conv_general_dilated`) or "auto" (= "xla"). `dtype` is
+  the compute dtype (inputs and kernel cast to it); parameters stay `param_dtype`.
   """
 
   features: int
@@ -140,10 +73,8 @@ class Conv(nn.Module):
     bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    if resolve_impl(self.impl) == "gemm":
-      y = conv2d_same(x, kernel, self.precision)
-    else:
-      y = _conv(x, kernel, self.precision)
+    resolve_impl(self.impl)
+    y = _conv(x, kernel, self.precision)
     if bias is not None:
       y = y + bias
     return y
