@@ -7,9 +7,10 @@
 Same layers as the paper configs (6 convs, pool after conv1, dense, BLSTM, attention, embedding,
 batch 40), fewer filters and cells, so that a fold trains in a few minutes on a 2-core CPU.
 
-SSA-CRNN-r, fold 3, 12 epochs of 22 balanced batches, measured 2026-12-01 on a quiet 2-core CPU
-(the README's quick start): UAR 0.7237, 151 s of training, 2 min 37 s wall with the corpus and
-features cached. Folds 0-4 of all three systems, with CIs, are in the README's Results (on the
+SSA-CRNN-r, fold 3, 12 epochs of 22 balanced batches (the README's quick start): 151 s of
+training, 2 min 37 s wall with the corpus and features cached, on a quiet 2-core CPU
+(2026-12-01); UAR 0.7237 on that machine, 0.8487 on the machine of 2026-12-04 with the same code
+(the run is deterministic per machine; its numbers are not across CPUs). Folds 0-4 of all three systems, with CIs, are in the README's Results (on the
 default corpus the three are within 1.4 UAR points of each other). The constrained systems need
 `model.logit_scale` (default "auto" = K * embed_dim, chosen by the sweep S1 in docs/STUDIES.md):
 with the literal Eq. 8 scale of 1 they do not train (T = 16 is already 15 points below).
