@@ -979,18 +979,15 @@ def profile_torch(cfg, batch: dict[str, np.ndarray], variables, steps: int
   runner.infer()
   handles = _scoped(runner.model)
   try:
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-      t0 = time.perf_counter()
-      for _ in range(steps):
-        runner.step()
-      train_wall = (time.perf_counter() - t0) / steps
-    train_events = torch_events_table(prof.events())
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-      t0 = time.perf_counter()
-      for _ in range(steps):
-        runner.infer()
-      infer_wall = (time.perf_counter() - t0) / steps
-    infer = torch_events_table(prof.events())
+    def profiled(fn):  # (seconds per call, torch_events_table) over `steps` calls of fn
+      with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+          fn()
+        wall = (time.perf_counter() - t0) / steps
+      return wall, torch_events_table(prof.events())
+    train_wall, train_events = profiled(runner.step)
+    infer_wall, infer = profiled(runner.infer)
   finally:
     for h in handles:
       h.remove()

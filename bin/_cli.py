@@ -162,3 +162,17 @@ def run(main: Callable[[list[str]], int | None],
       print(f"error: {one_line(e) or type(e).__name__}", file=sys.stderr)
       return 1
   app.run(wrapped, flags_parser=parse_flags)
+
+
+def fold_embedding_report(workdir: str, utterances: str, embedding: str,
+                          score: Callable[[Any, Any], dict[str, Any]]) -> dict[str, Any]:
+  """`score(embeddings (U, E), speakers (U,))` on the per-utterance `embedding` ("z_em" | "z_sp")
+  of a trained fold's `utterances` (`speaker_eval.fold_embeddings`), with the fold, checkpoint
+  step, utterances and embedding named in the report (bin.probe, bin.speaker_eer)."""
+  from ssa_jax import rundir, speaker_eval  # pylint: disable=g-import-not-at-top (fast --help)
+  config = rundir.FoldDir(workdir).config()  # one line for an untrained fold
+  setup_jax(config.data.cache_dir)
+  emb = speaker_eval.fold_embeddings(workdir, utterances)
+  report = score(speaker_eval.embedding_of(emb, embedding), emb.speakers)
+  return {"workdir": workdir, "fold": emb.fold, "step": emb.step, "utterances_used": emb.subset,
+          "embedding": embedding, **report}

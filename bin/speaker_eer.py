@@ -34,18 +34,16 @@ flags.mark_flag_as_required("workdir")
 
 def main(argv: list[str]) -> int:
   _cli.no_arguments(argv)
-  from ssa_jax import rundir, speaker_eval  # pylint: disable=g-import-not-at-top (fast --help)
-  config = rundir.FoldDir(_WORKDIR.value).config()  # one line for an untrained fold
-  _cli.setup_jax(config.data.cache_dir)
-  emb = speaker_eval.fold_embeddings(_WORKDIR.value, _UTTERANCES.value)
-  report = speaker_eval.speaker_eer(speaker_eval.embedding_of(emb, _EMBEDDING.value),
-                                    emb.speakers, _PAIRS.value, _SEED.value)
-  report = {"workdir": _WORKDIR.value, "fold": emb.fold, "step": emb.step,
-            "utterances_used": emb.subset, "embedding": _EMBEDDING.value, **report}
+  from ssa_jax import speaker_eval  # pylint: disable=g-import-not-at-top (fast --help)
+  report = _cli.fold_embedding_report(
+      _WORKDIR.value, _UTTERANCES.value, _EMBEDDING.value,
+      lambda embeddings, speakers: speaker_eval.speaker_eer(embeddings, speakers,
+                                                       _PAIRS.value, _SEED.value))
   if _JSON.value:
     print(json.dumps(report, indent=2))
   else:
-    print(f"fold {emb.fold} (checkpoint step {emb.step}), {emb.subset} utterances, "
+    print(f"fold {report['fold']} (checkpoint step {report['step']}), "
+          f"{report['utterances_used']} utterances, "
           f"{_EMBEDDING.value}: EER {100 * report['eer']:.2f} % over {report['target_trials']} "
           f"same-speaker / {report['nontarget_trials']} different-speaker trials "
           f"({report['speakers']} speakers, {report['utterances']} utterances)")
