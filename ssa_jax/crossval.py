@@ -157,11 +157,10 @@ class Progress:
 
 
 def _num_folds(config: Any, dataset_fn: Callable[[], Any]) -> int:
-  if config.train.split == "loso":
-    return len(dataset_fn().speaker_names)
-  if config.train.split == "heldout":  # one fixed test set: fold 0 only
-    return 1
-  return int(config.train.num_folds)
+  """`fold.num_folds` of the split; loso's is the number of speakers in the data."""
+  from ssa_jax import fold as fold_lib  # pylint: disable=g-import-not-at-top
+  n = fold_lib.num_folds(config.train)
+  return len(dataset_fn().speaker_names) if n is None else n
 
 
 class _Loader:
