@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
   predictor = predict.load_predictor(FLAGS.workdir)
   norm = FLAGS.norm
   if norm is None:
-    norm = "train" if predictor.config.features.get("norm_fallback") == "global" else "self"
+    norm = predict.default_norm(predictor.config)
   files = predict.find_audio_files(paths)
   if not files:
     raise _cli.Error(f"no audio file found in {', '.join(paths)}")

@@ -85,10 +85,20 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     raise AudioError(path, "contains no samples")
   # Validated at the file's own rate, so messages report its duration; NaN/inf survive the mean.
   wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-  wave = validate_wave(wave, path, file_rate)
-  if file_rate != sample_rate:
+  return resample(validate_wave(wave, path, file_rate), path, file_rate, sample_rate)
+
+
+def resample(wave: np.ndarray, name: str | os.PathLike, rate: int,
+             sample_rate: int = 16000) -> np.ndarray:
+  """A mono float32 wave `(S,)` at `rate` Hz -> `(S',)` at `sample_rate` (soxr, high quality;
+  unchanged at the same rate), contiguous.
+
+  Raises:
+    AudioError: soxr cannot resample it (the message starts with `name`).
+  """
+  if rate != sample_rate:
     try:
-      wave = soxr.resample(wave, file_rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
+      wave = soxr.resample(wave, rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
     except (RuntimeError, ValueError) as e:
-      raise AudioError(path, f"cannot resample from {file_rate} Hz to {sample_rate} Hz: {e}") from e
+      raise AudioError(name, f"cannot resample from {rate} Hz to {sample_rate} Hz: {e}") from e
   return np.ascontiguousarray(wave)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssa_jax import input_pipeline, metrics, parallel, xla_options
+from ssa_jax.input_pipeline import batch_rows  # noqa: F401  (re-exported; the light runtime's too)
 
 
 def eval_outputs(logits: jax.Array, aux: Mapping[str, jax.Array],
@@ -127,16 +128,6 @@ def evaluate(eval_fn: Callable, variables: Mapping[str, Any], fd: Any, pooling: 
   """(validation_metrics, model_outputs) of the fold's validation segments."""
   outputs = model_outputs(eval_fn, variables, fd.valid, batch_size, mesh)
   return validation_metrics(outputs, fd, pooling), outputs
-
-
-def batch_rows(n: int, batch_size: int, num_devices: int = 1) -> int:
-  """Rows of the fixed batch for n segments: the next power of two >= n, rounded up to a
-  multiple of `num_devices`, at most `batch_size` (which the caller keeps divisible)."""
-  rows = 1
-  while rows < min(n, batch_size):
-    rows *= 2
-  rows = -(-rows // num_devices) * num_devices
-  return min(rows, max(batch_size, 1))
 
 
 def segment_posteriors(model: nn.Module, variables: Mapping[str, Any], segments: np.ndarray,

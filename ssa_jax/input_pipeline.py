@@ -162,6 +162,16 @@ def train_batches(arrays: Mapping[str, np.ndarray], num_classes: int, batch_size
     yield _take(arrays, idx[b, rows])
 
 
+def batch_rows(n: int, batch_size: int, num_devices: int = 1) -> int:
+  """Rows of the fixed batch for n segments: the next power of two >= n, rounded up to a
+  multiple of `num_devices`, at most `batch_size` (which the caller keeps divisible)."""
+  rows = 1
+  while rows < min(n, batch_size):
+    rows *= 2
+  rows = -(-rows // num_devices) * num_devices
+  return min(rows, max(batch_size, 1))
+
+
 def eval_batches(arrays: Mapping[str, np.ndarray], batch_size: int, process_index: int = 0,
                  process_count: int = 1) -> Iterator[tuple[Batch, int]]:
   """Yields (this process's rows of a fixed-size batch, number of real rows in the GLOBAL batch).

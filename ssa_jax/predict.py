@@ -11,7 +11,9 @@ from its own segments as in training (`config.train.pooling`: max | mean, `metri
 Normalisation (`norm`): "self" uses the file's own statistics (a new speaker, docs/DESIGN.md §2), "train"
 the global statistics of the training speakers saved with the checkpoint.
 
-A result per file is a dict (JSON-serialisable):
+The pipeline from audio to results is `serving.Model`'s, shared with the light runtime of an
+exported model (`ssa_jax/serving.py`); here it runs the run folder's flax model. A result per
+file is a dict (JSON-serialisable):
   {"path", "label", "probabilities": {class: p} (sum 1; for max pooling the pooled maxima
    renormalised), "scores": {class: pooled score}, "pooling", "norm", "duration_s",
    "segments": [{"index", "start_s", "end_s", "label", "probabilities": {class: p}}]}
@@ -26,16 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import ml_collections
-import numpy as np
 
-from ssa_jax import audio, features, inference, metrics, models, rundir
-
-NORMS = ("self", "train")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".aifc", ".au", ".snd",
-                    ".caf", ".w64", ".rf64", ".mp3", ".opus", ".sph", ".nist", ".voc")
+from ssa_jax import features, inference, models, rundir, serving
+# Re-exported: the light runtime (`ssa_jax.serving`, `ssa_jax.frontend`) owns them.
+from ssa_jax.frontend import NORMS, normalize_utterance  # noqa: F401
+from ssa_jax.serving import AUDIO_EXTENSIONS, find_audio_files, format_result  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,55 +69,35 @@ def load_predictor(fold_dir: str | os.PathLike) -> Predictor:
                    tuple(best["classes"]), best["stats"], int(best["step"]))
 
 
-# --------------------------------------------------------------------------- front end
-
-
-def normalize_utterance(segs: np.ndarray, mask: np.ndarray, norm: str,
-                        stats: features.SpeakerStats | None) -> np.ndarray:
-  """Speaker normalisation of one file's segments: its own statistics ("self") or the training
-  global statistics ("train")."""
-  speakers = np.zeros(segs.shape[0], np.int64)
-  if norm == "self":
-    own = features.fit_speaker_stats(segs, mask, speakers)
-    return features.normalize(segs, mask, speakers, own)
-  if norm == "train":
-    if stats is None:
-      raise ValueError("norm='train' needs the training statistics saved with the checkpoint")
-    # No known speaker: every file falls back to the training global statistics.
-    empty = dataclasses.replace(stats, speakers=(), mean=stats.mean[:0], std=stats.std[:0],
-                                frames=stats.frames[:0])
-    return features.normalize(segs, mask, speakers, empty, fallback="global")
-  raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-
-
 # --------------------------------------------------------------------------- files
 
 
-def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
-  """Files as given, folders searched recursively for audio files (by extension, sorted; hidden
-  files such as macOS `._*` skipped). A path that does not exist is kept, to be reported."""
-  out = []
-  for p in paths:
-    p = os.fspath(p)
-    if os.path.isdir(p):
-      found = []
-      for root, dirs, files in os.walk(p):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, f) for f in files
-                  if not f.startswith(".") and f.lower().endswith(AUDIO_EXTENSIONS)]
-      out += sorted(found)
-    else:
-      out.append(p)
-  return out
+def default_norm(config: ml_collections.ConfigDict) -> str:
+  """The run's normalisation for a new speaker: "train" if `features.norm_fallback` is "global",
+  else "self"."""
+  return "train" if config.features.get("norm_fallback") == "global" else "self"
 
 
-def _probs_dict(classes: Sequence[str], p: np.ndarray) -> dict[str, float]:
-  return {c: float(v) for c, v in zip(classes, p)}
+def audio_model(predictor: Predictor, batch_size: int | None = None) -> serving.Model:
+  """The `serving.Model` (audio -> results) of a predictor: the run's front end
+  (`features.compute`) and `inference.segment_posteriors` in batches of `batch_size` segments
+  (None: `config.train.eval_batch_size`)."""
+  cfg = predictor.config
+  fcfg = cfg.features
+  batch_size = int(cfg.train.eval_batch_size) if batch_size is None else batch_size
+  return serving.Model(
+      fe=features.FrontEnd.from_config(fcfg), segment_frames=int(fcfg.segment_frames),
+      min_segment_frames=int(fcfg.min_segment_frames), classes=tuple(predictor.classes),
+      features=lambda waves: features.compute(waves, fcfg),
+      posteriors=lambda segs, mask: inference.segment_posteriors(
+          predictor.model, predictor.variables, segs, mask, batch_size),
+      stats=predictor.stats, pooling=str(cfg.train.pooling), norm="self")
 
 
 def predict_files(predictor: Predictor, paths: Sequence[str | os.PathLike], norm: str = "self",
                   pooling: str | None = None, batch_size: int | None = None) -> list[dict[str, Any]]:
-  """Predictions for each file, in order; unusable files give `{"path", "error"}` entries.
+  """Predictions for each file, in order; unusable files give `{"path", "error"}` entries
+  (`serving.Model.predict_files` of `audio_model(predictor, batch_size)`).
 
   Args:
     predictor: from `load_predictor` (or built by hand).
@@ -126,78 +106,4 @@ def predict_files(predictor: Predictor, paths: Sequence[str | os.PathLike], norm
     pooling: "max" | "mean"; None: the run's `config.train.pooling`.
     batch_size: segments per model call; None: `config.train.eval_batch_size`.
   """
-  cfg = predictor.config
-  fcfg = cfg.features
-  pooling = str(cfg.train.pooling) if pooling is None else pooling
-  if pooling not in metrics.POOLING:
-    raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(metrics.POOLING)}")
-  if norm not in NORMS:
-    raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-  if norm == "train" and predictor.stats is None:
-    raise ValueError("norm='train' needs the training statistics saved with the checkpoint")
-  batch_size = int(cfg.train.eval_batch_size) if batch_size is None else batch_size
-  sr, win, hop = int(fcfg.sample_rate), int(fcfg.win_length), int(fcfg.hop_length)
-  seg_frames = int(fcfg.segment_frames)
-  classes = tuple(predictor.classes)
-
-  results: list[dict[str, Any]] = [{"path": os.fspath(p)} for p in paths]
-  waves, good = [], []
-  for i, p in enumerate(paths):
-    try:
-      w = audio.load_audio(p, sr)
-    except audio.AudioError as e:
-      results[i]["error"] = str(e)
-      continue
-    if w.shape[0] < win:
-      results[i]["error"] = str(audio.AudioError(p, f"too short for one analysis window "
-                                                    f"({w.shape[0]} < {win} samples at {sr} Hz)"))
-      continue
-    waves.append(w)
-    good.append(i)
-
-  seg_list, mask_list, seg_file = [], [], []
-  for i, w, f in zip(good, waves, features.compute(waves, fcfg)):
-    segs, mask = features.segment(f, seg_frames, int(fcfg.min_segment_frames))
-    segs = normalize_utterance(segs, mask, norm, predictor.stats)
-    seg_list.append(segs)
-    mask_list.append(mask)
-    seg_file.append(np.full(segs.shape[0], i))
-    results[i]["duration_s"] = float(w.shape[0]) / sr
-  if not seg_list:
-    return results
-
-  segs, mask, seg_file = np.concatenate(seg_list), np.concatenate(mask_list), np.concatenate(seg_file)
-  probs = inference.segment_posteriors(predictor.model, predictor.variables, segs, mask,
-                                       batch_size)
-  frame_s = hop / sr
-  for i in good:
-    rows = np.flatnonzero(seg_file == i)
-    p = probs[rows]
-    scores = metrics.pool_posteriors(p, np.zeros(len(rows), np.int64), 1, pooling)[0]
-    utt = scores / scores.sum()
-    segments = []
-    for k, r in enumerate(rows):
-      real = int(mask[r].sum())
-      segments.append({"index": k, "start_s": k * seg_frames * frame_s,
-                       "end_s": (k * seg_frames + real) * frame_s,
-                       "label": classes[int(np.argmax(probs[r]))],
-                       "probabilities": _probs_dict(classes, probs[r])})
-    results[i].update({"label": classes[int(np.argmax(scores))],
-                       "probabilities": _probs_dict(classes, utt),
-                       "scores": _probs_dict(classes, scores), "pooling": pooling, "norm": norm,
-                       "segments": segments})
-  return results
-
-
-def format_result(r: Mapping[str, Any]) -> str:
-  """One human-readable block per file (the error line for a failed one)."""
-  if "error" in r:
-    return f"ERROR {r['error']}"
-  probs = "  ".join(f"{c} {100 * p:5.1f}%" for c, p in r["probabilities"].items())
-  lines = [f"{r['path']}: {r['label']}  ({probs})  [{r['pooling']} pooling over "
-           f"{len(r['segments'])} segment(s), {r['duration_s']:.2f} s, norm={r['norm']}]"]
-  for s in r["segments"]:
-    sp = "  ".join(f"{c} {100 * p:5.1f}%" for c, p in s["probabilities"].items())
-    lines.append(f"  segment {s['index']} [{s['start_s']:.2f}-{s['end_s']:.2f} s]: "
-                 f"{s['label']}  ({sp})")
-  return "\n".join(lines)
+  return audio_model(predictor, batch_size).predict_files(paths, norm=norm, pooling=pooling)

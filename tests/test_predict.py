@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from conftest import tiny_config
-from ssa_jax import features, predict
+from ssa_jax import audio, features, predict
 from ssa_jax.models import build_model
 
 SEG = 40  # 0.4 s segments: files of 0.1 to 1.3 s give 1 to 3 of them (the counts below)
@@ -89,7 +89,7 @@ def test_probabilities_and_pooling(predictor, audio_dir, pooling):
 
 def test_norm_train_uses_global_statistics(predictor, audio_dir):
   path = str(audio_dir / "a_16k.wav")
-  f = features.compute([predict.audio.load_audio(path)], predictor.config.features)[0]
+  f = features.compute([audio.load_audio(path)], predictor.config.features)[0]
   segs, mask = features.segment(f, SEG, 10)
   out = predict.normalize_utterance(segs, mask, "train", predictor.stats)
   ref = (segs - predictor.stats.global_mean) / predictor.stats.global_std
