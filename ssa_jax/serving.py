@@ -1,5 +1,6 @@
 """The light runtime: a model exported by `python -m bin.export` (ssa_jax/export.py) predicts audio
-with jax, numpy, soundfile and soxr only (no flax, optax, orbax, ml_collections, librosa).
+with `REQUIREMENTS` only: jax, jaxlib, numpy, soundfile, soxr and flatbuffers (which
+`jax.export.deserialize` needs); no flax, optax, orbax, ml_collections, librosa.
 
   m = serving.load("model.npz")
   r = m.predict_file("speech.wav")             # {"path", "label", "probabilities", ...}
@@ -11,7 +12,8 @@ with jax, numpy, soundfile and soxr only (no flax, optax, orbax, ml_collections,
       [--pooling max|mean]                     # printed as `python -m bin.predict` prints
 
 It needs only `RUNTIME_FILES` of this package (a copy of them in a folder named `ssa_jax` is
-enough); each imports numpy, jax, soundfile or soxr and nothing else of the project.
+enough, after `pip install jax jaxlib numpy soundfile soxr flatbuffers`); they import nothing
+else of the project.
 
 The file is a numpy `.npz` (a zip of `.npy` arrays; read with `np.load(..., allow_pickle=False)`):
 
@@ -55,6 +57,7 @@ import numpy as np
 
 from ssa_jax import audio, frontend, input_pipeline, metrics
 
+REQUIREMENTS = ("jax", "jaxlib", "numpy", "soundfile", "soxr", "flatbuffers")
 RUNTIME_FILES = ("__init__.py", "serving.py", "frontend.py", "audio.py", "metrics.py",
                  "input_pipeline.py")
 FORMAT = "ssa-jax-export"
