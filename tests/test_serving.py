@@ -11,6 +11,7 @@ away from their initial values, and speaker statistics fitted on three generated
 the two tiny models would take about two minutes of this suite.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -52,8 +53,8 @@ def _vigorous(variables, seed):
 
 def _write_fold(workdir, name):
   """A run folder <workdir>/fold0 of a tiny `name` model (module docstring)."""
-  cfg = tiny_config(name, "none" if name == "acrnn" else "l1_sphere",
-                    {"features.min_segment_frames": 4, "train.eval_batch_size": 4})
+  # No Eq. 8 temperature (K x E = 32 would saturate the softmax of random weights).
+  cfg = tiny_config(name, "none", {"features.min_segment_frames": 4, "train.eval_batch_size": 4})
   if name == "ssa_crnn":
     cfg.model.num_speakers = 3
   frames, mels = int(cfg.features.segment_frames), int(cfg.features.n_mels)
@@ -98,15 +99,31 @@ def audio_files(tmp_path_factory):
                                "e_corrupt.wav")]
 
 
-@pytest.fixture(scope="module", params=["acrnn", "ssa_crnn"])
-def exported(request, tmp_path_factory):
-  """(fold folder, exported file, predict.Predictor) of a tiny model."""
-  work = tmp_path_factory.mktemp(f"serving_{request.param}")
-  fold = _write_fold(work, request.param)
-  out = str(work / "model.npz")
-  meta = export.export_fold(fold, out)
-  assert meta["model"]["name"] == request.param and meta["step"] == 12
-  return fold, out, predict.load_predictor(fold)
+@dataclasses.dataclass
+class Run:
+  fold: str                     # the run folder <workdir>/fold0
+  path: str                     # its export
+  predictor: predict.Predictor  # the run folder's model (bin.predict's)
+  model: serving.Model          # the export's, loaded once (its compilations are reused)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """{"acrnn" | "ssa_crnn": Run} of the tiny models."""
+  out = {}
+  for name in ("acrnn", "ssa_crnn"):
+    work = tmp_path_factory.mktemp(f"serving_{name}")
+    fold = _write_fold(work, name)
+    path = str(work / "model.npz")
+    meta = export.export_fold(fold, path)
+    assert meta["model"]["name"] == name and meta["step"] == 12
+    out[name] = Run(fold, path, predict.load_predictor(fold), serving.load(path))
+  return out
+
+
+@pytest.fixture(params=["acrnn", "ssa_crnn"])
+def run(request, runs):
+  return runs[request.param]
 
 
 def _max_diff(got, want):
@@ -135,34 +152,31 @@ def _max_diff(got, want):
 
 @pytest.mark.parametrize("pooling", ["max", "mean"])
 @pytest.mark.parametrize("norm", ["self", "train"])
-def test_runtime_equals_predict_files(exported, audio_files, norm, pooling):
-  fold, path, predictor = exported
-  want = predict.predict_files(predictor, audio_files, norm=norm, pooling=pooling)
-  got = serving.load(path).predict_files(audio_files, norm=norm, pooling=pooling)
+def test_runtime_equals_predict_files(run, audio_files, norm, pooling):
+  want = predict.predict_files(run.predictor, audio_files, norm=norm, pooling=pooling)
+  got = run.model.predict_files(audio_files, norm=norm, pooling=pooling)
   assert [("error" in r) for r in got] == [False] * 4 + [True]
   assert [len(r["segments"]) for r in got[:4]] == [11, 6, 4, 1]
   seg = np.array([list(s["probabilities"].values()) for r in got[:4] for s in r["segments"]])
   assert np.ptp(seg, axis=0).max() > 0.01  # the outputs depend on the input (not a constant)
   diff = _max_diff(got, want)
-  MAX_DIFF[(predictor.config.model.name, norm, pooling)] = diff
+  MAX_DIFF[(run.predictor.config.model.name, norm, pooling)] = diff
   assert diff <= TOL, diff
 
 
-def test_norms_differ_and_train_stats_travel(exported, audio_files):
+def test_norms_differ_and_train_stats_travel(run, audio_files):
   """The file's statistics are the checkpoint's, and "train" is not "self" on this data."""
-  _, path, predictor = exported
-  m = serving.load(path)
-  np.testing.assert_array_equal(m.stats.global_mean, predictor.stats.global_mean)
-  np.testing.assert_array_equal(m.stats.global_std, predictor.stats.global_std)
-  assert m.stats.speakers == predictor.stats.speakers
+  m, stats = run.model, run.predictor.stats
+  np.testing.assert_array_equal(m.stats.global_mean, stats.global_mean)
+  np.testing.assert_array_equal(m.stats.global_std, stats.global_std)
+  assert m.stats.speakers == stats.speakers
   a = m.predict_file(audio_files[0], norm="self")
   b = m.predict_file(audio_files[0], norm="train")
   assert max(abs(a["scores"][c] - b["scores"][c]) for c in m.classes) > 1e-3
 
 
-def test_predict_wave_equals_predict_file(exported, audio_files):
-  _, path, _ = exported
-  m = serving.load(path)
+def test_predict_wave_equals_predict_file(run, audio_files):
+  m = run.model
   wave, sr = sf.read(audio_files[1], dtype="float32")  # stereo, 44.1 kHz
   assert wave.ndim == 2 and sr == 44100
   from_wave = m.predict_wave(wave, sr, name="b")
@@ -175,10 +189,9 @@ def test_predict_wave_equals_predict_file(exported, audio_files):
     m.predict_file(audio_files[4])
 
 
-def test_exported_outputs_and_metadata(exported):
+def test_exported_outputs_and_metadata(run):
   """The exported function with a symbolic batch: any batch size, the model's outputs."""
-  _, path, predictor = exported
-  m = serving.load(path)
+  m, predictor = run.model, run.predictor
   meta = m.metadata
   assert meta["format"] == serving.FORMAT and meta["classes"] == list(predictor.classes)
   assert meta["features"] == predictor.config.features.to_dict()
@@ -188,18 +201,18 @@ def test_exported_outputs_and_metadata(exported):
   assert set(meta["outputs"]) == {"probs", "z_em"} | ({"z_sp", "speaker_mass", "speaker_pred"}
                                                       if ssa else set())
   rng = np.random.default_rng(3)
-  x = rng.normal(size=(7, 8, 4, 3)).astype(np.float32)
-  mask = np.arange(8)[None, :] < np.array([8, 8, 5, 3, 1, 8, 6])[:, None]
+  x = rng.normal(size=(4, 8, 4, 3)).astype(np.float32)
+  mask = np.arange(8)[None, :] < np.array([8, 5, 1, 6])[:, None]
   x[~mask] = 0.0
-  got = m.outputs(x, mask)
-  ref = jax.jit(lambda v, x, k: predictor.model.apply(v, x, k, train=False))(
+  got = m.outputs(x, mask)  # 4 rows: the batch size the predictions above compiled
+  logits, aux = jax.jit(lambda v, x, k: predictor.model.apply(v, x, k, train=False))(
       predictor.variables, x, mask)
-  np.testing.assert_allclose(got["probs"], jax.nn.softmax(ref[0]), atol=1e-6)
-  np.testing.assert_allclose(got["z_em"], ref[1]["z_em"], atol=1e-5)
+  np.testing.assert_allclose(got["probs"], jax.nn.softmax(logits), atol=1e-6)
+  np.testing.assert_allclose(got["z_em"], aux["z_em"], atol=1e-5)
   if ssa:
-    np.testing.assert_allclose(got["z_sp"], ref[1]["z_sp"], atol=1e-5)
-  # one segment at a time gives the same rows (batch rows are independent in evaluation mode)
-  np.testing.assert_allclose(m.outputs(x[2:3], mask[2:3])["probs"], got["probs"][2:3], atol=1e-6)
+    np.testing.assert_allclose(got["z_sp"], aux["z_sp"], atol=1e-5)
+  # one row: another batch size of the same function (rows are independent in evaluation mode)
+  np.testing.assert_allclose(m.outputs(x[1:2], mask[1:2])["probs"], got["probs"][1:2], atol=1e-6)
 
 
 # --------------------------------------------------------------------------- refusals and errors
@@ -238,65 +251,59 @@ def _run(args, **kw):
                         capture_output=True, text=True, timeout=300, **kw)
 
 
-def test_bin_export_cli_and_one_line_errors(exported, tmp_path):
-  fold, path, _ = exported
+def test_bin_export_cli_and_one_line_errors(runs, tmp_path):
+  r = runs["acrnn"]
   out = tmp_path / "cli.npz"
-  p = _run(["-m", "bin.export", "--workdir", fold, "--out", str(out)])
+  p = _run(["-m", "bin.export", "--workdir", r.fold, "--out", str(out)])
   assert p.returncode == 0, p.stderr[-3000:]
-  assert p.stdout.startswith(f"wrote {out} (") and "platforms cpu, cuda" in p.stdout
-  with np.load(out) as a, np.load(path) as b:  # what the library writes (the serialized
+  assert p.stdout.startswith(f"wrote {out} (acrnn, step 12, ") and "platforms cpu, cuda" in p.stdout
+  with np.load(out) as a, np.load(r.path) as b:  # what the library writes (the serialized
     assert a.files == b.files                     # function holds source locations: not compared)
     assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "function")
-  x, mask = np.ones((2, 8, 4, 3), np.float32), np.ones((2, 8), bool)
-  np.testing.assert_array_equal(serving.load(out).outputs(x, mask)["probs"],
-                                serving.load(path).outputs(x, mask)["probs"])
+  np.testing.assert_array_equal(serving.load(out).outputs(np.ones((4, 8, 4, 3)), np.ones((4, 8), bool))["probs"],
+                                r.model.outputs(np.ones((4, 8, 4, 3)), np.ones((4, 8), bool))["probs"])
   missing = str(tmp_path / "nope")
   p = _run(["-m", "bin.export", "--workdir", missing, "--out", str(out)])
   assert p.returncode == 1 and p.stderr.strip() == f"error: {missing}: no such run folder"
   untrained = tmp_path / "untrained"
   (untrained / "checkpoints").mkdir(parents=True)
-  shutil.copy(os.path.join(fold, "config.json"), untrained / "config.json")
+  shutil.copy(os.path.join(r.fold, "config.json"), untrained / "config.json")
   p = _run(["-m", "bin.export", "--workdir", str(untrained), "--out", str(tmp_path / "u.npz")])
   lines = [l for l in p.stderr.splitlines() if l.strip()]
   assert p.returncode == 1 and len(lines) == 1 and "no checkpoint" in lines[0], p.stderr
 
 
-_IMPORT_CHECK = """
-import json, sys
-from ssa_jax import serving
-serving.load(sys.argv[1]).predict_files(sys.argv[2:])
-print(json.dumps(sorted(sys.modules)))
-"""
-
-
-def test_runtime_imports_nothing_heavy(exported, audio_files):
-  """In a fresh interpreter, loading and predicting imports no flax/optax/orbax/... and no
+def test_serving_cli_prints_like_bin_predict_and_imports_nothing_heavy(runs, audio_files):
+  """`python -m ssa_jax.serving` in a fresh interpreter (`-X importtime` lists every module it
+  imports): bin.predict's text, a bad file on its own line, no flax/optax/orbax/..., and no
   project module beyond `serving.RUNTIME_FILES`."""
-  _, path, _ = exported
-  p = _run(["-c", _IMPORT_CHECK, path, *audio_files[:2]])
-  assert p.returncode == 0, p.stderr[-3000:]
-  modules = json.loads(p.stdout.strip().splitlines()[-1])
-  assert "jax" in modules and "soxr" in modules  # the check sees the imports
-  assert sorted({n.split(".")[0] for n in modules} & set(HEAVY)) == []
-  ours = {n for n in modules if n.split(".")[0] == "ssa_jax"}
-  assert ours == {"ssa_jax"} | {f"ssa_jax.{f[:-3]}" for f in serving.RUNTIME_FILES
-                                if f != "__init__.py"}, ours
-
-
-def test_serving_cli_prints_like_bin_predict(exported, audio_files, tmp_path):
-  _, path, _ = exported
-  m = serving.load(path)
-  p = _run(["-m", "ssa_jax.serving", path, *audio_files])
+  r = runs["ssa_crnn"]
+  p = _run(["-X", "importtime", "-m", "ssa_jax.serving", r.path, *audio_files])
   assert p.returncode == 1  # the corrupt file
-  assert p.stdout == "\n".join(serving.format_result(r) for r in
-                               m.predict_files(audio_files[:4])) + "\n"
-  err = p.stderr.strip().splitlines()
-  assert err[0].startswith(f"error: {audio_files[4]}: unreadable") and err[-1] == \
-      "4 file(s) predicted, 1 failed"
-  p = _run(["-m", "ssa_jax.serving", str(tmp_path / "none.npz"), audio_files[0]])
-  assert p.returncode == 1 and p.stderr.strip() == f"error: no such file or folder: {tmp_path / 'none.npz'}"
-  p = _run(["-m", "ssa_jax.serving", audio_files[0], audio_files[0]])
-  assert p.returncode == 1 and p.stderr.strip().startswith(f"error: {audio_files[0]}: not a model")
+  assert p.stdout == "\n".join(serving.format_result(x) for x in
+                               r.model.predict_files(audio_files[:4])) + "\n"
+  err = [l for l in p.stderr.splitlines() if not l.startswith("import time:")]
+  assert err[0].startswith(f"error: {audio_files[4]}: unreadable") and err[1:] == \
+      ["4 file(s) predicted, 1 failed"], err
+  modules = {l.split("|")[-1].strip() for l in p.stderr.splitlines()
+             if l.startswith("import time:")}
+  assert {"jax", "soxr", "soundfile", "flatbuffers"} <= modules  # the list is complete
+  assert sorted({n.split(".")[0] for n in modules} & set(HEAVY)) == []
+  ours = {n for n in modules if n.split(".")[0] == "ssa_jax"}  # serving itself is __main__
+  assert ours == {"ssa_jax"} | {f"ssa_jax.{f[:-3]}" for f in serving.RUNTIME_FILES
+                                if f not in ("__init__.py", "serving.py")}, ours
+
+
+def test_serving_cli_one_line_errors(runs, audio_files, tmp_path, capsys):
+  assert serving.main([str(tmp_path / "none.npz"), audio_files[0]]) == 1
+  assert capsys.readouterr().err == f"error: no such file or folder: {tmp_path / 'none.npz'}\n"
+  assert serving.main([audio_files[0], audio_files[0]]) == 1
+  assert capsys.readouterr().err.startswith(f"error: {audio_files[0]}: not a model exported")
+  assert serving.main([runs["acrnn"].path, str(tmp_path)]) == 1
+  assert capsys.readouterr().err == f"error: no audio file found in {tmp_path}\n"
+  with pytest.raises(SystemExit):
+    serving.main([runs["acrnn"].path, audio_files[0], "--norm", "speaker"])
+  assert "invalid choice: 'speaker'" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- a clean environment
@@ -304,22 +311,31 @@ def test_serving_cli_prints_like_bin_predict(exported, audio_files, tmp_path):
 
 @pytest.fixture(scope="session")
 def clean_venv(tmp_path_factory):
-  """A new virtual environment (no system site-packages) with only `serving.REQUIREMENTS`
-  installed by pip (jax and jaxlib pinned to this environment's versions: the export's)."""
+  """A new virtual environment (no system site-packages, no pip) into which this pip installs
+  only `serving.REQUIREMENTS` and what they require (jax and jaxlib pinned to this environment's
+  versions: the export's)."""
   root = tmp_path_factory.mktemp("venv")
   start = time.monotonic()
-  venv.create(root / "env", with_pip=True, system_site_packages=False, clear=True)
+  venv.create(root / "env", with_pip=False, system_site_packages=False, clear=True)
   python = str(root / "env" / "bin" / "python")
   pins = [f"{r}=={jax.__version__}" if r in ("jax", "jaxlib") else r for r in serving.REQUIREMENTS]
-  p = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                      *pins], capture_output=True, text=True, timeout=600)
+  p = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet",
+                      "--disable-pip-version-check", *pins],
+                     capture_output=True, text=True, timeout=600)
   assert p.returncode == 0, p.stderr[-3000:]
   return python, time.monotonic() - start
 
 
-def test_predicts_in_a_clean_virtual_environment(clean_venv, exported, audio_files, tmp_path):
+_VENV_SCRIPT = """
+import json, sys
+from ssa_jax import serving
+print(json.dumps([serving.load(m).predict_files(sys.argv[3:], norm="train", pooling="mean")
+                  for m in sys.argv[1:3]]))
+"""
+
+
+def test_predicts_in_a_clean_virtual_environment(clean_venv, runs, audio_files, tmp_path):
   python, setup_s = clean_venv
-  fold, path, predictor = exported
   pkg = tmp_path / "runtime" / "ssa_jax"
   pkg.mkdir(parents=True)
   for f in serving.RUNTIME_FILES:  # the runtime's files only, no checkout on the path
@@ -328,14 +344,14 @@ def test_predicts_in_a_clean_virtual_environment(clean_venv, exported, audio_fil
   probe = subprocess.run([python, "-c", "import flax"], env=env, cwd=pkg.parent,
                          capture_output=True, text=True)
   assert probe.returncode != 0 and "No module named 'flax'" in probe.stderr  # really clean
-  p = subprocess.run([python, "-m", "ssa_jax.serving", path, *audio_files[:4], "--json",
-                      "--norm", "train", "--pooling", "mean"], env=env, cwd=pkg.parent,
-                     capture_output=True, text=True, timeout=300)
+  names = ("acrnn", "ssa_crnn")
+  p = subprocess.run([python, "-c", _VENV_SCRIPT, *(runs[n].path for n in names),
+                      *audio_files], env=env, cwd=pkg.parent, capture_output=True, text=True,
+                     timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]
-  doc = json.loads(p.stdout)
-  assert doc["classes"] == list(predictor.classes) and doc["failed"] == 0
-  want = predict.predict_files(predictor, audio_files[:4], norm="train", pooling="mean")
-  diff = _max_diff(doc["files"], want)
-  MAX_DIFF[(predictor.config.model.name, "venv train", "mean")] = diff
-  assert diff <= TOL, diff
+  for name, got in zip(names, json.loads(p.stdout)):
+    want = predict.predict_files(runs[name].predictor, audio_files, norm="train", pooling="mean")
+    diff = _max_diff(got, want)
+    MAX_DIFF[(name, "clean venv: train", "mean")] = diff
+    assert diff <= TOL, diff
   print(f"\nclean venv set up in {setup_s:.1f} s; max abs differences {MAX_DIFF}")
