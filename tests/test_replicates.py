@@ -1,4 +1,4 @@
-"""ssa_jax/replicates.py and bin/replicates.py without training: system specs and their errors, the
+"""ssa_jax/replicates.py and ssa_jax/cli/replicates.py without training: system specs and their errors, the
 per-run configs, the draw-major order, resume, compare.json / compare.md after every draw (paired
 differences against scipy.stats.ttest_rel), the power planning against the noncentral t's known
 value and a Monte-Carlo simulation, and the command's one-line errors."""

@@ -11,7 +11,7 @@ and prints the equal error rate of their cosine scores (`ssa_jax.speaker_eval`).
 embedding: z_sp, the speaker branch's (SSA-CRNN; model.speaker_loss="aam" trains it for this).
 
 A bad flag, a folder that is not a trained fold or a part with fewer than 2 speakers is one line
-on stderr and exit code 1 (`bin/_cli.py`).
+on stderr and exit code 1 (`ssa_jax/cli/_cli.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 
 from absl import flags
 
-from bin import _cli
+from ssa_jax.cli import _cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained fold directory: <run workdir>/fold<K>.")
 _UTTERANCES = flags.DEFINE_enum("utterances", "valid", ["valid", "train", "all"],
@@ -50,5 +50,10 @@ def main(argv: list[str]) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def command() -> None:
+  """`ssa-speaker-eer` (installed by `pip install .`) and `python -m bin.speaker_eer`."""
   _cli.run(main)
+
+
+if __name__ == "__main__":
+  command()

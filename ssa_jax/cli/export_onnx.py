@@ -16,7 +16,7 @@ import os
 
 from absl import flags
 
-from bin import _cli
+from ssa_jax.cli import _cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Trained fold directory: <run workdir>/fold<K>.")
@@ -37,5 +37,10 @@ def main(argv: list[str]) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def command() -> None:
+  """`ssa-export-onnx` (installed by `pip install .`) and `python -m bin.export_onnx`."""
   _cli.run(main, user_errors=(ValueError, OSError, ImportError))
+
+
+if __name__ == "__main__":
+  command()

@@ -12,7 +12,7 @@ identity out). The training utterances (--utterances train) ask whether z_em sti
 speakers it was trained on; the validation ones of a heldout split, whether it encodes new ones.
 
 A bad flag, a folder that is not a trained fold or a part with fewer than 2 speakers is one line
-on stderr and exit code 1 (`bin/_cli.py`).
+on stderr and exit code 1 (`ssa_jax/cli/_cli.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import json
 
 from absl import flags
 
-from bin import _cli
+from ssa_jax.cli import _cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained fold directory: <run workdir>/fold<K>.")
 _UTTERANCES = flags.DEFINE_enum("utterances", "valid", ["valid", "train", "all"],
@@ -52,5 +52,10 @@ def main(argv: list[str]) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def command() -> None:
+  """`ssa-probe` (installed by `pip install .`) and `python -m bin.probe`."""
   _cli.run(main)
+
+
+if __name__ == "__main__":
+  command()

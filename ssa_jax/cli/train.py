@@ -9,7 +9,7 @@ Writes `<workdir>/fold<K>/` (config.json, metrics.jsonl, result.json, checkpoint
 defaults to `runs/<config.name>`. Rerunning the same command resumes from the latest checkpoint.
 Compiled XLA programs are cached under `<config.data.cache_dir>/xla`, so a rerun starts faster.
 A bad flag, fold, config key or value, or a missing corpus is one line on stderr and exit code 1
-(`bin/_cli.py`). The library's INFO lines (e.g. "resumed fold 3 from step 120") go to stderr.
+(`ssa_jax/cli/_cli.py`). The library's INFO lines (e.g. "resumed fold 3 from step 120") go to stderr.
 
 Several hosts (the same command on every process; `ssa_jax/distributed.py` has the full rule):
   python -m bin.train --config ... --coordinator HOST0:1234 --num_processes N --process_id I
@@ -25,7 +25,7 @@ import sys
 
 from absl import flags
 
-from bin import _cli
+from ssa_jax.cli import _cli
 from ssa_jax import distributed
 
 _CONFIG = _cli.define_config_flag("ssa_crnn_r.py")
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
   from ssa_jax import train  # pylint: disable=g-import-not-at-top
   if plan.kwargs is not None:
     print(f"{plan.reason}: {distributed.describe()}", file=sys.stderr)
-  try:  # CorpusError, AudioError, bad config values, NonFiniteLossError: one line (bin/_cli.py)
+  try:  # CorpusError, AudioError, bad config values, NonFiniteLossError: one line (ssa_jax/cli/_cli.py)
     result = train.train_and_evaluate(config, workdir, _FOLD.value)
   except KeyboardInterrupt:
     print(f"\ninterrupted; rerun the same command to resume from the last checkpoint in "
@@ -75,5 +75,10 @@ def main(argv: list[str]) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def command() -> None:
+  """`ssa-train` (installed by `pip install .`) and `python -m bin.train`."""
   _cli.run(main, user_errors=(ValueError, OSError, FloatingPointError))
+
+
+if __name__ == "__main__":
+  command()

@@ -25,7 +25,7 @@ import sys
 
 from absl import flags
 
-from bin import _cli
+from ssa_jax.cli import _cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Trained fold directory: <run workdir>/fold<K>.")
@@ -73,5 +73,10 @@ def main(argv: list[str]) -> int:
   return 1 if failed else 0
 
 
-if __name__ == "__main__":
+def command() -> None:
+  """`ssa-predict` (installed by `pip install .`) and `python -m bin.predict`."""
   _cli.run(main)
+
+
+if __name__ == "__main__":
+  command()

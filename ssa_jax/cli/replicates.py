@@ -59,7 +59,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from bin import _cli
+from ssa_jax.cli import _cli
 
 from ssa_jax import replicates
 
@@ -127,5 +127,10 @@ def main(argv: list[str]) -> int:
   return 1 if errors else 0
 
 
-if __name__ == "__main__":
+def command() -> None:
+  """`ssa-replicates` (installed by `pip install .`) and `python -m bin.replicates`."""
   _cli.run(main, user_errors=(ValueError, RuntimeError, OSError))
+
+
+if __name__ == "__main__":
+  command()

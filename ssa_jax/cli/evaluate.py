@@ -17,7 +17,7 @@ numbers are result.json's) and writes into
                       files written
 
 A bad or missing flag, a folder that is not a trained fold or an unknown utterance is one line on
-stderr and exit code 1 (`bin/_cli.py`).
+stderr and exit code 1 (`ssa_jax/cli/_cli.py`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import os
 
 from absl import flags
 
-from bin import _cli
+from ssa_jax.cli import _cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (holding fold<K>/).")
 _FOLD = flags.DEFINE_integer("fold", None, "Fold to evaluate.")
@@ -62,5 +62,10 @@ def main(argv: list[str]) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def command() -> None:
+  """`ssa-evaluate` (installed by `pip install .`) and `python -m bin.evaluate`."""
   _cli.run(main)
+
+
+if __name__ == "__main__":
+  command()

@@ -8,14 +8,14 @@
 
 Prints the speakers x classes table, the skipped files with their reasons, the number of segments
 and where the cache is. A bad flag, a broken corpus or config is one line on stderr and exit
-code 1 (`bin/_cli.py`).
+code 1 (`ssa_jax/cli/_cli.py`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bin import _cli
+from ssa_jax.cli import _cli
 
 _CONFIG = _cli.define_config_flag("quickstart.py")
 
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
   from ssa_jax import data  # pylint: disable=g-import-not-at-top
   from ssa_jax.corpora import list_corpus  # pylint: disable=g-import-not-at-top
 
-  # CorpusError, AudioError, bad config values, unreadable paths: one line (bin/_cli.py).
+  # CorpusError, AudioError, bad config values, unreadable paths: one line (ssa_jax/cli/_cli.py).
   listing = list_corpus(config.data, progress=lambda line: print(line, flush=True))
   location = data.cache_location(config, listing)
   before = _stamp(location / "meta.json")
@@ -49,5 +49,10 @@ def main(argv: list[str]) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def command() -> None:
+  """`ssa-prepare` (installed by `pip install .`) and `python -m bin.prepare`."""
   _cli.run(main)
+
+
+if __name__ == "__main__":
+  command()

@@ -8,7 +8,7 @@
     _cli.setup_jax(config.data.cache_dir)      # logging and the compilation cache
     ...                                        # raise _cli.Error("...") for any other user error
 
-  if __name__ == "__main__":
+  def command():                               # `ssa-<command>`, `python -m bin.<command>`
     _cli.run(main)
 
 Every user error (a bad flag or flag value, a missing required flag, an unknown config key, a
@@ -33,9 +33,9 @@ from typing import Any, Callable, Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 _LIBRARY = "ssa_jax"
-_LIBRARY_DIR = str(Path(__file__).resolve().parents[1] / _LIBRARY) + os.sep
+_LIBRARY_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
 
 
 class Error(Exception):
@@ -67,8 +67,6 @@ def define_config_flag(default: str):
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     overrides = " ".join(a for a in sys.argv[1:] if a.startswith("--config."))
     _fail(f"bad config override among [{overrides}]: {type(e).__name__} {e}")
-  # absl's --helpshort lists the main module's key flags (sys.argv[0] names it): --config is one.
-  flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["config"])
   return holder
 
 
@@ -152,7 +150,15 @@ def setup_jax(cache_dir: str | os.PathLike | None = None) -> None:
 def run(main: Callable[[list[str]], int | None],
         user_errors: tuple[type[BaseException], ...] = (ValueError, OSError)) -> None:
   """`absl.app.run(main)` with one-line errors: `Error`, `app.UsageError` and `user_errors`
-  raised by `main` print `error: <message>` on stderr and exit 1."""
+  raised by `main` print `error: <message>` on stderr and exit 1. `--helpshort` lists the flags
+  of `main`'s module and `--config`."""
+  # absl's --helpshort lists the key flags of the main module, which sys.argv[0] names (the
+  # installed script, or bin/<command>.py): the command module's flags, --config (defined here).
+  for module in (main.__module__, __name__):
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  # and --help opens with the docstring of `__main__`: the command module's, not the script's.
+  sys.modules["__main__"].__doc__ = sys.modules[main.__module__].__doc__
   def wrapped(argv: list[str]) -> int | None:
     try:
       return main(argv)

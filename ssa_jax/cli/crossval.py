@@ -25,7 +25,7 @@ are already trained (e.g. one system with several `--config.` overrides, each in
 --workdir), written into --workdir.
 
 Exit code 1 if a fold failed (the others are still run and summarised). A bad flag, config file,
-key, value or fold spec, or a missing corpus, is one line on stderr and exit code 1 (`bin/_cli.py`).
+key, value or fold spec, or a missing corpus, is one line on stderr and exit code 1 (`ssa_jax/cli/_cli.py`).
 
 Several hosts: the flags of `bin.train` (--coordinator HOST:PORT --num_processes N --process_id I,
 or none on a TPU VM / Slurm / Open MPI job; see ssa_jax/distributed.py), the same command on every
@@ -42,7 +42,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from bin import _cli
+from ssa_jax.cli import _cli
 
 from ssa_jax import distributed
 from ssa_jax.crossval import load_config, run_compare, run_crossval, tabulate_runs
@@ -111,5 +111,10 @@ def main(argv: list[str]) -> int:
   return 1 if errors else 0
 
 
-if __name__ == "__main__":
+def command() -> None:
+  """`ssa-crossval` (installed by `pip install .`) and `python -m bin.crossval`."""
   _cli.run(main, user_errors=(ValueError, RuntimeError, OSError))
+
+
+if __name__ == "__main__":
+  command()
