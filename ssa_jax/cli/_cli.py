@@ -32,8 +32,10 @@ from typing import Any, Callable, Sequence
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+from ml_collections.config_flags import config_flags as config_flags_lib
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+from ssa_jax import configs
+
 _LIBRARY = "ssa_jax"
 _LIBRARY_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
 
@@ -52,21 +54,37 @@ def _fail(message: str) -> None:
   sys.exit(1)
 
 
+class _ConfigParser(config_flags_lib.ConfigFileFlagParser):
+  """ml_collections' `FILE[:arg]` parser that also reads a packaged config's name
+  (`quickstart:acrnn`, `ssa_jax.configs.resolve`). Neither a file nor a name: the file fails to
+  load, and `config` says so in one line."""
+
+  def parse(self, path):
+    try:
+      path = configs.resolve(path)
+    except ValueError:
+      pass
+    return super().parse(path)
+
+
 def define_config_flag(default: str):
-  """`--config FILE[:arg]` (ml_collections) with `--config.x=y` overrides, default
-  `configs/<default>`; listed by `--helpshort`.
+  """`--config NAME|FILE[:arg]` (ml_collections, plus the packaged configs' names) with
+  `--config.x=y` overrides, default the packaged config `default` (a name); listed by
+  `--helpshort`.
 
   ml_collections applies the overrides when the flag is defined when given the default file: a
   field that does not exist, or a value of the wrong type, is one line on stderr and exit 1.
   """
   try:
     holder = config_flags.DEFINE_config_file(
-        "config", str(CONFIGS / default),
-        f"Python config file (get_config()), optionally FILE:arg (default configs/{default}); "
-        "override any value with --config.<path>=<value>.")
+        "config", configs.resolve(default),
+        f"A packaged config ({', '.join(configs.names())}) or a Python config file "
+        f"(get_config()), optionally NAME:arg or FILE:arg (default {default}); override any "
+        "value with --config.<path>=<value>.")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     overrides = " ".join(a for a in sys.argv[1:] if a.startswith("--config."))
     _fail(f"bad config override among [{overrides}]: {type(e).__name__} {e}")
+  flags.FLAGS["config"].parser = _ConfigParser("config")  # the default is parsed: for the argv
   return holder
 
 
@@ -74,9 +92,11 @@ def config(holder) -> Any:
   """The loaded `--config` (overrides applied); a file that is missing or fails to load is an
   `Error` naming it."""
   spec = config_flags.get_config_filename(flags.FLAGS["config"])
-  path = spec.split(":", 1)[0]
-  if not os.path.isfile(path):
-    raise Error(f"--config {spec}: no such config file")
+  try:
+    configs.resolve(spec)
+  except ValueError:
+    raise Error(f"--config {spec}: no such config file, nor a packaged config "
+                f"({', '.join(configs.names())})") from None
   try:
     cfg = holder.value
     cfg.name  # pylint: disable=pointless-statement  # a failed load raises on first access

@@ -47,7 +47,7 @@ from ssa_jax.cli import _cli
 from ssa_jax import distributed
 from ssa_jax.crossval import load_config, run_compare, run_crossval, tabulate_runs
 
-_CONFIG = _cli.define_config_flag("quickstart.py")
+_CONFIG = _cli.define_config_flag("quickstart")
 _FOLDS = flags.DEFINE_string("folds", None, "Folds to run: '0-9', '0,2,5', '0-2,7' "
                              "(default: all folds of the configured split).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config.name>, "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ssa_jax.cli import _cli
 
-_CONFIG = _cli.define_config_flag("quickstart.py")
+_CONFIG = _cli.define_config_flag("quickstart")
 
 
 def _stamp(path: Path) -> int | None:

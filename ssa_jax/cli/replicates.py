@@ -63,7 +63,7 @@ from ssa_jax.cli import _cli
 
 from ssa_jax import replicates
 
-_CONFIG = _cli.define_config_flag("quickstart.py")
+_CONFIG = _cli.define_config_flag("quickstart")
 _COMPARE = flags.DEFINE_multi_string("compare", [], "System specs PATH[:ARG][@KEY=VALUE,...]"
                                      "[=LABEL] (several after one --compare, or --compare "
                                      "repeated); the first is the reference.")

@@ -28,7 +28,7 @@ from absl import flags
 from ssa_jax.cli import _cli
 from ssa_jax import distributed
 
-_CONFIG = _cli.define_config_flag("ssa_crnn_r.py")
+_CONFIG = _cli.define_config_flag("ssa_crnn_r")
 _FOLD = flags.DEFINE_integer("fold", 0, "Fold to train (0-based; 0-9 for 10-fold splits).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default runs/<config.name>).")
 _DISTRIBUTED = distributed.define_flags()  # --coordinator, --num_processes, --process_id, ...
