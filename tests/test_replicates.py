@@ -109,6 +109,18 @@ def test_load_system_errors(spec, overrides, words):
   assert words in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_spec_names_a_packaged_config_from_any_folder(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # no configs/ here: the name is ssa_jax/configs/quickstart.py
+  by_name = replicates.load_system("quickstart:acrnn_r@train.epochs=3=ACRNN-r", GLOBAL)
+  by_path = replicates.load_system(f"{QUICKSTART}:acrnn_r@train.epochs=3=ACRNN-r", GLOBAL)
+  assert by_name.config.to_dict() == by_path.config.to_dict()
+  assert (by_name.label, by_name.config.model.name, by_name.config.train.epochs) == (
+      "ACRNN-r", "acrnn", 3)
+  with pytest.raises(ValueError, match=r"^nosuch: config file not found \(packaged configs: "
+                     r"acrnn, acrnn_r, quickstart, ssa_crnn_r\)$"):
+    replicates.load_system("nosuch:acrnn_r", GLOBAL)
+
+
 def test_run_config_sets_the_draw_seeds_split_and_selection():
   s = replicates.load_system(f"{QUICKSTART}:acrnn", GLOBAL)
   c = replicates.run_config(s.config, draw=4, seed_offset=1000)
