@@ -26,6 +26,10 @@ Batches are dicts of numpy arrays:
   mask    bool    (B, T)        real frames
   label   int32   (B,)          emotion class
   speaker int32   (B,)          speaker index
+Evaluation batches (`eval_batches`) have a fixed number of rows, the last one padded by repeating
+the first segment; `batch_rows(n, batch_size)` is that number for a prediction of n segments (the
+next power of two, at most the batch size). Numpy only: the light runtime (`ssa_jax.serving`)
+batches with it too.
 With several processes each process yields only its own contiguous rows of the global batch
 (`process_index`, `process_count`); `parallel.global_batch` assembles the global array.
 """
