@@ -27,7 +27,6 @@ import functools
 import json
 import logging
 import os
-import tempfile
 from typing import Any, Mapping
 
 import jax
@@ -35,6 +34,7 @@ import numpy as np
 
 import ssa_jax
 from ssa_jax import features, inference, predict, serving
+from ssa_jax import io as io_lib
 
 logger = logging.getLogger(__name__)
 
@@ -125,17 +125,8 @@ def export_predictor(predictor: predict.Predictor, out: str | os.PathLike) -> di
             "window": window, "mel_filterbank": mel_fb}
   if predictor.stats is not None:
     arrays.update({serving.STATS_PREFIX + k: v for k, v in predictor.stats.to_arrays().items()})
-  out = os.fspath(out)
-  directory = os.path.dirname(os.path.abspath(out))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".export_", suffix=".npz", dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, metadata=np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8), **arrays)
-    os.replace(tmp, out)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  out = io_lib.write_with(out, lambda f: np.savez(
+      f, metadata=np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8), **arrays))
   logger.info("exported %s (step %s) to %s: %.2f MiB", meta["config_name"], meta["step"], out,
               os.path.getsize(out) / 2**20)
   return meta

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import tiny_config
+from conftest import tiny_config, vigorous
 from ssa_jax import checkpointing, export, features, predict, rundir, serving
 from ssa_jax.models import build_model
 
@@ -34,21 +34,6 @@ TOL = 1e-5  # the issue's parity bound: max abs difference of every probability 
 HEAVY = ("flax", "optax", "orbax", "ml_collections", "librosa", "chex", "absl", "torch",
          "tensorflow")
 MAX_DIFF = {}  # filled by the parity tests, printed by the last one (the report's figures)
-
-
-def _vigorous(variables, seed):
-  """Kernels 1.5 normal / sqrt(fan-in), vectors 0.3 normal, BN variances in [0.5, 2]: outputs
-  far from uniform, and BN statistics that are not their initial 0 / 1."""
-  rng = np.random.default_rng(seed)
-
-  def redraw(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if "var" in name:
-      return rng.uniform(0.5, 2.0, leaf.shape).astype(np.float32)
-    if leaf.ndim >= 2:
-      return (1.5 * rng.normal(size=leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))).astype(np.float32)
-    return (0.3 * rng.normal(size=leaf.shape)).astype(np.float32)
-  return jax.tree_util.tree_map_with_path(redraw, variables)
 
 
 def _write_fold(workdir, name):
@@ -62,7 +47,7 @@ def _write_fold(workdir, name):
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
                           jax.ShapeDtypeStruct((1, frames, mels, 3), np.float32),
                           jax.ShapeDtypeStruct((1, frames), bool))
-  variables = _vigorous(shapes, seed=len(name))
+  variables = vigorous(shapes, seed=len(name))
   parts = [features.segment(f, frames, 4) for f in features.compute(
       [(1 + s) * _tone(0.5, 16000, 5 + s).astype(np.float32) for s in range(3)], cfg.features)]
   stats = features.fit_speaker_stats(np.concatenate([p[0] for p in parts]),
