@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import chex
@@ -362,6 +362,44 @@ def compute(waves: Sequence[np.ndarray], cfg: ml_collections.ConfigDict) -> list
   return [log_mel_3d(w, int(cfg.sample_rate), cfg) for w in waves]
 
 
+def stream_features(blocks: Iterable[np.ndarray], cfg: ml_collections.ConfigDict,
+                    chunk_frames: int) -> Iterator[tuple[int, np.ndarray]]:
+  """`compute`'s features of a long wave given as consecutive blocks, `chunk_frames` frames at a
+  time, holding about one chunk of samples: yields `(first_frame, (n, M, 3))` for frames
+  `[first_frame, first_frame + n)`, consecutive from 0, each chunk (but the last, which ends the
+  wave) exactly `chunk_frames` frames.
+
+  Every frame equals the whole wave's (`compute([np.concatenate(blocks)], cfg)[0]`, to float32
+  rounding): a chunk is computed with `2·delta_n` context frames on each side (Δ reads frames
+  t ± delta_n, ΔΔ reads Δ at t ± delta_n), and the deltas clamp at the wave's real ends only.
+
+  Args:
+    blocks: mono float32 waves at `cfg.sample_rate` (e.g. `audio.read_blocks`), any sizes.
+    chunk_frames: frames per chunk (> 0).
+  """
+  if chunk_frames <= 0:
+    raise ValueError(f"stream_features: chunk_frames must be > 0, got {chunk_frames}")
+  fe = _front_end(cfg)
+  hop, win, ctx = fe.hop_length, fe.win_length, 2 * fe.delta_n
+  buf, buf_start, first = np.zeros(0, np.float32), 0, 0  # buf holds samples [buf_start, ...)
+
+  def chunk(stop: int | None) -> np.ndarray:  # frames [first, stop) of the wave (None: to its end)
+    f0 = max(0, first - ctx)
+    end = None if stop is None else (stop + ctx - 1) * hop + win - buf_start
+    return compute([buf[f0 * hop - buf_start:end]], cfg)[0][first - f0:
+                                                            None if stop is None else stop - f0]
+
+  for block in blocks:
+    buf = np.concatenate([buf, np.asarray(block, np.float32)])
+    while buf_start + buf.size >= (first + chunk_frames + ctx - 1) * hop + win:
+      yield first, chunk(first + chunk_frames)
+      first += chunk_frames
+      keep = max(0, first - ctx) * hop  # the next chunk's first sample
+      buf, buf_start = buf[keep - buf_start:], keep
+  if num_frames(buf_start + buf.size, fe) > first:
+    yield first, chunk(None)
+
+
 # ----------------------------------------------------------------------------------------------
 # Segmentation
 # ----------------------------------------------------------------------------------------------
@@ -505,6 +543,39 @@ def _index(index: np.ndarray | None, n: int) -> np.ndarray:
   return index
 
 
+Moments = tuple[np.ndarray, np.ndarray, int]  # (mean (M, C) f64, squared deviations (M, C) f64, frames)
+
+
+def frame_moments(segments: np.ndarray, mask: np.ndarray) -> Moments:
+  """The moments of the real frames of `segments (N, T, M, C)` (mask (N, T)), two-pass in
+  float64 a chunk of rows at a time: (mean, sum of squared deviations, number of frames)."""
+  segments, mask = np.asarray(segments), np.asarray(mask)
+  _check(segments, mask, np.zeros(segments.shape[:1]))
+  _, _, mean, ss, n = _rows_moments(segments, mask, np.arange(segments.shape[0]), 1.0)
+  return mean, ss, n
+
+
+def combine_moments(parts: Sequence[Moments]) -> Moments:
+  """The moments of the union of disjoint sets of frames from theirs (Chan et al.: Σ ss_i +
+  n_i (mean_i - mean)²); equal to the moments over all frames at once to float64 rounding."""
+  parts = [p for p in parts if p[2] > 0]
+  if not parts:
+    raise ValueError("combine_moments: no frames")
+  total = sum(n for _, _, n in parts)
+  mean = sum(m * n for m, _, n in parts) / total
+  return mean, sum(ss + n * (m - mean) ** 2 for m, ss, n in parts), total
+
+
+def stats_of_moments(moments: Moments, speaker: Any = 0, min_std: float = 1e-3) -> SpeakerStats:
+  """One speaker's `SpeakerStats` (also the global ones) from its frames' moments: the same
+  statistics `fit_speaker_stats` gives for those frames."""
+  mean, ss, n = moments
+  m32 = mean.astype(np.float32)
+  std = np.maximum(np.sqrt(ss / max(n, 1)), min_std).astype(np.float32)
+  return SpeakerStats(speakers=(speaker,), mean=m32[None], std=std[None], global_mean=m32,
+                      global_std=std, frames=np.asarray([n], np.int64))
+
+
 def fit_speaker_stats(segments: np.ndarray, mask: np.ndarray, speakers: Sequence | np.ndarray,
                       min_std: float = 1e-3, index: np.ndarray | None = None) -> SpeakerStats:
   """Statistics from the real frames of the given segments only (pass the training segments).
@@ -539,9 +610,7 @@ def fit_speaker_stats(segments: np.ndarray, mask: np.ndarray, speakers: Sequence
     stds.append(d)
     counts.append(n)
     parts.append((m64, ss, n))
-  total = sum(n for _, _, n in parts)
-  g64 = sum(m64 * n for m64, _, n in parts) / total
-  g_ss = sum(ss + n * (m64 - g64) ** 2 for m64, ss, n in parts)
+  g64, g_ss, total = combine_moments(parts)
   g_mean = g64.astype(np.float32)
   g_std = np.maximum(np.sqrt(g_ss / total), min_std).astype(np.float32)
   return SpeakerStats(speakers=ids, mean=np.stack(means), std=np.stack(stds), global_mean=g_mean,
