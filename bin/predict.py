@@ -41,22 +41,16 @@ stderr and exit code 1 (`bin/_cli.py`).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import sys
-from typing import Any, Callable
 
 from absl import flags
 
 from bin import _cli
 
-FORMATS = ("table", "json", "jsonl", "csv")
-
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Trained fold directory: <run workdir>/fold<K>.")
-flags.DEFINE_enum("format", "table", FORMATS, "Output: text table, one JSON document, JSON "
+flags.DEFINE_enum("format", "table", ["table", "json", "jsonl", "csv"], "Output: text table, one JSON document, JSON "
                   "lines (one per file), or the per-segment timeline as CSV.")
 flags.DEFINE_bool("json", False, "Alias of --format json.")
 flags.DEFINE_enum("norm", None, ["self", "train"],
@@ -73,62 +67,6 @@ flags.DEFINE_bool("quiet", False, "No progress bar and no summary line on stderr
 flags.mark_flag_as_required("workdir")
 
 
-class _Writer:
-  """Writes each result as it comes, in the chosen format, through `write` (stdout, flushed)."""
-
-  def __init__(self, fmt: str, head: dict[str, Any], classes: list[str],
-               write: Callable[[str], None]):
-    self.fmt, self.head, self.classes, self.write = fmt, head, classes, write
-    self.count = 0
-    if fmt == "csv":
-      self.write(_csv_line(["path", "segment", "start_s", "end_s", "label", *classes]))
-
-  def result(self, r: dict[str, Any]) -> None:
-    from ssa_jax import io as ssa_io, predict  # pylint: disable=g-import-not-at-top
-    if self.fmt == "table" and "error" not in r:
-      self.write(predict.format_result(r) + "\n")
-    elif self.fmt == "jsonl":
-      self.write(ssa_io.dumps(r) + "\n")
-    elif self.fmt == "json":
-      head = (json.dumps(self.head, indent=2)[:-2] + ',\n  "files": [\n' if self.count == 0
-              else ",\n")
-      self.write(head + "    " + ssa_io.dumps(r))
-    elif self.fmt == "csv" and "error" not in r:
-      self.write("".join(
-          _csv_line([r["path"], s["index"], f"{s['start_s']:.2f}", f"{s['end_s']:.2f}",
-                     s["label"], *(f"{s['probabilities'][c]:.6f}" for c in self.classes)])
-          for s in r["segments"]))
-    self.count += 1
-
-  def close(self, failed: int) -> None:
-    if self.fmt == "json":
-      start = (json.dumps(self.head, indent=2)[:-2] + ',\n  "files": [' if self.count == 0
-               else "")
-      self.write(f'{start}\n  ],\n  "failed": {failed}\n}}\n')
-
-
-def _csv_line(row: list[Any]) -> str:
-  buf = io.StringIO()
-  csv.writer(buf, lineterminator="\n").writerow(row)
-  return buf.getvalue()
-
-
-def _write_embeddings(path: str, embeddings: list[dict[str, Any]], failed: list[str]) -> None:
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from ssa_jax import io as ssa_io  # pylint: disable=g-import-not-at-top
-  arrays: dict[str, Any] = {"paths": np.asarray([e["path"] for e in embeddings], dtype=str),
-                            "failed": np.asarray(failed, dtype=str)}
-  counts = [len(e["start_s"]) for e in embeddings]
-  arrays["segment_file"] = np.repeat(np.arange(len(embeddings)), counts).astype(np.int64)
-  for key in ("start_s", "end_s"):
-    arrays[key] = np.concatenate([e[key] for e in embeddings]) if embeddings else np.zeros(0)
-  for key in ("z_em", "z_sp"):
-    if embeddings and key in embeddings[0]:
-      arrays[key] = np.stack([e[key] for e in embeddings])
-      arrays[key + "_segments"] = np.concatenate([e[key + "_segments"] for e in embeddings])
-  ssa_io.write_with(path, lambda f: np.savez(f, **arrays))
-
-
 def main(argv: list[str]) -> int:
   paths = argv[1:]
   if not paths:
@@ -143,8 +81,9 @@ def main(argv: list[str]) -> int:
   config = rundir.FoldDir(FLAGS.workdir).config()  # ValueError (one line): an untrained fold
   _cli.setup_jax(config.data.cache_dir)  # as bin.train: the same compilation cache
   # pylint: disable=g-import-not-at-top  (after the JAX setup)
+  import numpy as np
   import tqdm
-  from ssa_jax import audio, predict
+  from ssa_jax import audio, io, predict
   predictor = predict.load_predictor(FLAGS.workdir)
   norm = FLAGS.norm
   if norm is None:
@@ -171,9 +110,10 @@ def main(argv: list[str]) -> int:
       sys.stdout.write(text)
       sys.stdout.flush()
 
-  head = {"workdir": FLAGS.workdir, "step": predictor.step, "classes": list(predictor.classes),
+  info = {"workdir": FLAGS.workdir, "step": predictor.step, "classes": list(predictor.classes),
           "norm": norm, "pooling": opts.pooling}
-  writer = _Writer(fmt, head, list(predictor.classes), write)
+  formatter = predict.Formatter(fmt, predictor.classes, info)
+  write(formatter.head())
   failed, embeddings = [], []
   for u in predict.file_outputs(predictor, files, opts, FLAGS.stream_above_s,
                                 progress=lambda s: bar.update(round(s, 1))):
@@ -182,17 +122,18 @@ def main(argv: list[str]) -> int:
       failed.append(u.name)
       with bar.external_write_mode(file=sys.stderr):
         print(f"error: {_cli.one_line(u.error)}", file=sys.stderr, flush=True)
-    elif FLAGS.embeddings:
+    if FLAGS.embeddings:
       embeddings.append(predict.embedding(u, predictor.config))
-    writer.result(r)
+    write(formatter.result(r))
   bar.close()
-  writer.close(len(failed))
+  write(formatter.tail(len(failed)))
   if FLAGS.embeddings:
-    _write_embeddings(FLAGS.embeddings, embeddings, failed)
+    arrays = predict.stack_embeddings(embeddings)
+    io.write_with(FLAGS.embeddings, lambda f: np.savez(f, **arrays))
   if not FLAGS.quiet:
     print(f"{len(files) - len(failed)} file(s) predicted, {len(failed)} failed"
-          + (f"; embeddings of {len(embeddings)} in {FLAGS.embeddings}" if FLAGS.embeddings
-             else ""), file=sys.stderr)
+          + (f"; embeddings of {len(files) - len(failed)} in {FLAGS.embeddings}"
+             if FLAGS.embeddings else ""), file=sys.stderr)
   return 1 if failed else 0
 
 

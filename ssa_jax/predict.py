@@ -41,7 +41,9 @@ kept segment has at least `features.min_segment_frames` real frames), as
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io as _stdio
 import os
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -49,9 +51,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from ssa_jax import audio, features, inference, metrics, models, parallel, rundir, speaker_eval
+from ssa_jax import audio, features, inference, io, metrics, models, parallel, rundir, speaker_eval
 
 NORMS = ("self", "train")
+FORMATS = ("table", "json", "jsonl", "csv")  # `Formatter`
 EMBEDDINGS = speaker_eval.EMBEDDINGS  # ("z_sp", "z_em"): the model's embeddings (aux outputs)
 STREAM_ABOVE_S = 300.0  # files longer than this (seconds) are streamed in blocks
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".aifc", ".au", ".snd",
@@ -448,6 +451,27 @@ def embed(predictor: Predictor, waves_or_paths: np.ndarray | Sequence[Any],
   return [embedding(u, predictor.config) for u in outs]
 
 
+def stack_embeddings(embeddings: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+  """`embed`'s list as plain arrays (np.savez without pickles; `bin.predict --embeddings`):
+  paths (or names) (N,) of the N utterances embedded, in order; z_em (N, E) and z_em_segments
+  (n_total, E), SSA-CRNN also z_sp and z_sp_segments; segment_file (n_total,) each segment's row
+  in paths; start_s, end_s (n_total,); failed (F,) the paths of the entries with an error (not in
+  the others)."""
+  good = [e for e in embeddings if "error" not in e]
+  key = "path" if any("path" in e for e in embeddings) else "name"
+  counts = [len(e["start_s"]) for e in good]
+  out = {key + "s": np.asarray([e[key] for e in good], dtype=str),
+         "failed": np.asarray([e[key] for e in embeddings if "error" in e], dtype=str),
+         "segment_file": np.repeat(np.arange(len(good)), counts).astype(np.int64)}
+  for k in ("start_s", "end_s"):
+    out[k] = np.concatenate([e[k] for e in good]) if good else np.zeros(0)
+  for k in EMBEDDINGS:
+    if good and k in good[0]:
+      out[k] = np.stack([e[k] for e in good])
+      out[k + "_segments"] = np.concatenate([e[k + "_segments"] for e in good])
+  return out
+
+
 # --------------------------------------------------------------------------- files and text
 
 
@@ -481,3 +505,53 @@ def format_result(r: Mapping[str, Any]) -> str:
     lines.append(f"  segment {s['index']} [{s['start_s']:.2f}-{s['end_s']:.2f} s]: "
                  f"{s['label']}  ({sp})")
   return "\n".join(lines)
+
+
+class Formatter:
+  """The text of results in one of FORMATS, a piece per file, so that each can be written as
+  soon as it is done: `head()`, then `result(r)` for each result in order, then `tail(failed)`.
+
+    table  `format_result`'s block per file (nothing for a failed file: the CLI reports it);
+    json   one document {**info, "files": [result, ...], "failed": count};
+    jsonl  one JSON object per file per line (the result dict, {"path", "error"} included);
+    csv    the timeline: a row per segment, columns path (or name), segment, start_s, end_s,
+           label and a probability per class (nothing for a failed file).
+  """
+
+  def __init__(self, fmt: str, classes: Sequence[str], info: Mapping[str, Any] | None = None):
+    if fmt not in FORMATS:
+      raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    self.fmt, self.classes, self.info = fmt, list(classes), dict(info or {})
+    self._count = 0
+
+  def head(self) -> str:
+    if self.fmt == "csv":
+      return _csv_line(["path", "segment", "start_s", "end_s", "label", *self.classes])
+    if self.fmt == "json":
+      inner = io.dumps(self.info, indent=2)[1:-1].rstrip()  # the info's lines, no braces
+      return "{" + inner + ("," if inner else "") + '\n  "files": ['
+    return ""
+
+  def result(self, r: Mapping[str, Any]) -> str:
+    self._count += 1
+    if self.fmt == "json":
+      return ("\n    " if self._count == 1 else ",\n    ") + io.dumps(r)
+    if self.fmt == "jsonl":
+      return io.dumps(r) + "\n"
+    if "error" in r:
+      return ""
+    if self.fmt == "table":
+      return format_result(r) + "\n"
+    name = r.get("path", r.get("name"))
+    return "".join(_csv_line([name, s["index"], f"{s['start_s']:.2f}", f"{s['end_s']:.2f}",
+                              s["label"], *(f"{s['probabilities'][c]:.6f}" for c in self.classes)])
+                   for s in r["segments"])
+
+  def tail(self, failed: int) -> str:
+    return f'\n  ],\n  "failed": {failed}\n}}\n' if self.fmt == "json" else ""
+
+
+def _csv_line(row: Sequence[Any]) -> str:
+  buf = _stdio.StringIO()
+  csv.writer(buf, lineterminator="\n").writerow(row)
+  return buf.getvalue()

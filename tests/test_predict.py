@@ -191,6 +191,50 @@ def test_embeddings_equal_the_models_own_z_em(predictor, tmp_path):
   assert from_array["name"] == "wave[0]" and from_file["path"] == str(tmp_path / "s.wav")
 
 
+@pytest.mark.parametrize("fmt", predict.FORMATS)
+def test_formats_written_a_file_at_a_time(predictor, audio_dir, fmt):
+  files = predict.find_audio_files([audio_dir])
+  results = predict.predict_files(predictor, files)
+  classes = list(predictor.classes)
+  f = predict.Formatter(fmt, classes, {"classes": classes})
+  text = f.head() + "".join(f.result(r) for r in results) + f.tail(1)
+  good = [r for r in results if "error" not in r]
+  if fmt == "json":
+    assert json.loads(text) == json.loads(json.dumps({"classes": classes, "files": results,
+                                                      "failed": 1}))
+    empty = predict.Formatter(fmt, classes)
+    assert json.loads(empty.head() + empty.tail(0)) == {"files": [], "failed": 0}
+  elif fmt == "jsonl":
+    assert [json.loads(l) for l in text.splitlines()] == json.loads(json.dumps(results))
+  elif fmt == "csv":
+    import csv, io  # pylint: disable=g-import-not-at-top,multiple-imports
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["path", "segment", "start_s", "end_s", "label", *classes]
+    assert len(rows) == sum(len(r["segments"]) for r in good)
+    np.testing.assert_allclose([[float(x[c]) for c in classes] for x in rows],
+                               [[s["probabilities"][c] for c in classes]
+                                for r in good for s in r["segments"]], atol=1e-6)
+    assert [float(x["end_s"]) for x in rows] == [round(s["end_s"], 2) for r in good
+                                                  for s in r["segments"]]
+  else:
+    assert text.count("segment ") == sum(len(r["segments"]) for r in good)
+    assert "corrupt" not in text  # a failed file is the CLI's error line, not a table entry
+
+
+def test_stack_embeddings(predictor, audio_dir):
+  files = predict.find_audio_files([audio_dir])
+  emb = predict.embed(predictor, files)
+  arrays = predict.stack_embeddings(emb)
+  good = [e for e in emb if "error" not in e]
+  assert list(arrays["paths"]) == [e["path"] for e in good]
+  assert list(arrays["failed"]) == [str(audio_dir / "sub" / "corrupt.wav")]
+  assert arrays["z_em"].shape == (4, int(predictor.config.model.embed_dim))
+  assert arrays["z_em_segments"].shape == (8, arrays["z_em"].shape[1])  # 3 + 2 + 1 + 2 segments
+  np.testing.assert_array_equal(arrays["segment_file"], [0, 0, 0, 1, 1, 2, 3, 3])
+  np.testing.assert_allclose(arrays["z_em"][1], arrays["z_em_segments"][3:5].mean(axis=0),
+                             rtol=1e-6)
+
+
 # --------------------------------------------------------------------------- long files
 
 
