@@ -159,13 +159,16 @@ def duration(path: str | os.PathLike) -> float:
   Raises:
     AudioError: missing, not a file, empty, or a header soundfile cannot read.
   """
-  path = os.fspath(path)
+  with _open(os.fspath(path)) as f:
+    return f.frames / float(f.samplerate)
+
+
+def _open(path: str) -> sf.SoundFile:
   _check_file(path)
   try:
-    info = sf.info(path)
+    return sf.SoundFile(path)
   except _SF_ERRORS as e:
     raise _unreadable(path, e) from e
-  return info.frames / float(info.samplerate) if info.samplerate else 0.0
 
 
 def read_blocks(path: str | os.PathLike, sample_rate: int = 16000,
@@ -180,12 +183,7 @@ def read_blocks(path: str | os.PathLike, sample_rate: int = 16000,
       gives the first such sample's index), digital silence after the last block.
   """
   path = os.fspath(path)
-  _check_file(path)
-  try:
-    f = sf.SoundFile(path)
-  except _SF_ERRORS as e:
-    raise _unreadable(path, e) from e
-  with f:
+  with _open(path) as f:
     rate, total = f.samplerate, f.frames
     if total == 0:
       raise AudioError(path, "contains no samples")
