@@ -442,10 +442,10 @@ def embed(predictor: Predictor, waves_or_paths: np.ndarray | Sequence[Any],
   with aux_keys=EMBEDDINGS)."""
   opts = options(predictor, norm, None, batch_size, EMBEDDINGS)
   if sample_rate is None:
-    if isinstance(waves_or_paths, np.ndarray) or any(
-        isinstance(x, np.ndarray) for x in waves_or_paths):
+    paths = [waves_or_paths] if isinstance(waves_or_paths, np.ndarray) else list(waves_or_paths)
+    if any(isinstance(x, np.ndarray) for x in paths):
       raise ValueError("embed: arrays need their sample_rate (paths take none)")
-    outs = file_outputs(predictor, waves_or_paths, opts, stream_above_s)
+    outs = file_outputs(predictor, paths, opts, stream_above_s)
   else:
     outs = wave_outputs(predictor, waves_or_paths, sample_rate, names, opts)
   return [embedding(u, predictor.config) for u in outs]

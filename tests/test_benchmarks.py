@@ -9,6 +9,7 @@ import math
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from benchmarks import loadcheck, step
@@ -266,3 +267,21 @@ def test_memory_table_per_hour_and_skipped_train():
   text = memory.format_table(rows)
   assert text.count("not run") == 2 and "bin.train fold peak RSS 1" not in text
   assert "bin.prepare peak RSS 400 MiB (2.00x)" in text
+
+
+def test_predict_memory_recording_and_table(tmp_path):
+  import soundfile as sf  # pylint: disable=import-outside-toplevel
+  from benchmarks import predict_memory  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "r.wav")
+  size = predict_memory.write_recording(path, 61.5)  # two one-minute blocks
+  x, sr = sf.read(path, dtype="int16")
+  assert sr == 16000 and x.shape == (61.5 * 16000,) and size == 44 + 2 * x.size
+  assert 0.2 < np.abs(x / 32768).max() < 0.5 and x[:16000].std() > 1000
+  mib = 2 ** 20
+  rows = [{"name": "short", "seconds": 10, "segments": 3, "rss": 400 * mib, "anon": 200 * mib,
+           "wall_s": 5},
+          {"name": "long", "seconds": 3600, "segments": 1200, "rss": 450 * mib,
+           "anon": 260 * mib, "wall_s": 60}]
+  text = predict_memory.format_table(rows)
+  assert "| long | 60.0 min | 1200 | 450 | 260 | 60 |" in text
+  assert "long minus short: 50 MiB peak RSS, 60 MiB anonymous" in text

@@ -189,6 +189,8 @@ def test_embeddings_equal_the_models_own_z_em(predictor, tmp_path):
     np.testing.assert_allclose(got["start_s"], np.arange(5) * SEG * 0.01)
     assert "z_sp" not in got  # ACRNN: no speaker branch
   assert from_array["name"] == "wave[0]" and from_file["path"] == str(tmp_path / "s.wav")
+  with pytest.raises(ValueError, match="arrays need their sample_rate"):
+    predict.embed(p, wave)
 
 
 @pytest.mark.parametrize("fmt", predict.FORMATS)
