@@ -165,3 +165,15 @@ def test_model_conv_impl_winograd_same_function():
   assert rel(y_w, y_x) <= TOL_MEASURED
   for a, b in zip(jax.tree.leaves(g_w), jax.tree.leaves(g_x)):
     assert rel(a, b) <= 1e-4
+
+
+def test_bfloat16_compute():
+  """bfloat16 compute (transforms included) stays within bfloat16 rounding of the float32 conv,
+  parameters float32, as the XLA path (tests/test_layers.py)."""
+  x, _, _ = arrays((2, 12, 20, 32), 8, seed=4)
+  conv = layers.Conv(8, (5, 3), dtype=jnp.bfloat16, impl="winograd")
+  v = conv.init(jax.random.key(0), x)
+  y = conv.apply(v, x)
+  assert y.dtype == jnp.bfloat16 and v["params"]["kernel"].dtype == jnp.float32
+  ref = layers.Conv(8, (5, 3), impl="xla").apply(v, x)
+  assert rel(y.astype(jnp.float32), ref) <= 5e-2
