@@ -35,7 +35,7 @@ frames above (the padding falls under the window's zeros) and the same frame cou
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import chex
@@ -49,8 +49,9 @@ from ssa_jax import frontend
 from ssa_jax.config import base_config
 # The pure numpy / JAX part lives in `ssa_jax.frontend` (the light runtime imports it too); its
 # names are this module's as well.
-from ssa_jax.frontend import (FrontEnd, SpeakerStats, bucket_frames, fit_speaker_stats,  # noqa: F401
-                              normalize, segment)
+from ssa_jax.frontend import (FrontEnd, Moments, SpeakerStats, bucket_frames,  # noqa: F401
+                              combine_moments, fit_speaker_stats, frame_moments, normalize,
+                              segment, stats_of_moments)
 
 # ----------------------------------------------------------------------------------------------
 # Parameters
@@ -175,3 +176,40 @@ def compute(waves: Sequence[np.ndarray], cfg: ml_collections.ConfigDict) -> list
     return extract(list(waves), cfg)
   return [log_mel_3d(w, int(cfg.sample_rate), cfg) for w in waves]
 
+
+def stream_features(blocks: Iterable[np.ndarray], cfg: ml_collections.ConfigDict,
+                    chunk_frames: int) -> Iterator[tuple[int, np.ndarray]]:
+  """`compute`'s features of a long wave given as consecutive blocks, `chunk_frames` frames at a
+  time, holding about one chunk of samples: yields `(first_frame, (n, M, 3))` for frames
+  `[first_frame, first_frame + n)`, consecutive from 0, each chunk (but the last, which ends the
+  wave) exactly `chunk_frames` frames.
+
+  Every frame equals the whole wave's (`compute([np.concatenate(blocks)], cfg)[0]`, to float32
+  rounding): a chunk is computed with `2·delta_n` context frames on each side (Δ reads frames
+  t ± delta_n, ΔΔ reads Δ at t ± delta_n), and the deltas clamp at the wave's real ends only.
+
+  Args:
+    blocks: mono float32 waves at `cfg.sample_rate` (e.g. `audio.read_blocks`), any sizes.
+    chunk_frames: frames per chunk (> 0).
+  """
+  if chunk_frames <= 0:
+    raise ValueError(f"stream_features: chunk_frames must be > 0, got {chunk_frames}")
+  fe = _front_end(cfg)
+  hop, win, ctx = fe.hop_length, fe.win_length, 2 * fe.delta_n
+  buf, buf_start, first = np.zeros(0, np.float32), 0, 0  # buf holds samples [buf_start, ...)
+
+  def chunk(stop: int | None) -> np.ndarray:  # frames [first, stop) of the wave (None: to its end)
+    f0 = max(0, first - ctx)
+    end = None if stop is None else (stop + ctx - 1) * hop + win - buf_start
+    return compute([buf[f0 * hop - buf_start:end]], cfg)[0][first - f0:
+                                                            None if stop is None else stop - f0]
+
+  for block in blocks:
+    buf = np.concatenate([buf, np.asarray(block, np.float32)])
+    while buf_start + buf.size >= (first + chunk_frames + ctx - 1) * hop + win:
+      yield first, chunk(first + chunk_frames)
+      first += chunk_frames
+      keep = max(0, first - ctx) * hop  # the next chunk's first sample
+      buf, buf_start = buf[keep - buf_start:], keep
+  if num_frames(buf_start + buf.size, fe) > first:
+    yield first, chunk(None)

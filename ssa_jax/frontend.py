@@ -417,6 +417,39 @@ def _index(index: np.ndarray | None, n: int) -> np.ndarray:
   return index
 
 
+Moments = tuple[np.ndarray, np.ndarray, int]  # (mean (M, C) f64, squared deviations (M, C) f64, frames)
+
+
+def frame_moments(segments: np.ndarray, mask: np.ndarray) -> Moments:
+  """The moments of the real frames of `segments (N, T, M, C)` (mask (N, T)), two-pass in
+  float64 a chunk of rows at a time: (mean, sum of squared deviations, number of frames)."""
+  segments, mask = np.asarray(segments), np.asarray(mask)
+  _check(segments, mask, np.zeros(segments.shape[:1]))
+  _, _, mean, ss, n = _rows_moments(segments, mask, np.arange(segments.shape[0]), 1.0)
+  return mean, ss, n
+
+
+def combine_moments(parts: Sequence[Moments]) -> Moments:
+  """The moments of the union of disjoint sets of frames from theirs (Chan et al.: Σ ss_i +
+  n_i (mean_i - mean)²); equal to the moments over all frames at once to float64 rounding."""
+  parts = [p for p in parts if p[2] > 0]
+  if not parts:
+    raise ValueError("combine_moments: no frames")
+  total = sum(n for _, _, n in parts)
+  mean = sum(m * n for m, _, n in parts) / total
+  return mean, sum(ss + n * (m - mean) ** 2 for m, ss, n in parts), total
+
+
+def stats_of_moments(moments: Moments, speaker: Any = 0, min_std: float = 1e-3) -> SpeakerStats:
+  """One speaker's `SpeakerStats` (also the global ones) from its frames' moments: the same
+  statistics `fit_speaker_stats` gives for those frames."""
+  mean, ss, n = moments
+  m32 = mean.astype(np.float32)
+  std = np.maximum(np.sqrt(ss / max(n, 1)), min_std).astype(np.float32)
+  return SpeakerStats(speakers=(speaker,), mean=m32[None], std=std[None], global_mean=m32,
+                      global_std=std, frames=np.asarray([n], np.int64))
+
+
 def fit_speaker_stats(segments: np.ndarray, mask: np.ndarray, speakers: Sequence | np.ndarray,
                       min_std: float = 1e-3, index: np.ndarray | None = None) -> SpeakerStats:
   """Statistics from the real frames of the given segments only (pass the training segments).
@@ -451,9 +484,7 @@ def fit_speaker_stats(segments: np.ndarray, mask: np.ndarray, speakers: Sequence
     stds.append(d)
     counts.append(n)
     parts.append((m64, ss, n))
-  total = sum(n for _, _, n in parts)
-  g64 = sum(m64 * n for m64, _, n in parts) / total
-  g_ss = sum(ss + n * (m64 - g64) ** 2 for m64, ss, n in parts)
+  g64, g_ss, total = combine_moments(parts)
   g_mean = g64.astype(np.float32)
   g_std = np.maximum(np.sqrt(g_ss / total), min_std).astype(np.float32)
   return SpeakerStats(speakers=ids, mean=np.stack(means), std=np.stack(stds), global_mean=g_mean,
@@ -510,17 +541,17 @@ def normalize(segments: np.ndarray, mask: np.ndarray, speakers: Sequence | np.nd
   return out
 
 
-
 NORMS = ("self", "train")
 
 
 def normalize_utterance(segs: np.ndarray, mask: np.ndarray, norm: str,
-                        stats: SpeakerStats | None) -> np.ndarray:
-  """Speaker normalisation of one file's segments `(n, T, M, C)` (mask `(n, T)`): its own
-  statistics ("self", a new speaker) or the training global statistics ("train")."""
+                        stats: SpeakerStats | None, own: SpeakerStats | None = None) -> np.ndarray:
+  """Speaker normalisation of one utterance's segments `(n, T, M, C)` (mask `(n, T)`): its own
+  statistics ("self"; `own`, or fitted on these segments) or the training global statistics
+  ("train")."""
   speakers = np.zeros(segs.shape[0], np.int64)
   if norm == "self":
-    own = fit_speaker_stats(segs, mask, speakers)
+    own = fit_speaker_stats(segs, mask, speakers) if own is None else own
     return normalize(segs, mask, speakers, own)
   if norm == "train":
     if stats is None:

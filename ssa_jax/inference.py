@@ -6,7 +6,8 @@ export) run it.
   outputs = model_outputs(eval_fn, variables, arrays, batch_size, mesh)   # {key: (N, ...)} numpy
   metrics = validation_metrics(outputs, fd, pooling)      # UAR, WA, confusion, recalls, ...
   metrics, outputs = evaluate(eval_fn, variables, fd, pooling, batch_size, mesh)   # both
-  probs = segment_posteriors(model, variables, segments, mask, batch_size)          # bin.predict
+  outputs = segment_outputs(eval_fn, variables, segments, mask, batch_size, mesh)   # bin.predict
+  probs = segment_posteriors(model, variables, segments, mask, batch_size)          # the same, once
 
 `variables` are the model variables {"params", "batch_stats"} (`variables_of(train_state)`, or a
 checkpoint's). Evaluation mode: BatchNorm uses its running statistics, so every row of a batch
@@ -15,7 +16,7 @@ is computed independently of the others.
 Batching (one rule for every caller): the segments are taken in order in batches of a fixed
 number of rows (`input_pipeline.eval_batches`); the last batch is filled by repeating the first
 segment (real data: no all-masked input reaches the model) and the outputs past the real rows are
-dropped. `segment_posteriors` picks that number of rows with `batch_rows`: the next power of two
+dropped. `segment_outputs` picks that number of rows with `batch_rows`: the next power of two
 at least the number of segments (a multiple of the device count), at most the batch size, so a
 short file does not run a whole evaluation batch and few shapes are compiled.
 """
@@ -130,11 +131,12 @@ def evaluate(eval_fn: Callable, variables: Mapping[str, Any], fd: Any, pooling: 
   return validation_metrics(outputs, fd, pooling), outputs
 
 
-def segment_posteriors(model: nn.Module, variables: Mapping[str, Any], segments: np.ndarray,
-                       mask: np.ndarray, batch_size: int = 40,
-                       mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
-  """Softmax emotion posteriors (N, K) float64 of normalised segments (N, T, M, C) with their
-  frame masks (N, T), through `make_eval_step` / `model_outputs` in `batch_rows` batches.
+def segment_outputs(eval_fn: Callable, variables: Mapping[str, Any], segments: np.ndarray,
+                    mask: np.ndarray, batch_size: int, mesh: jax.sharding.Mesh
+                    ) -> dict[str, np.ndarray]:
+  """`model_outputs` of normalised segments (N, T, M, C) with their frame masks (N, T) in
+  `batch_rows` batches: {probs (N, K), <aux keys of eval_fn> (N, ...)} numpy. Build `eval_fn`
+  (`make_eval_step`) once and reuse it: it compiles once per batch shape.
 
   Raises:
     ValueError: shapes that do not match, or no segment.
@@ -146,8 +148,21 @@ def segment_posteriors(model: nn.Module, variables: Mapping[str, Any], segments:
                      f"{mask.shape}")
   if segments.shape[0] == 0:
     raise ValueError("no segments to run the model on")
-  mesh = parallel.make_mesh() if mesh is None else mesh
   rows = batch_rows(segments.shape[0], batch_size, mesh.devices.size)
-  outputs = model_outputs(make_eval_step(model, mesh), variables, {"x": segments, "mask": mask},
-                          rows, mesh)
+  return model_outputs(eval_fn, variables, {"x": segments, "mask": mask}, rows, mesh)
+
+
+def segment_posteriors(model: nn.Module, variables: Mapping[str, Any], segments: np.ndarray,
+                       mask: np.ndarray, batch_size: int = 40,
+                       mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
+  """Softmax emotion posteriors (N, K) float64 of normalised segments (N, T, M, C) with their
+  frame masks (N, T): `segment_outputs` with a new `make_eval_step` (for one call; reuse an
+  eval_fn with `segment_outputs` for many).
+
+  Raises:
+    ValueError: shapes that do not match, or no segment.
+  """
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  outputs = segment_outputs(make_eval_step(model, mesh), variables, segments, mask, batch_size,
+                            mesh)
   return np.asarray(outputs["probs"], np.float64)

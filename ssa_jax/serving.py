@@ -36,8 +36,8 @@ normalisation uses each file's own statistics over all its segments: that is num
 the log-Mel front end and the model. The front end itself stays the training path's JAX code
 (`ssa_jax.frontend`, the same functions `bin.predict` runs), so both give the same features.
 
-Results are the dicts of `ssa_jax.predict.predict_files`, which runs through `Model` too (with the
-flax model and the run folder): {"path", "label", "probabilities" {class: p} (sum 1; for max
+Results are the dicts of `ssa_jax.predict.predict_files` / `predict_waves`, built by the same
+`prediction_dict`: {"path" (files) or "name" (arrays), "label", "probabilities" {class: p} (sum 1; for max
 pooling the pooled maxima renormalised), "scores" {class: pooled score}, "pooling", "norm",
 "duration_s", "segments": [{"index", "start_s", "end_s", "label", "probabilities"}]}, or
 {"path", "error"} for a file that could not be used.
@@ -77,7 +77,7 @@ def _probs_dict(classes: Sequence[str], p: np.ndarray) -> dict[str, float]:
 @dataclasses.dataclass(frozen=True)
 class Model:
   """Audio -> result dicts (module docstring), given how features and segment posteriors are
-  computed: an exported file's (`load`) or a run folder's (`ssa_jax.predict.predict_files`).
+  computed (`load` builds it from an exported file).
 
   fe: the front end's settings; segment_frames, min_segment_frames: `frontend.segment`'s;
   classes: class names in logit order;
@@ -86,7 +86,7 @@ class Model:
   stats: the training speakers' statistics (None: norm="train" is unavailable);
   pooling, norm: the defaults of the predict_* methods;
   outputs_fn: (segments, mask) -> every exported output (`outputs`), None if there is none;
-  metadata: the exported file's metadata (empty for a run folder).
+  metadata: the exported file's metadata.
   """
   fe: frontend.FrontEnd
   segment_frames: int
@@ -143,20 +143,16 @@ class Model:
   def predict_wave(self, wave: np.ndarray, sample_rate: int, name: str = "<wave>",
                    norm: str | None = None, pooling: str | None = None) -> dict[str, Any]:
     """The result of an in-memory wave `(S,)` or `(S, C)` at `sample_rate` Hz, treated as
-    `audio.load_audio` treats a file (channels averaged, checked, resampled with soxr); the
-    result's "path" is `name`.
+    `audio.load_audio` treats a file (`audio.prepare_wave`: channels averaged, checked, resampled
+    with soxr); the result's "name" is `name` (as `ssa_jax.predict.predict_waves`).
 
     Raises:
       audio.AudioError: what `audio.load_audio` rejects (the message starts with `name`).
     """
     norm, pooling = self._settings(norm, pooling)
-    wave = np.asarray(wave)
-    if wave.ndim == 2:
-      wave = wave.mean(axis=1, dtype=np.float32)
-    wave = audio.validate_wave(wave, name, int(sample_rate))
-    wave = self._check_length(audio.resample(wave, name, int(sample_rate), self.fe.sample_rate),
+    wave = self._check_length(audio.prepare_wave(wave, name, sample_rate, self.fe.sample_rate),
                               name)
-    results: list[dict[str, Any]] = [{"path": name}]
+    results: list[dict[str, Any]] = [{"name": name}]
     self._predict(results, {0: wave}, norm, pooling)
     return results[0]
 
@@ -192,19 +188,29 @@ class Model:
     probs = np.asarray(self.posteriors(segs, mask), np.float64)
     frame_s = self.fe.hop_length / self.fe.sample_rate
     for i in good:
-      rows = np.flatnonzero(seg_file == i)
-      scores = metrics.pool_posteriors(probs[rows], np.zeros(len(rows), np.int64), 1, pooling)[0]
-      segments = []
-      for k, r in enumerate(rows):
-        start = k * self.segment_frames
-        segments.append({"index": k, "start_s": start * frame_s,
-                         "end_s": (start + int(mask[r].sum())) * frame_s,
-                         "label": self.classes[int(np.argmax(probs[r]))],
-                         "probabilities": _probs_dict(self.classes, probs[r])})
-      results[i].update({"label": self.classes[int(np.argmax(scores))],
-                         "probabilities": _probs_dict(self.classes, scores / scores.sum()),
-                         "scores": _probs_dict(self.classes, scores), "pooling": pooling,
-                         "norm": norm, "segments": segments})
+      rows = seg_file == i
+      key = "path" if "path" in results[i] else "name"
+      results[i].update(prediction_dict(key, results[i][key], probs[rows], mask[rows],
+                                        results[i]["duration_s"], self.classes, pooling, norm,
+                                        self.segment_frames, frame_s))
+
+
+def prediction_dict(key: str, name: str, probs: np.ndarray, mask: np.ndarray, duration_s: float,
+                    classes: Sequence[str], pooling: str, norm: str, segment_frames: int,
+                    frame_s: float) -> dict[str, Any]:
+  """The result dict (module docstring) of one utterance from its segments' posteriors `(n, K)`
+  and masks `(n, T)`; `key` "path" (files) or "name" (arrays); `frame_s` the hop in seconds.
+  `ssa_jax.predict` builds its results with it too."""
+  probs = np.asarray(probs, np.float64)
+  scores = metrics.pool_posteriors(probs, np.zeros(len(probs), np.int64), 1, pooling)[0]
+  segments = [{"index": k, "start_s": k * segment_frames * frame_s,
+               "end_s": (k * segment_frames + int(mask[k].sum())) * frame_s,
+               "label": classes[int(np.argmax(p))], "probabilities": _probs_dict(classes, p)}
+              for k, p in enumerate(probs)]
+  return {key: name, "label": classes[int(np.argmax(scores))],
+          "probabilities": _probs_dict(classes, scores / scores.sum()),
+          "scores": _probs_dict(classes, scores), "pooling": pooling, "norm": norm,
+          "duration_s": duration_s, "segments": segments}
 
 
 # --------------------------------------------------------------------------- the exported file
@@ -315,7 +321,7 @@ def format_result(r: Mapping[str, Any]) -> str:
   if "error" in r:
     return f"ERROR {r['error']}"
   probs = "  ".join(f"{c} {100 * p:5.1f}%" for c, p in r["probabilities"].items())
-  lines = [f"{r['path']}: {r['label']}  ({probs})  [{r['pooling']} pooling over "
+  lines = [f"{r.get('path', r.get('name'))}: {r['label']}  ({probs})  [{r['pooling']} pooling over "
            f"{len(r['segments'])} segment(s), {r['duration_s']:.2f} s, norm={r['norm']}]"]
   for s in r["segments"]:
     sp = "  ".join(f"{c} {100 * p:5.1f}%" for c, p in s["probabilities"].items())

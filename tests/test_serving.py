@@ -166,7 +166,7 @@ def test_predict_wave_equals_predict_file(run, audio_files):
   assert wave.ndim == 2 and sr == 44100
   from_wave = m.predict_wave(wave, sr, name="b")
   from_file = m.predict_file(audio_files[1])
-  assert from_wave.pop("path") == "b" and from_file.pop("path") == audio_files[1]
+  assert from_wave.pop("name") == "b" and from_file.pop("path") == audio_files[1]
   assert from_wave == from_file
   with pytest.raises(ValueError, match="^silence: all samples are zero"):
     m.predict_wave(np.zeros(4000, np.float32), 16000, name="silence")
