@@ -38,7 +38,8 @@
 #
 # QUICK=1: the tests' tiny config for the step parts (batch 4, 1 timed step), 2 forced CPU
 # devices for the data-parallel part (XLA_FLAGS, when only a CPU is present), a 1-epoch fold.
-# Knobs: PYTHON (default python), WHEELS, BUDGET, OUT.
+# Knobs: PYTHON (default python), WHEELS, BUDGET, OUT, PARTS (default "step parallel fold": the
+# parts after env and install to run, e.g. PARTS="step parallel" to rerun the steps only).
 
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -203,9 +204,10 @@ fold() {
 export -f env_report missing_modules install fold
 export PY WHEELS WORK OUT FOLD_EXTRA
 
+want() { [[ " ${PARTS:-step parallel fold} " == *" $1 "* ]]; }  # PARTS="step fold": a subset
 part 00_env 60 env_report
 part 01_install 120 install
-part 02_step 240 "$PY" -m benchmarks.step "${STEP[@]}" --models ssa_crnn,acrnn \
+want step && part 02_step 240 "$PY" -m benchmarks.step "${STEP[@]}" --models ssa_crnn,acrnn \
   --framework jax,torch --dtype float32,bfloat16 --torch-dtype float32,bfloat16 \
   --json "$OUT/02_step.json"
 NDEV=$("${PAR_ENV[@]}" "$PY" -c "import jax; print(jax.device_count())" 2>/dev/null || echo 1)
@@ -215,9 +217,9 @@ else
   DEVS=1
   echo "one device: the data-parallel step runs on a mesh of 1 (the step above); nothing to scale"
 fi
-part 03_parallel 120 "${PAR_ENV[@]}" "$PY" -m benchmarks.step "${STEP[@]}" --models ssa_crnn \
+want parallel && part 03_parallel 120 "${PAR_ENV[@]}" "$PY" -m benchmarks.step "${STEP[@]}" --models ssa_crnn \
   --framework jax --devices "$DEVS" --json "$OUT/03_parallel.json"
-part 04_fold 240 fold
+want fold && part 04_fold 240 fold
 
 echo "total: $((SECONDS - START)) s; status $status" | tee -a "$OUT/timings.txt"
 echo "load headers:"

@@ -189,6 +189,15 @@ class JaxRunner:
     return self.train_fn._cache_size() - 1 + self.eval_fn._cache_size() - 1  # pylint: disable=protected-access
 
 
+def cost_flops(lowered) -> float:
+  """XLA's cost-analysis FLOPs of a lowered function: from the lowering (CPU), else from the
+  compiled executable (GPU backends answer None before compiling); NaN where neither counts."""
+  cost = lowered.cost_analysis() or lowered.compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+
 def nominal_flops(cfg, runner: JaxRunner) -> tuple[float, float]:
   """XLA cost-analysis FLOPs of the train step and the forward with XLA's plain convolution."""
   plain = cfg.copy_and_resolve_references()
@@ -198,7 +207,7 @@ def nominal_flops(cfg, runner: JaxRunner) -> tuple[float, float]:
   evaluate = train.make_eval_step(model, runner.mesh)
   abstract = lambda *args: jax.tree.map(  # noqa: E731
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), args)
-  flops = lambda f, *args: float(f.lower(*abstract(*args)).cost_analysis()["flops"])  # noqa: E731
+  flops = lambda f, *args: cost_flops(f.lower(*abstract(*args)))  # noqa: E731
   return (flops(step, runner.state, runner.batch),
           flops(evaluate, runner.variables(), runner.batch))
 
