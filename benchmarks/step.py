@@ -94,7 +94,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import loadcheck
-from ssa_jax import input_pipeline, models, ops, parallel, train
+from ssa_jax import configs, input_pipeline, models, ops, parallel, train
 from ssa_jax.models import layers
 from ssa_jax.config import base_config
 
@@ -105,18 +105,21 @@ from ssa_jax.config import base_config
 NUM_SPEAKERS = 10  # IEMOCAP's ten speakers
 
 
-def load_config(path: str | None):
-  """`get_config()` of a config file, or the base config (paper-size SSA-CRNN-r)."""
-  if not path:
+def load_config(spec: str | None):
+  """`get_config([ARG])` of a config `FILE[:ARG]` or packaged config `NAME[:ARG]` (`ssa_jax.
+  configs.resolve`: quickstart, ssa_crnn_r, ...), or the base config (paper-size SSA-CRNN-r)."""
+  if not spec:
     return base_config()
-  if not os.path.isfile(path):
-    raise SystemExit(f"{path}: no such config file")
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    path, _, arg = configs.resolve(spec).partition(":")
+  except ValueError as e:
+    raise SystemExit(str(e)) from None
+  module_spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise SystemExit(f"{path}: a config file must define get_config()")
-  return module.get_config()
+  return module.get_config(arg) if arg else module.get_config()
 
 
 def model_config(config, name: str, args, dtype: str | None = None,

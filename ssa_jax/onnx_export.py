@@ -3,6 +3,7 @@
   proto = export_onnx(variables, config.model, "model.onnx", metadata={...})   # writes the file
   proto = build_onnx_model(variables, config.model, frames=300, mels=40)       # in memory
   outputs = run_onnx("model.onnx", x, mask)          # onnxruntime: {output name: np.ndarray}
+  sess = session("model.onnx", threads=2); outputs = run_session(sess, x, mask)   # reused session
   path = export_fold("runs/quickstart_ssa_crnn_r/fold3", "model.onnx")   # best checkpoint + metadata
 
 The graph is written op by op with `onnx.helper` from the trained parameters and BatchNorm
@@ -441,11 +442,9 @@ def export_onnx(variables: Mapping[str, Any], model_cfg: ml_collections.ConfigDi
   return model
 
 
-def run_onnx(model: Any, x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-  """Runs an exported model (path, bytes or ModelProto) with onnxruntime on the CPU.
-
-  x (B, T, M, C) float32, mask (B, T) bool -> {output name: array} (the module docstring).
-  """
+def session(model: Any, threads: int = 0) -> Any:
+  """An onnxruntime `InferenceSession` of an exported model (path, bytes or ModelProto) on the
+  CPU execution provider; `threads` > 0 sets its intra-op threads (0: onnxruntime's default)."""
   try:
     import onnxruntime as ort  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -456,10 +455,24 @@ def run_onnx(model: Any, x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarra
     model = os.fspath(model)
   opts = ort.SessionOptions()
   opts.log_severity_level = 3
-  sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+  if threads > 0:
+    opts.intra_op_num_threads = int(threads)
+  return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def run_session(sess: Any, x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+  """x (B, T, M, C) float32, mask (B, T) bool -> {output name: array} of a `session`."""
   names = [o.name for o in sess.get_outputs()]
   values = sess.run(names, {"x": np.asarray(x, np.float32), "mask": np.asarray(mask, bool)})
   return dict(zip(names, values))
+
+
+def run_onnx(model: Any, x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+  """Runs an exported model (path, bytes or ModelProto) with onnxruntime on the CPU.
+
+  x (B, T, M, C) float32, mask (B, T) bool -> {output name: array} (the module docstring).
+  """
+  return run_session(session(model), x, mask)
 
 
 # --------------------------------------------------------------------------- a trained fold

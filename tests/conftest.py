@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tiny_config import tiny_config  # noqa: F401  (re-exported: `from conftest import tiny_config`)
+from weights import vigorous  # noqa: F401  (re-exported: `from conftest import vigorous`)
 
 _XLA_CACHE = tempfile.mkdtemp(prefix="ssa_jax_test_xla_")
 atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
@@ -67,26 +68,6 @@ def fake_dataset(num_speakers=3, num_classes=4, per_cell=4, frames=8, mels=4, se
       speakers=np.asarray(speakers, np.int32), phrases=tuple(phrases),
       classes=("neu", "hap", "ang", "sad")[:num_classes],
       speaker_names=tuple(f"spk{s}" for s in range(num_speakers)))
-
-
-def vigorous(shapes, seed=1):
-  """Variables of the given shapes (`jax.eval_shape(model.init, ...)`) drawn so that activations
-  are O(1) and biases and BatchNorm statistics non-zero: a wrong mask, gate order or padding
-  changes the outputs. Kernels: 1.5 normal / sqrt(fan-in); vectors: 0.3 normal (W^q: normal /
-  sqrt(T')); BN variances uniform in [0.5, 2]."""
-  rng = np.random.default_rng(seed)
-
-  def redraw(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if "var" in name:
-      return rng.uniform(0.5, 2.0, leaf.shape).astype(np.float32)
-    if leaf.ndim >= 2:
-      fan_in = int(np.prod(leaf.shape[:-1]))
-      return (1.5 * rng.normal(size=leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
-    if leaf.ndim == 1 and "w_q" in name:
-      return (rng.normal(size=leaf.shape) / np.sqrt(leaf.shape[0])).astype(np.float32)
-    return (0.3 * rng.normal(size=leaf.shape)).astype(np.float32)
-  return jax.tree_util.tree_map_with_path(redraw, shapes)
 
 
 @pytest.fixture

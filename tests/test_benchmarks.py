@@ -61,7 +61,7 @@ def test_step_benchmark_tiny_config(tmp_path, capsys):
 def test_step_benchmark_rejects_bad_arguments(tmp_path, capsys):
   with pytest.raises(SystemExit):
     step.main(["--framework", "tensorflow"])
-  with pytest.raises(SystemExit, match="no such config file"):
+  with pytest.raises(SystemExit, match="config file not found"):
     step.main(["--config", str(tmp_path / "missing.py")])
   with pytest.raises(SystemExit):  # 4 classes: batch 6 cannot be emotion-balanced
     step.main(["--batch", "6", "--models", "acrnn"])
@@ -312,3 +312,43 @@ def test_predict_memory_recording_and_table(tmp_path):
   text = predict_memory.format_table(rows)
   assert "| long | 60.0 min | 1200 | 450 | 260 | 60 |" in text
   assert "long minus short: 50 MiB peak RSS, 60 MiB anonymous" in text
+
+
+def test_inference_benchmark_quickstart(tmp_path, capsys):
+  """benchmarks/inference.py's main path at tiny sizes: the four paths of one model, finite
+  figures, and every path's probabilities within 1e-4 of the JAX eval step's."""
+  from benchmarks import inference  # pylint: disable=import-outside-toplevel
+  out_json = tmp_path / "inference.json"
+  out = inference.main(["--config", "quickstart", "--models", "acrnn", "--batches", "2",
+                        "--repeats", "1", "--json", str(out_json)])
+  printed = capsys.readouterr().out
+  saved = json.loads(out_json.read_text())
+  assert printed.splitlines()[0] == loadcheck.header(saved["load"])
+  assert ("MET " in printed or "MISSED" in printed) == saved["load"]["quiet"]
+  table = [l for l in printed.splitlines() if l.startswith("| acrnn | 2 |")]
+  assert [l.split("|")[3].strip() for l in table] == list(inference.PATHS)
+  assert [r["path"] for r in saved["rows"]] == list(inference.PATHS) == [r["path"] for r in out["rows"]]
+  for r in saved["rows"]:
+    for key in ("segments_per_s", "real_time_factor", "ratio_torch", "setup_s",
+                "first_call_extra_s"):
+      assert math.isfinite(r[key]), (r["path"], key)
+    assert r["segments_per_s"] > 0 and r["time_s"]["min"] <= r["time_s"]["median"]
+    # 2 segments of 3 s: the real-time factor is the median time over 6 s of audio
+    assert r["real_time_factor"] == pytest.approx(r["time_s"]["median"] / 6.0)
+    assert r["max_abs_diff"] < 1e-4, r["path"]
+  by_path = {r["path"]: r for r in saved["rows"]}
+  assert by_path[inference.TORCH]["ratio_torch"] == 1.0 and by_path[inference.EVAL]["max_abs_diff"] == 0
+  assert by_path[inference.EXPORT]["setup_s"] > 0 and by_path[inference.ONNX]["setup_s"] > 0
+
+
+def test_inference_goal_checks_pick_fastest_deployable_path():
+  from benchmarks import inference  # pylint: disable=import-outside-toplevel
+  rows = [{"model": "acrnn", "batch": 1, "path": p, "segments_per_s": s, "ratio_torch": s / 10}
+          for p, s in ((inference.EXPORT, 11.0), (inference.ONNX, 13.0), (inference.TORCH, 10.0),
+                       (inference.EVAL, 50.0))]  # the eval step is not deployable: not counted
+  rows += [{"model": "acrnn", "batch": 16, "path": p, "segments_per_s": s, "ratio_torch": s / 10}
+           for p, s in ((inference.EXPORT, 11.0), (inference.ONNX, 9.0), (inference.TORCH, 10.0),
+                        (inference.EVAL, 50.0))]
+  checks = inference.goal_checks(rows)
+  assert [(n, round(v, 2), met) for n, v, met in checks] == [
+      ("acrnn batch 1 (onnxruntime)", 1.3, True), ("acrnn batch 16 (jax export)", 1.1, False)]
