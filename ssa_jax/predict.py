@@ -31,7 +31,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from ssa_jax import audio, features, inference, metrics, models, rundir
+from ssa_jax import audio, features, inference, metrics, models, parallel, rundir
+from ssa_jax import enroll as enroll_lib
 
 NORMS = ("self", "train")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".aifc", ".au", ".snd",
@@ -116,7 +117,8 @@ def _probs_dict(classes: Sequence[str], p: np.ndarray) -> dict[str, float]:
 
 
 def predict_files(predictor: Predictor, paths: Sequence[str | os.PathLike], norm: str = "self",
-                  pooling: str | None = None, batch_size: int | None = None) -> list[dict[str, Any]]:
+                  pooling: str | None = None, batch_size: int | None = None,
+                  enroll_context: np.ndarray | None = None) -> list[dict[str, Any]]:
   """Predictions for each file, in order; unusable files give `{"path", "error"}` entries.
 
   Args:
@@ -125,6 +127,8 @@ def predict_files(predictor: Predictor, paths: Sequence[str | os.PathLike], norm
     norm: "self" | "train" (module docstring).
     pooling: "max" | "mean"; None: the run's `config.train.pooling`.
     batch_size: segments per model call; None: `config.train.eval_batch_size`.
+    enroll_context: (J, d) pooled speaker states of the speaker's enrollment files
+      (`enrollment_context`); every segment's SSA also attends to them.
   """
   cfg = predictor.config
   fcfg = cfg.features
@@ -168,7 +172,7 @@ def predict_files(predictor: Predictor, paths: Sequence[str | os.PathLike], norm
 
   segs, mask, seg_file = np.concatenate(seg_list), np.concatenate(mask_list), np.concatenate(seg_file)
   probs = inference.segment_posteriors(predictor.model, predictor.variables, segs, mask,
-                                       batch_size)
+                                       batch_size, enroll_context=enroll_context)
   frame_s = hop / sr
   for i in good:
     rows = np.flatnonzero(seg_file == i)
@@ -201,3 +205,53 @@ def format_result(r: Mapping[str, Any]) -> str:
     lines.append(f"  segment {s['index']} [{s['start_s']:.2f}-{s['end_s']:.2f} s]: "
                  f"{s['label']}  ({sp})")
   return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- enrollment
+
+
+def enrollment_context(predictor: Predictor, paths: Sequence[str | os.PathLike],
+                       norm: str = "self", batch_size: int | None = None) -> np.ndarray:
+  """Enrollment (`model.enroll_k` > 0; docs/DESIGN.md "Beyond the paper"): (J, d) float32, one
+  pooled speaker-branch state per file of `paths` (J files of unlabelled speech of the person
+  whose files are then predicted, `predict_files(..., enroll_context=)`). Each file goes through
+  the front end of `predict_files` (the same `norm`), the speaker branch alone pools each segment
+  (`models.speaker_states`) and the file's state is the mean over its segments.
+
+  Raises:
+    ValueError: a model trained without enrollment (model.enroll_k = 0, or ACRNN: its SSA never
+      learned to read enrollment entries), or files that cannot be used (one line naming each,
+      its AudioError message): enrollment is all or nothing.
+  """
+  cfg = predictor.config
+  if enroll_lib.enroll_k(cfg.model) == 0:
+    raise ValueError(f"--enroll needs a model trained with enrollment (model.name='ssa_crnn', "
+                     f"model.enroll_k > 0); this one has model.name={cfg.model.name!r}, "
+                     f"model.enroll_k={cfg.model.get('enroll_k', 0)}")
+  fcfg = cfg.features
+  sr, win = int(fcfg.sample_rate), int(fcfg.win_length)
+  waves, errors = [], []
+  for p in paths:
+    try:
+      w = audio.load_audio(p, sr)
+      if w.shape[0] < win:
+        raise audio.AudioError(p, f"too short for one analysis window ({w.shape[0]} < {win} "
+                                  f"samples at {sr} Hz)")
+      waves.append(w)
+    except audio.AudioError as e:
+      errors.append(str(e))
+  if errors or not waves:
+    raise ValueError(f"enrollment file(s) unusable: {'; '.join(errors) or 'none given'}")
+  segs, masks, group = [], [], []
+  for j, f in enumerate(features.compute(waves, fcfg)):
+    s, m = features.segment(f, int(fcfg.segment_frames), int(fcfg.min_segment_frames))
+    segs.append(normalize_utterance(s, m, norm, predictor.stats))
+    masks.append(m)
+    group.append(np.full(s.shape[0], j))
+  segs, masks = np.concatenate(segs), np.concatenate(masks)
+  mesh = parallel.make_mesh()
+  batch_size = int(cfg.train.eval_batch_size) if batch_size is None else batch_size
+  return inference.enrollment_contexts(
+      inference.make_states_step(predictor.model, mesh), predictor.variables, segs, masks,
+      np.concatenate(group), len(waves),
+      inference.batch_rows(len(segs), batch_size, mesh.devices.size), mesh)
