@@ -3,7 +3,7 @@ writes the summaries in the paper's Table 1 form and the paired comparison; prog
 `report` callback (bin.crossval prints them; default: logged at INFO).
 
   parse_folds(spec, num_folds) -> list[int]          '0-9' / '0,2,5' / '0-2,7' / None (all)
-  load_config(spec, overrides) -> ConfigDict          a config file (`path[:arg]`) + overrides
+  load_config(spec, overrides) -> ConfigDict          a config (file or name, `:arg`) + overrides
   run_crossval(config, workdir, folds) -> (summary, errors)
         `<workdir>/fold<K>/` per fold (as `bin.train`), then `<workdir>/summary.json` and
         `summary.md` (`ssa_jax.summary.summarize`: per-fold table, per-class recalls,
@@ -47,6 +47,7 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
+from ssa_jax import configs as packaged_configs
 from ssa_jax import distributed, rundir
 from ssa_jax import io as io_lib
 
@@ -82,16 +83,15 @@ def parse_folds(spec: str | None, num_folds: int) -> list[int]:
 
 
 def load_config(spec: str, overrides: dict[str, Any]) -> Any:
-  """A config file with optional `:arg` (as `--config` reads it), plus flattened overrides.
+  """A config file or a packaged config's name (`ssa_jax.configs.resolve`) with optional `:arg`
+  (as `--config` reads it), plus flattened overrides.
 
   Raises:
-    ValueError: no such file, `get_config()` returned None, or an override does not apply.
+    ValueError: no such file or name, `get_config()` returned None, or an override does not apply.
   """
   from ml_collections.config_flags import config_flags as cf  # pylint: disable=g-import-not-at-top
   path = spec.split(":", 1)[0]
-  if not os.path.isfile(path):
-    raise ValueError(f"{path}: config file not found")
-  config = cf.ConfigFileFlagParser("compare").parse(spec)
+  config = cf.ConfigFileFlagParser("compare").parse(packaged_configs.resolve(spec))
   if config is None:
     raise ValueError(f"{path}: get_config() returned None")
   try:

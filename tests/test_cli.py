@@ -1,7 +1,7 @@
 """The five commands' user errors, run as a user runs them (`python -m bin.<command>` from the
 repository root, in a subprocess): every bad flag, flag value, config file, config key or value,
 missing path or missing required flag is exactly one line on stderr, `error: ...`, and exit code 1.
-Also: `--helpshort` lists `--config`, and the logging filter of `bin/_cli.py`."""
+Also: `--helpshort` lists `--config`, and the logging filter of `ssa_jax/cli/_cli.py`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from bin import _cli
+from ssa_jax.cli import _cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = ["--config", "configs/quickstart.py"]

@@ -88,7 +88,7 @@ def test_crossval_writes_summary(run):
   assert len([l for l in md.splitlines() if l.startswith(("| 0 |", "| 1 |"))]) == 2
   assert sum(l.startswith("| mean ± 95 % CI |") for l in md.splitlines()) == 1
   assert "summary.md" in run["stdout"]
-  # The library's INFO lines reach stderr (bin/_cli.py), JAX's do not.
+  # The library's INFO lines reach stderr (ssa_jax/cli/_cli.py), JAX's do not.
   assert "train.py" in run["stderr"] and "fold 1 (random split): " in run["stderr"]
   assert "xla_bridge" not in run["stderr"] and "Unable to initialize backend" not in run["stderr"]
   # TensorBoard events written live by the training loop, beside metrics.jsonl.

@@ -241,7 +241,7 @@ def test_bad_configs_and_inputs_raise_clear_errors():
 
 def test_logit_scale_resolution():
   """'auto' is num_classes * embed_dim; 'learned' starts at logit_scale_init; bad values fail."""
-  from configs import acrnn, quickstart, ssa_crnn_r
+  from ssa_jax.configs import acrnn, quickstart, ssa_crnn_r
   from ssa_jax.models import resolve_logit_scale
   paper = ssa_crnn_r.get_config().model
   paper.logit_scale = "auto"

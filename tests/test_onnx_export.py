@@ -148,7 +148,7 @@ def speech():
 
 
 def test_parity_real_features_quickstart_ssa_crnn(speech):
-  from configs import quickstart
+  from ssa_jax.configs import quickstart
   cfg = quickstart.get_config()
   cfg.model.num_speakers = 8
   model, variables = _model(cfg, 300)
@@ -161,7 +161,7 @@ def test_parity_real_features_quickstart_ssa_crnn(speech):
 
 def test_parity_real_features_paper_size_acrnn(speech):
   """The one paper-size check: ACRNN as configs/acrnn.py (6 convs of 128/256, BLSTM 2 x 128)."""
-  from configs import acrnn
+  from ssa_jax.configs import acrnn
   cfg = acrnn.get_config()
   model, variables = _model(cfg, 300)
   x, mask = speech[0][-2:], speech[1][-2:]

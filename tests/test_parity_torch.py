@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import torch_reference as tr
-from configs import acrnn, acrnn_r, ssa_crnn_r
+from ssa_jax.configs import acrnn, acrnn_r, ssa_crnn_r
 from conftest import tiny_config
 from ssa_jax import train
 from ssa_jax.models import CRNN, SelfAttention, SelfSpeakerAttention, build_model

@@ -1,4 +1,4 @@
-"""ssa_jax/replicates.py and bin/replicates.py without training: system specs and their errors, the
+"""ssa_jax/replicates.py and ssa_jax/cli/replicates.py without training: system specs and their errors, the
 per-run configs, the draw-major order, resume, compare.json / compare.md after every draw (paired
 differences against scipy.stats.ttest_rel), the power planning against the noncentral t's known
 value and a Monte-Carlo simulation, and the command's one-line errors."""
@@ -107,6 +107,18 @@ def test_load_system_errors(spec, overrides, words):
   with pytest.raises(ValueError) as e:
     replicates.load_system(spec.format(q=QUICKSTART), overrides)
   assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_spec_names_a_packaged_config_from_any_folder(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # no configs/ here: the name is ssa_jax/configs/quickstart.py
+  by_name = replicates.load_system("quickstart:acrnn_r@train.epochs=3=ACRNN-r", GLOBAL)
+  by_path = replicates.load_system(f"{QUICKSTART}:acrnn_r@train.epochs=3=ACRNN-r", GLOBAL)
+  assert by_name.config.to_dict() == by_path.config.to_dict()
+  assert (by_name.label, by_name.config.model.name, by_name.config.train.epochs) == (
+      "ACRNN-r", "acrnn", 3)
+  with pytest.raises(ValueError, match=r"^nosuch: config file not found \(packaged configs: "
+                     r"acrnn, acrnn_r, quickstart, ssa_crnn_r\)$"):
+    replicates.load_system("nosuch:acrnn_r", GLOBAL)
 
 
 def test_run_config_sets_the_draw_seeds_split_and_selection():

@@ -80,7 +80,7 @@ def test_first_step_cross_entropy_is_near_ln_k_at_paper_size():
   """Paper-size ACRNN-r layers (6 convs 128/256, dense 768, BLSTM 2x128, embedding 128) with the
   default temperature: the projected initial head gives a loss near ln 4 (an unprojected
   lecun-normal kernel times K * E gave ~40)."""
-  from configs import acrnn_r
+  from ssa_jax.configs import acrnn_r
   cfg = acrnn_r.get_config()
   model = models.build_model(cfg.model)
   rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@
     _cli.setup_jax(config.data.cache_dir)      # logging and the compilation cache
     ...                                        # raise _cli.Error("...") for any other user error
 
-  if __name__ == "__main__":
+  def command():                               # `ssa-<command>`, `python -m bin.<command>`
     _cli.run(main)
 
 Every user error (a bad flag or flag value, a missing required flag, an unknown config key, a
@@ -32,10 +32,12 @@ from typing import Any, Callable, Sequence
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+from ml_collections.config_flags import config_flags as config_flags_lib
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from ssa_jax import configs
+
 _LIBRARY = "ssa_jax"
-_LIBRARY_DIR = str(Path(__file__).resolve().parents[1] / _LIBRARY) + os.sep
+_LIBRARY_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
 
 
 class Error(Exception):
@@ -52,23 +54,37 @@ def _fail(message: str) -> None:
   sys.exit(1)
 
 
+class _ConfigParser(config_flags_lib.ConfigFileFlagParser):
+  """ml_collections' `FILE[:arg]` parser that also reads a packaged config's name
+  (`quickstart:acrnn`, `ssa_jax.configs.resolve`). Neither a file nor a name: the file fails to
+  load, and `config` says so in one line."""
+
+  def parse(self, path):
+    try:
+      path = configs.resolve(path)
+    except ValueError:
+      pass
+    return super().parse(path)
+
+
 def define_config_flag(default: str):
-  """`--config FILE[:arg]` (ml_collections) with `--config.x=y` overrides, default
-  `configs/<default>`; listed by `--helpshort`.
+  """`--config NAME|FILE[:arg]` (ml_collections, plus the packaged configs' names) with
+  `--config.x=y` overrides, default the packaged config `default` (a name); listed by
+  `--helpshort`.
 
   ml_collections applies the overrides when the flag is defined when given the default file: a
   field that does not exist, or a value of the wrong type, is one line on stderr and exit 1.
   """
   try:
     holder = config_flags.DEFINE_config_file(
-        "config", str(CONFIGS / default),
-        f"Python config file (get_config()), optionally FILE:arg (default configs/{default}); "
-        "override any value with --config.<path>=<value>.")
+        "config", configs.resolve(default),
+        f"A packaged config ({', '.join(configs.names())}) or a Python config file "
+        f"(get_config()), optionally NAME:arg or FILE:arg (default {default}); override any "
+        "value with --config.<path>=<value>.")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     overrides = " ".join(a for a in sys.argv[1:] if a.startswith("--config."))
     _fail(f"bad config override among [{overrides}]: {type(e).__name__} {e}")
-  # absl's --helpshort lists the main module's key flags (sys.argv[0] names it): --config is one.
-  flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["config"])
+  flags.FLAGS["config"].parser = _ConfigParser("config")  # the default is parsed: for the argv
   return holder
 
 
@@ -76,9 +92,11 @@ def config(holder) -> Any:
   """The loaded `--config` (overrides applied); a file that is missing or fails to load is an
   `Error` naming it."""
   spec = config_flags.get_config_filename(flags.FLAGS["config"])
-  path = spec.split(":", 1)[0]
-  if not os.path.isfile(path):
-    raise Error(f"--config {spec}: no such config file")
+  try:
+    configs.resolve(spec)
+  except ValueError:
+    raise Error(f"--config {spec}: no such config file, nor a packaged config "
+                f"({', '.join(configs.names())})") from None
   try:
     cfg = holder.value
     cfg.name  # pylint: disable=pointless-statement  # a failed load raises on first access
@@ -152,7 +170,15 @@ def setup_jax(cache_dir: str | os.PathLike | None = None) -> None:
 def run(main: Callable[[list[str]], int | None],
         user_errors: tuple[type[BaseException], ...] = (ValueError, OSError)) -> None:
   """`absl.app.run(main)` with one-line errors: `Error`, `app.UsageError` and `user_errors`
-  raised by `main` print `error: <message>` on stderr and exit 1."""
+  raised by `main` print `error: <message>` on stderr and exit 1. `--helpshort` lists the flags
+  of `main`'s module and `--config`."""
+  # absl's --helpshort lists the key flags of the main module, which sys.argv[0] names (the
+  # installed script, or bin/<command>.py): the command module's flags, --config (defined here).
+  for module in (main.__module__, __name__):
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  # and --help opens with the docstring of `__main__`: the command module's, not the script's.
+  sys.modules["__main__"].__doc__ = sys.modules[main.__module__].__doc__
   def wrapped(argv: list[str]) -> int | None:
     try:
       return main(argv)
