@@ -25,7 +25,10 @@ Timing (default). For each model, at the config's sizes (default: the paper's) a
   work slows all alike; each time is read after `block_until_ready()` (torch: after
   `cuda.synchronize()`). Median, min, max of `--steps` steps after `--warmup` steps.
 * FLOPs are XLA's cost analysis of the plain (conv_impl="xla") step and forward, the same count
-  for both frameworks; GFLOP/s = FLOPs / median time, against the float32 GEMM rate measured in
+  for both frameworks and every conv_impl: GFLOP/s is *effective*, counted against the direct
+  convolution, so a runner that multiplies less (conv_impl="winograd") may exceed the GEMM
+  rate; "conv mults % direct" is what its conv layers really multiply (`conv_multiplications`,
+  transforms not counted); GFLOP/s = FLOPs / median time, against the float32 GEMM rate measured in
   the same run (2048^3 matmuls, best of 5, the higher of XLA's and torch's).
 * data: one batch of the real input pipeline (`input_pipeline.train_batches` + `parallel.
   global_batch`) from an in-memory training set, as a fraction of the JAX step.
@@ -43,9 +46,10 @@ train-step total and share, then the inference (eval step) forward and its share
   (`jit(step)/transpose(jvp(SSACRNN))/crnn_sp/conv3/conv_general_dilated`): `transpose(` marks the
   backward pass, no `jvp(` the optimizer update; instructions without metadata (copies, transposes
   and fusions XLA made) take the scope of their users, else of their operands. A convolution in a
-  conv layer's backward is the kernel gradient when its output's spatial size is the kernel's, the
-  input gradient otherwise. Loops (the BLSTM scans) count through the thunks of their bodies,
-  not the loop thunk itself. (CPU traces: a GPU trace names its kernels differently and is not
+  conv layer's backward is the kernel gradient when its output's spatial size is at most the
+  kernel's, the input gradient otherwise (conv_impl="winograd": the transforms' fusions in the
+  backward count as kernel gradient). Loops (the BLSTM scans) count through the thunks of their
+  bodies, not the loop thunk itself. (CPU traces: a GPU trace names its kernels differently and is not
   attributed.)
 * PyTorch (float32, on the CPU): `torch.profiler` of `tests/torch_reference.train_step` with
   every module's forward in a `record_function` scope (a module's own time excludes its child
@@ -84,12 +88,14 @@ import tempfile
 import time
 from typing import Any, Callable, Iterable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import loadcheck
 from ssa_jax import input_pipeline, models, ops, parallel, train
+from ssa_jax.models import layers
 from ssa_jax.config import base_config
 
 # ----------------------------------------------------------------------------------------------
@@ -195,6 +201,27 @@ def nominal_flops(cfg, runner: JaxRunner) -> tuple[float, float]:
   flops = lambda f, *args: float(f.lower(*abstract(*args)).cost_analysis()["flops"])  # noqa: E731
   return (flops(step, runner.state, runner.batch),
           flops(evaluate, runner.variables(), runner.batch))
+
+
+def conv_multiplications(cfg, runner: JaxRunner) -> tuple[float, float]:
+  """(direct, real) GEMM multiplications of the conv layers in one forward pass of the batch:
+  direct = B·T·F·kt·kf·Ci·Co summed over the layers (both branches of SSA-CRNN); real = what the
+  runner's `model.conv_impl` multiplies (`layers.conv_multiplications`, transforms not
+  counted). Layer shapes from an abstract forward that records every `layers.Conv` call."""
+  calls: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, layers.Conv) and context.method_name == "__call__":
+      mod, x = context.module, args[0]
+      calls.append((tuple(x.shape), (*mod.kernel_size, x.shape[-1], mod.features)))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda v, x, m: runner.model.apply(v, x, m, train=False),
+                   runner.variables(), runner.batch["x"], runner.batch["mask"])
+  impl = str(cfg.model.get("conv_impl", "auto"))
+  return (sum(layers.conv_multiplications(shape, k, "xla") for shape, k in calls),
+          sum(layers.conv_multiplications(shape, k, impl) for shape, k in calls))
 
 
 def torch_device(name: str = "auto") -> str:
@@ -366,6 +393,7 @@ def bench_model(config, name: str, args, gemm: float) -> list[dict[str, Any]]:
     st, inf = stats(steps[k]), stats(infers[k])
     is_jax = k.startswith("jax")
     rcfg = cfgs.get(k, cfg)
+    direct, real = conv_multiplications(rcfg, r) if is_jax else (1.0, 1.0)
     rows.append({
         "model": name, "framework": k.split(":")[0], "batch": args.batch,
         "dtype": str(rcfg.model.dtype) if is_jax else r.dtype,
@@ -384,6 +412,7 @@ def bench_model(config, name: str, args, gemm: float) -> list[dict[str, Any]]:
         "infer_s": inf, "segments_per_s": args.batch / inf["median"],
         "infer_gflops": flops_fwd / inf["median"] / 1e9,
         "step_tflop": flops_step / 1e12, "infer_tflop": flops_fwd / 1e12,
+        "conv_mults_pct_direct": 100 * real / direct,
         "data_s": data_s if is_jax else None,
         "recompilations": r.recompilations(), "loss": r.loss,
     })
@@ -475,7 +504,7 @@ def format_verdict(rows: list[dict[str, Any]], readings: dict[str, Any]) -> str:
 
 def format_table(rows: list[dict[str, Any]], gemm: dict[str, float]) -> str:
   head = ("| model | framework | conv | BLSTM | XLA options (train / eval) | devices | compile s | "
-          "step median s (min-max) | step GFLOP/s | % GEMM | CPU s/step | infer s | segments/s | "
+          "step median s (min-max) | step eff. GFLOP/s | conv mults % direct | % GEMM | CPU s/step | infer s | segments/s | "
           "infer GFLOP/s | % GEMM | data s (% step) | recompiles | loss |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in rows:
@@ -491,6 +520,7 @@ def format_table(rows: list[dict[str, Any]], gemm: dict[str, float]) -> str:
         f"{(r['xla_options'] + ' / ' + r.get('eval_options', '')) if r['framework'] == 'jax' else ''} | "
         f"{r.get('devices', 1)} {r.get('device', '')} | {r['compile_s']:.1f} | "
         f"{st['median']:.3g} ({st['min']:.3g}-{st['max']:.3g}) | {r['step_gflops']:.0f} | "
+        f"{r.get('conv_mults_pct_direct', 100.0):.0f} | "
         f"{r['step_pct_gemm']:.0f} | {r['step_cpu_s']:.2g} | {inf['median']:.3g} | "
         f"{r['segments_per_s']:.4g} | {r['infer_gflops']:.0f} | {r['infer_pct_gemm']:.0f} | "
         f"{data} | {r['recompilations']} | {r['loss']:.4f} |")
@@ -710,13 +740,15 @@ def _by_computation(instrs: dict[str, Instr]) -> dict[str, list[Instr]]:
 def _conv_kind(instrs: dict[str, Instr], by_comp: dict[str, list[Instr]], name: str,
                kernel_size: tuple[int, int]) -> str | None:
   """"kernel" / "input" for a convolution (or a fusion or custom call holding one) by its
-  output's spatial size, "dot" for a dot, None otherwise."""
+  output's spatial size (kernel: at most the kernel's in each dimension, which also takes
+  conv_impl="winograd"'s per-point (1, kf) or (kt, 1) kernels), "dot" for a dot, None otherwise."""
   ins = instrs[name]
   inner = [ins] + (_called_ops(instrs, by_comp, name) if ins.calls else [])
   for c in inner:
     if c.opcode == "convolution":
       spatial = tuple(c.dims[1:3]) if c.dims and len(c.dims) == 4 else None
-      return "kernel" if spatial == tuple(kernel_size) else "input"
+      small = spatial is not None and all(s <= k for s, k in zip(spatial, kernel_size))
+      return "kernel" if small else "input"
   return "dot" if any(i.opcode == "dot" for i in inner) else None
 
 

@@ -6,7 +6,8 @@ export) run it.
   outputs = model_outputs(eval_fn, variables, arrays, batch_size, mesh)   # {key: (N, ...)} numpy
   metrics = validation_metrics(outputs, fd, pooling)      # UAR, WA, confusion, recalls, ...
   metrics, outputs = evaluate(eval_fn, variables, fd, pooling, batch_size, mesh)   # both
-  probs = segment_posteriors(model, variables, segments, mask, batch_size)          # bin.predict
+  outputs = segment_outputs(eval_fn, variables, segments, mask, batch_size, mesh)   # bin.predict
+  probs = segment_posteriors(model, variables, segments, mask, batch_size)          # the same, once
   states_fn = make_states_step(model, mesh)                # enrollment: pooled speaker states
   arrays = enrollment_arrays(states_fn, variables, fd.valid_enroll, batch_size, mesh)
 
@@ -17,7 +18,7 @@ is computed independently of the others.
 Batching (one rule for every caller): the segments are taken in order in batches of a fixed
 number of rows (`input_pipeline.eval_batches`); the last batch is filled by repeating the first
 segment (real data: no all-masked input reaches the model) and the outputs past the real rows are
-dropped. `segment_posteriors` picks that number of rows with `batch_rows`: the next power of two
+dropped. `segment_outputs` picks that number of rows with `batch_rows`: the next power of two
 at least the number of segments (a multiple of the device count), at most the batch size, so a
 short file does not run a whole evaluation batch and few shapes are compiled.
 """
@@ -34,6 +35,7 @@ import numpy as np
 
 from ssa_jax import enroll as enroll_lib
 from ssa_jax import input_pipeline, metrics, models, parallel, xla_options
+from ssa_jax.input_pipeline import batch_rows  # noqa: F401  (re-exported; the light runtime's too)
 
 
 def eval_outputs(logits: jax.Array, aux: Mapping[str, jax.Array],
@@ -181,24 +183,14 @@ def evaluate(eval_fn: Callable, variables: Mapping[str, Any], fd: Any, pooling: 
   return validation_metrics(outputs, fd, pooling), outputs
 
 
-def batch_rows(n: int, batch_size: int, num_devices: int = 1) -> int:
-  """Rows of the fixed batch for n segments: the next power of two >= n, rounded up to a
-  multiple of `num_devices`, at most `batch_size` (which the caller keeps divisible)."""
-  rows = 1
-  while rows < min(n, batch_size):
-    rows *= 2
-  rows = -(-rows // num_devices) * num_devices
-  return min(rows, max(batch_size, 1))
-
-
-def segment_posteriors(model: nn.Module, variables: Mapping[str, Any], segments: np.ndarray,
-                       mask: np.ndarray, batch_size: int = 40,
-                       mesh: jax.sharding.Mesh | None = None,
-                       enroll_context: np.ndarray | None = None) -> np.ndarray:
-  """Softmax emotion posteriors (N, K) float64 of normalised segments (N, T, M, C) with their
-  frame masks (N, T), through `make_eval_step` / `model_outputs` in `batch_rows` batches;
-  `enroll_context (J, d)` (enrollment, `predict.enrollment_context`): every segment's SSA also
-  attends to these J pooled speaker states.
+def segment_outputs(eval_fn: Callable, variables: Mapping[str, Any], segments: np.ndarray,
+                    mask: np.ndarray, batch_size: int, mesh: jax.sharding.Mesh,
+                    enroll_context: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  """`model_outputs` of normalised segments (N, T, M, C) with their frame masks (N, T) in
+  `batch_rows` batches: {probs (N, K), <aux keys of eval_fn> (N, ...)} numpy. Build `eval_fn`
+  (`make_eval_step`) once and reuse it: it compiles once per batch shape. `enroll_context
+  (J, d)` (enrollment, `predict.enrollment_context`): every segment's SSA also attends to these
+  J pooled speaker states.
 
   Raises:
     ValueError: shapes that do not match, or no segment.
@@ -210,7 +202,6 @@ def segment_posteriors(model: nn.Module, variables: Mapping[str, Any], segments:
                      f"{mask.shape}")
   if segments.shape[0] == 0:
     raise ValueError("no segments to run the model on")
-  mesh = parallel.make_mesh() if mesh is None else mesh
   rows = batch_rows(segments.shape[0], batch_size, mesh.devices.size)
   arrays = {"x": segments, "mask": mask}
   if enroll_context is not None:
@@ -218,5 +209,21 @@ def segment_posteriors(model: nn.Module, variables: Mapping[str, Any], segments:
     arrays.update(enroll_context=np.broadcast_to(np.asarray(enroll_context, np.float32),
                                                  (n,) + enroll_context.shape),
                   enroll_valid=np.ones((n, j), bool))
-  outputs = model_outputs(make_eval_step(model, mesh), variables, arrays, rows, mesh)
+  return model_outputs(eval_fn, variables, arrays, rows, mesh)
+
+
+def segment_posteriors(model: nn.Module, variables: Mapping[str, Any], segments: np.ndarray,
+                       mask: np.ndarray, batch_size: int = 40,
+                       mesh: jax.sharding.Mesh | None = None,
+                       enroll_context: np.ndarray | None = None) -> np.ndarray:
+  """Softmax emotion posteriors (N, K) float64 of normalised segments (N, T, M, C) with their
+  frame masks (N, T): `segment_outputs` with a new `make_eval_step` (for one call; reuse an
+  eval_fn with `segment_outputs` for many); `enroll_context` as there.
+
+  Raises:
+    ValueError: shapes that do not match, or no segment.
+  """
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  outputs = segment_outputs(make_eval_step(model, mesh), variables, segments, mask, batch_size,
+                            mesh, enroll_context)
   return np.asarray(outputs["probs"], np.float64)

@@ -35,6 +35,10 @@ With enrollment (`model.enroll_k` = k > 0, ssa_jax/enroll.py; the training array
 drawn for the global batch from (seed, fold, epoch, batch index): pure, as the batch order.
 Evaluation batches pass on `enroll_context (N, k, d)` / `enroll_valid (N, k)` rows when the
 arrays have them (`inference.enrollment_arrays`).
+Evaluation batches (`eval_batches`) have a fixed number of rows, the last one padded by repeating
+the first segment; `batch_rows(n, batch_size)` is that number for a prediction of n segments (the
+next power of two, at most the batch size). Numpy only: the light runtime (`ssa_jax.serving`)
+batches with it too.
 With several processes each process yields only its own contiguous rows of the global batch
 (`process_index`, `process_count`); `parallel.global_batch` assembles the global array.
 """
@@ -179,6 +183,16 @@ def train_batches(arrays: Mapping[str, np.ndarray], num_classes: int, batch_size
                                         enroll_lib.training_rng(seed, fold, epoch, b))
       batch.update({k: v[rows] for k, v in extra.items()})
     yield batch
+
+
+def batch_rows(n: int, batch_size: int, num_devices: int = 1) -> int:
+  """Rows of the fixed batch for n segments: the next power of two >= n, rounded up to a
+  multiple of `num_devices`, at most `batch_size` (which the caller keeps divisible)."""
+  rows = 1
+  while rows < min(n, batch_size):
+    rows *= 2
+  rows = -(-rows // num_devices) * num_devices
+  return min(rows, max(batch_size, 1))
 
 
 def eval_batches(arrays: Mapping[str, np.ndarray], batch_size: int, process_index: int = 0,

@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny config (`tiny`, from tests/tiny_config.py, the one every test file
-starts from) and a small fake Dataset (separable classes, speaker offsets).
+starts from), a small fake Dataset (separable classes, speaker offsets), and `vigorous`, model
+variables drawn so that a wrong mask, gate order or padding changes the outputs.
 
 Also turns on JAX's persistent compilation cache in a temporary folder for the whole session
 (before anything compiles): the same tiny model compiled by several tests is compiled once.
@@ -66,6 +67,26 @@ def fake_dataset(num_speakers=3, num_classes=4, per_cell=4, frames=8, mels=4, se
       speakers=np.asarray(speakers, np.int32), phrases=tuple(phrases),
       classes=("neu", "hap", "ang", "sad")[:num_classes],
       speaker_names=tuple(f"spk{s}" for s in range(num_speakers)))
+
+
+def vigorous(shapes, seed=1):
+  """Variables of the given shapes (`jax.eval_shape(model.init, ...)`) drawn so that activations
+  are O(1) and biases and BatchNorm statistics non-zero: a wrong mask, gate order or padding
+  changes the outputs. Kernels: 1.5 normal / sqrt(fan-in); vectors: 0.3 normal (W^q: normal /
+  sqrt(T')); BN variances uniform in [0.5, 2]."""
+  rng = np.random.default_rng(seed)
+
+  def redraw(path, leaf):
+    name = jax.tree_util.keystr(path)
+    if "var" in name:
+      return rng.uniform(0.5, 2.0, leaf.shape).astype(np.float32)
+    if leaf.ndim >= 2:
+      fan_in = int(np.prod(leaf.shape[:-1]))
+      return (1.5 * rng.normal(size=leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
+    if leaf.ndim == 1 and "w_q" in name:
+      return (rng.normal(size=leaf.shape) / np.sqrt(leaf.shape[0])).astype(np.float32)
+    return (0.3 * rng.normal(size=leaf.shape)).astype(np.float32)
+  return jax.tree_util.tree_map_with_path(redraw, shapes)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import math
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from benchmarks import loadcheck, step
@@ -86,6 +87,33 @@ def test_parse_args_lists_and_mode_defaults():
   assert int(config.model.num_classes) == 4
   args, _ = step.parse_args(["--profile", "--batch", "8"])
   assert args.profile and args.steps == 1 and args.batch == 8
+
+
+def test_conv_multiplications_counts_each_layer_and_branch():
+  """SSA-CRNN (two branches), conv_features (4, 32, 32) on 8 x 4 inputs, batch 2, pool 2 x 2:
+  conv1 (8, 4, 3) -> 4, conv2 (4, 2, 4) -> 32, conv3 (4, 2, 32) -> 32, (5, 3) kernels. Only
+  conv3 has >= 32 inputs: "winograd" multiplies, along time, F(4, 5)'s 8 points for one tile of
+  4 frames (x 3 frequency taps) instead of 4 x 15 taps; along frequency, F(4, 3)'s 6 points for
+  one tile over 2 bands (x 5 time taps) instead of 2 x 15."""
+  from types import SimpleNamespace  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from ssa_jax import models  # pylint: disable=g-import-not-at-top
+  from tests.tiny_config import tiny_config  # pylint: disable=g-import-not-at-top
+  direct_layers = [2 * 8 * 4 * 15 * 3 * 4, 2 * 4 * 2 * 15 * 4 * 32, 2 * 4 * 2 * 15 * 32 * 32]
+  from ssa_jax.models import layers  # pylint: disable=g-import-not-at-top
+  winograd_conv3 = {1: 2 * 1 * 8 * 2 * 3 * 32 * 32, 2: 2 * 4 * 1 * 6 * 5 * 32 * 32}
+  for impl, conv3 in (("xla", direct_layers[2]),
+                      ("winograd", winograd_conv3[layers.WINOGRAD_AXIS])):
+    cfg = tiny_config("ssa_crnn", overrides={"model.conv_features": (4, 32, 32),
+                                             "model.num_speakers": 3, "model.conv_impl": impl})
+    model = models.build_model(cfg.model)
+    x, mask = np.zeros((2, 8, 4, 3), np.float32), np.ones((2, 8), bool)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, mask))
+    runner = SimpleNamespace(model=model, variables=lambda v=variables: v,
+                             batch={"x": x, "mask": mask})
+    direct, real = step.conv_multiplications(cfg, runner)
+    assert direct == 2 * sum(direct_layers)
+    assert real == 2 * (sum(direct_layers[:2]) + conv3)
 
 
 # --- the load rule (benchmarks/loadcheck.py), on fake readings --------------------------------
@@ -266,3 +294,21 @@ def test_memory_table_per_hour_and_skipped_train():
   text = memory.format_table(rows)
   assert text.count("not run") == 2 and "bin.train fold peak RSS 1" not in text
   assert "bin.prepare peak RSS 400 MiB (2.00x)" in text
+
+
+def test_predict_memory_recording_and_table(tmp_path):
+  import soundfile as sf  # pylint: disable=import-outside-toplevel
+  from benchmarks import predict_memory  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "r.wav")
+  size = predict_memory.write_recording(path, 61.5)  # two one-minute blocks
+  x, sr = sf.read(path, dtype="int16")
+  assert sr == 16000 and x.shape == (61.5 * 16000,) and size == 44 + 2 * x.size
+  assert 0.2 < np.abs(x / 32768).max() < 0.5 and x[:16000].std() > 1000
+  mib = 2 ** 20
+  rows = [{"name": "short", "seconds": 10, "segments": 3, "rss": 400 * mib, "anon": 200 * mib,
+           "wall_s": 5},
+          {"name": "long", "seconds": 3600, "segments": 1200, "rss": 450 * mib,
+           "anon": 260 * mib, "wall_s": 60}]
+  text = predict_memory.format_table(rows)
+  assert "| long | 60.0 min | 1200 | 450 | 260 | 60 |" in text
+  assert "long minus short: 50 MiB peak RSS, 60 MiB anonymous" in text

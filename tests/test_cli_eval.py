@@ -2,6 +2,8 @@
 generated corpus, through the real `python -m bin.crossval`): the cross-validation summary and its
 resume, the --compare table, the evaluation figures, and `python -m bin.predict` on new files."""
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -15,7 +17,7 @@ import soundfile as sf
 from PIL import Image
 
 from ssa_jax import crossval, rundir
-from ssa_jax import predict, summary
+from ssa_jax import features, predict, summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -258,3 +260,51 @@ def test_predict_cli_text_and_errors(run, tmp_path):
   assert p.returncode == 1 and len(lines) == 1, p.stderr
   assert lines[0].startswith(f"error: {run['workdir']}: not a trained fold directory")
   assert os.path.join(run["workdir"], "fold0") in lines[0]
+
+
+def test_predict_cli_streams_csv_and_embeddings(run, tmp_path):
+  """--format csv with every file streamed (--stream_above_s 0) and --embeddings: the segment
+  posteriors of the library's whole-file path; the embeddings equal the model's own z_em / z_sp
+  on segments built here (librosa reference features, numpy statistics)."""
+  _write_inputs(tmp_path)
+  fold = os.path.join(run["workdir"], "fold0")
+  out = tmp_path / "emb.npz"
+  p = _run("bin.predict", "--workdir", fold, str(tmp_path), "--format", "csv", "--embeddings",
+           str(out), "--stream_above_s", "0")
+  bad = str(tmp_path / "nested" / "broken.wav")
+  assert p.returncode == 1
+  errs = [l for l in p.stderr.splitlines() if l.strip()]  # not a terminal: no progress bar
+  assert errs[0].startswith(f"error: {bad}") and len(errs) == 2, p.stderr
+  assert errs[1].startswith("3 file(s) predicted, 1 failed; embeddings of 3")
+  rows = list(csv.DictReader(io.StringIO(p.stdout)))
+  assert list(rows[0]) == ["path", "segment", "start_s", "end_s", "label", "neu", "ang"]
+  p_ = predict.load_predictor(fold)
+  whole = [r for r in predict.predict_files(p_, predict.find_audio_files([tmp_path]))
+           if "error" not in r]
+  segs = [(r["path"], s) for r in whole for s in r["segments"]]
+  assert [(r["path"], int(r["segment"])) for r in rows] == [(w, s["index"]) for w, s in segs]
+  np.testing.assert_allclose([[float(r["neu"]), float(r["ang"])] for r in rows],
+                             [[s["probabilities"]["neu"], s["probabilities"]["ang"]]
+                              for _, s in segs], atol=2e-6)
+  assert [r["label"] for r in rows] == [s["label"] for _, s in segs]
+
+  emb = np.load(out)  # no pickle needed
+  assert list(emb["paths"]) == [r["path"] for r in whole]
+  assert list(emb["failed"]) == [bad]
+  np.testing.assert_array_equal(emb["segment_file"],
+                                np.repeat(np.arange(3), [len(r["segments"]) for r in whole]))
+  fcfg = p_.config.features
+  seg = int(fcfg.segment_frames)
+  wave, sr = sf.read(tmp_path / "stereo_44k.wav", dtype="float32")
+  f = features.log_mel_3d(wave.mean(axis=1), sr, fcfg)
+  n = f.shape[0] // seg  # 1.5 s: 148 frames, 3 segments of 40 and a tail of 28 (>= 10, kept)
+  x = np.zeros(((n + 1) * seg,) + f.shape[1:], np.float32)
+  x[:f.shape[0]] = (f - f.mean(axis=0)) / np.maximum(f.std(axis=0), 1e-3)
+  mask = np.arange((n + 1) * seg) < f.shape[0]
+  _, aux = p_.model.apply(p_.variables, x.reshape((n + 1, seg) + f.shape[1:]),
+                          mask.reshape(n + 1, seg), train=False)
+  rows_ = emb["segment_file"] == 2
+  for key in ("z_em", "z_sp"):
+    np.testing.assert_allclose(emb[key + "_segments"][rows_], np.asarray(aux[key]), atol=2e-4)
+    np.testing.assert_allclose(emb[key][2], np.asarray(aux[key]).mean(axis=0), atol=2e-4)
+  np.testing.assert_allclose(emb["end_s"][rows_][-1], f.shape[0] * 0.01)

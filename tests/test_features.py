@@ -15,7 +15,7 @@ import scipy.signal
 import soxr
 from python_speech_features.base import delta as psf_delta
 
-from ssa_jax import features
+from ssa_jax import features, frontend
 from ssa_jax.config import base_config
 
 CFG = base_config().features
@@ -176,9 +176,9 @@ def test_batch_mask_marks_exactly_the_real_frames(lengths):
 
 def test_extract_input_order_and_few_compilations():
   waves = [speech_like(s, seed=i) for i, s in enumerate([1.0, 0.3, 2.2, 1.05, 0.5, 1.9, 0.31])]
-  before = features._log_mel_3d_batch._cache_size()
+  before = frontend._log_mel_3d_batch._cache_size()
   out = features.extract(waves, CFG, batch_size=3)
-  compiled = features._log_mel_3d_batch._cache_size() - before
+  compiled = frontend._log_mel_3d_batch._cache_size() - before
   # 3 batches (sorted: 0.3/0.31/0.5 s, 1.0/1.05/1.9 s, 2.2 s) -> at most 3 buckets.
   assert compiled <= 3
   assert len(out) == len(waves)
@@ -336,7 +336,7 @@ def test_stats_round_trip_through_npz_without_pickle(tmp_path, ids):
 
 @pytest.mark.parametrize("chunk", [2, 256])
 def test_indexed_stats_and_normalize_equal_the_copying_forms(monkeypatch, chunk):
-  monkeypatch.setattr(features, "_CHUNK", chunk)  # 2: many chunks per speaker
+  monkeypatch.setattr(frontend, "_CHUNK", chunk)  # 2: many chunks per speaker
   segs, mask, spk = _segments()
   idx = np.array([7, 0, 3, 4, 10, 1, 8, 5])  # unordered, a subset
   stats = features.fit_speaker_stats(segs, mask, spk, index=idx)
@@ -374,7 +374,7 @@ def test_indexed_stats_and_normalize_equal_the_copying_forms(monkeypatch, chunk)
 def test_indexed_stats_and_normalize_make_no_whole_copies(monkeypatch):
   """Memory: beyond the output, fitting and normalising hold a few chunks, not the data."""
   import tracemalloc  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(features, "_CHUNK", 64)  # 64 of the 2048 rows: temporaries ~ 4 chunks
+  monkeypatch.setattr(frontend, "_CHUNK", 64)  # 64 of the 2048 rows: temporaries ~ 4 chunks
   rng = np.random.default_rng(0)
   n, t, m, c = 2048, 100, 10, 3
   segs = rng.standard_normal((n, t, m, c), dtype=np.float32)  # 24.6 MB

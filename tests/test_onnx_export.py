@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import fake_dataset, tiny_config
+from conftest import fake_dataset, tiny_config, vigorous
 from ssa_jax import features, inference, onnx_export, predict, train
 from ssa_jax.corpora import synthetic
 from ssa_jax.models import build_model
@@ -30,32 +30,12 @@ def _inputs(frames, mels, lengths, seed=0, pad_value=0.0):
   return x, mask
 
 
-def _vigorous(shapes, seed=1):
-  """Variables of the given shapes (`jax.eval_shape(model.init, ...)`) drawn so that activations
-  are O(1) and biases and BatchNorm statistics non-zero: a wrong mask, gate order or padding
-  changes the outputs. Kernels: 1.5 normal / sqrt(fan-in); vectors: 0.3 normal (W^q: normal /
-  sqrt(T')); BN variances uniform in [0.5, 2]."""
-  rng = np.random.default_rng(seed)
-
-  def redraw(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if "var" in name:
-      return rng.uniform(0.5, 2.0, leaf.shape).astype(np.float32)
-    if leaf.ndim >= 2:
-      fan_in = int(np.prod(leaf.shape[:-1]))
-      return (1.5 * rng.normal(size=leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
-    if leaf.ndim == 1 and "w_q" in name:
-      return (rng.normal(size=leaf.shape) / np.sqrt(leaf.shape[0])).astype(np.float32)
-    return (0.3 * rng.normal(size=leaf.shape)).astype(np.float32)
-  return jax.tree_util.tree_map_with_path(redraw, shapes)
-
-
 def _model(config, frames, seed=1):
-  """(model, `_vigorous` variables) of `config.model` for inputs (B, frames, n_mels, 3)."""
+  """(model, `vigorous` variables) of `config.model` for inputs (B, frames, n_mels, 3)."""
   model = build_model(config.model)
   x = jax.ShapeDtypeStruct((1, frames, int(config.features.n_mels), 3), np.float32)
   m = jax.ShapeDtypeStruct((1, frames), bool)
-  return model, _vigorous(jax.eval_shape(model.init, jax.random.PRNGKey(0), x, m), seed)
+  return model, vigorous(jax.eval_shape(model.init, jax.random.PRNGKey(0), x, m), seed)
 
 
 _APPLY = {}

@@ -85,7 +85,8 @@ class CRNN(nn.Module):
     bn_momentum: BatchNorm running-average momentum (flax convention: weight of the old value).
     mask_padding: mask padded frames (see module docstring).
     dtype: compute dtype of convs, dense and LSTM (parameters stay float32).
-    conv_impl: "auto" | "xla", the convolution's implementation (`layers.Conv`; "auto" = "xla").
+    conv_impl: "auto" | "xla" | "winograd", the convolution's implementation (`layers.Conv`;
+      "auto" = "xla").
     lstm_impl: "auto" | "flax" | "hoisted", the BLSTM's implementation (`make_blstm`).
   """
 

@@ -1,15 +1,17 @@
 """Layers of the models that flax does not have in the needed form (docs/DESIGN.md §3).
 
-  Conv(features, kernel_size, impl="xla" | "auto")   stride-1 SAME 2-D conv, NHWC; the parameters
-                                                     of flax.linen.Conv
+  Conv(features, kernel_size, impl="xla" | "winograd" | "auto")   stride-1 SAME 2-D conv, NHWC;
+                     the parameters of flax.linen.Conv
   HoistedBLSTM(features)(x (B, T, F), seq_lengths (B,)) -> (B, T, 2·features)   the default BLSTM
                      (`model.lstm_impl="auto"`): nn.Bidirectional(nn.RNN(OptimizedLSTMCell))'s
                      function and parameters, with the input projection out of the time loop
 
 The convolution is XLA's own (`lax.conv_general_dilated`); on CPU the steps compile it with
-Eigen's kernel gradient (`ssa_jax/xla_options.py`). A custom-VJP variant whose kernel gradient was
-one GEMM per kernel tap (`model.conv_impl="gemm"`) gained nothing over that and was removed
-(issue 21; benchmarks/RESULTS.md, "What was tried").
+Eigen's kernel gradient (`ssa_jax/xla_options.py`). `impl="winograd"` computes the same function
+with 0.4x the multiplications: Winograd F(4, kt) along time, one XLA (1, kf) convolution per
+Winograd point (`ssa_jax/models/winograd.py`, issue 23; the probe is in benchmarks/RESULTS.md).
+A custom-VJP variant whose kernel gradient was one GEMM per kernel tap (`model.conv_impl="gemm"`)
+gained nothing over that and was removed (issue 21; benchmarks/RESULTS.md, "What was tried").
 """
 
 from __future__ import annotations
@@ -21,9 +23,18 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ssa_jax.models import winograd
+
 Array = jax.Array
 _DN = ("NHWC", "HWIO", "NHWC")
-IMPLS = ("auto", "xla")
+IMPLS = ("auto", "xla", "winograd")
+# conv_impl="winograd": F(WINOGRAD_TILE, k) along WINOGRAD_AXIS (1 time, 2 frequency), the other
+# axis's taps by XLA convolutions per Winograd point; float32 error ~2-3e-6 relative
+# (tests/test_winograd.py). Layers with fewer input channels (conv1: 3; quickstart: 8-16) keep
+# the XLA convolution: there the transforms cost more than the multiplications they save.
+WINOGRAD_AXIS = 1
+WINOGRAD_TILE = 4
+WINOGRAD_MIN_CHANNELS = 32
 
 
 def same_padding(kernel_size: Sequence[int]) -> tuple[tuple[int, int], ...]:
@@ -34,6 +45,24 @@ def same_padding(kernel_size: Sequence[int]) -> tuple[tuple[int, int], ...]:
 def _conv(x: Array, kernel: Array, precision: Any = None) -> Array:
   return lax.conv_general_dilated(x, kernel, (1, 1), same_padding(kernel.shape[:2]),
                                   dimension_numbers=_DN, precision=precision)
+
+
+def uses_winograd(impl: str, kernel_shape: Sequence[int]) -> bool:
+  """Whether a (kt, kf, Ci, Co) layer runs Winograd under `impl` (after `resolve_impl`): >= 2
+  kernel taps along WINOGRAD_AXIS and >= WINOGRAD_MIN_CHANNELS input channels."""
+  return (impl == "winograd" and kernel_shape[WINOGRAD_AXIS - 1] >= 2 and
+          kernel_shape[2] >= WINOGRAD_MIN_CHANNELS)
+
+
+def conv_multiplications(x_shape: Sequence[int], kernel_shape: Sequence[int], impl: str) -> float:
+  """GEMM multiplications of one forward pass of `Conv` on x (B, T, F, Ci) with a (kt, kf, Ci,
+  Co) kernel under `impl` (the direct count B·T·F·kt·kf·Ci·Co unless `uses_winograd`)."""
+  impl = resolve_impl(impl)
+  if not uses_winograd(impl, kernel_shape):
+    return winograd.multiplications(x_shape, kernel_shape, "direct")
+  kind = "time" if WINOGRAD_AXIS == 1 else "freq"
+  return winograd.multiplications(x_shape, kernel_shape, kind, mt=WINOGRAD_TILE,
+                                  mf=WINOGRAD_TILE)
 
 
 def resolve_impl(impl: str) -> str:
@@ -48,7 +77,9 @@ class Conv(nn.Module):
 
   Same parameter names, shapes and initialisers as `nn.Conv(features, kernel_size, padding="SAME")`
   (`kernel` (kt, kf, Ci, Co) lecun-normal, `bias` (Co,) zeros), so checkpoints and initial values
-  are interchangeable. `impl`: "xla" (`lax.conv_general_dilated`) or "auto" (= "xla"). `dtype` is
+  are interchangeable. `impl`: "xla" (`lax.conv_general_dilated`), "winograd"
+  (`winograd.conv_1d`, F(4, k) along WINOGRAD_AXIS, for layers with >= WINOGRAD_MIN_CHANNELS
+  inputs; the XLA convolution for the others) or "auto" (= "xla"). `dtype` is
   the compute dtype (inputs and kernel cast to it); parameters stay `param_dtype`.
   """
 
@@ -73,8 +104,10 @@ class Conv(nn.Module):
     bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    resolve_impl(self.impl)
-    y = _conv(x, kernel, self.precision)
+    if uses_winograd(resolve_impl(self.impl), kernel.shape):
+      y = winograd.conv_1d(x, kernel, WINOGRAD_AXIS, WINOGRAD_TILE, self.precision)
+    else:
+      y = _conv(x, kernel, self.precision)
     if bias is not None:
       y = y + bias
     return y
