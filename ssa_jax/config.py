@@ -119,6 +119,16 @@ def base_config() -> ml_collections.ConfigDict:
   # example of the batch (a segment; alpha_sp = 0 and the speaker half of the context is 0, as
   # model.ssa="self_only"), so a speaker-free path always exists. Never in evaluation. 0: off.
   c.model.speaker_dropout = 0.0
+  # Enrollment: k > 0 gives the speaker half of the SSA, besides the utterance's own speaker
+  # frames, k more keys/values: the pooled speaker-branch states (C_sp's BLSTM states pooled by
+  # its own self attention, Eq. 1-2: c_sp in R^d) of k OTHER utterances of the same speaker.
+  # Training: for each segment of a batch, one random segment of each of k distinct other
+  # training utterances of its speaker (never its own utterance), seeded by (seed, fold, epoch,
+  # batch). Evaluation: a speaker with training utterances is enrolled with k of them (every
+  # evaluated utterance scored); a speaker without (unseen) with k of its own utterances in the
+  # evaluated set, which are then never scored (docs/DESIGN.md "Beyond the paper", enrollment).
+  # `bin.predict --enroll FILE ...` supplies them at prediction. 0: off (the paper's model).
+  c.model.enroll_k = 0
 
   # --- training (docs/DESIGN.md §4-5) ---
   c.train = ml_collections.ConfigDict()

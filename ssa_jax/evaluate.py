@@ -129,8 +129,10 @@ def evaluate_fold(fold_dir: str | os.PathLike, fold: int | None = None,
   batch_size = int(config.train.eval_batch_size)
   eval_fn = inference.make_eval_step(p.model, mesh, aux_keys=FIGURE_AUX)
   variables = p.variables  # {"params", "batch_stats"} of the best checkpoint
+  states_fn = (inference.make_states_step(p.model, mesh)  # enrollment (model.enroll_k > 0)
+               if fd.valid_enroll is not None else None)
   report, outputs = inference.evaluate(eval_fn, variables, fd, str(config.train.pooling),
-                                       batch_size, mesh)
+                                       batch_size, mesh, states_fn)
   system = summary.system_label(config)
   out_dir = where.figures_path if out_dir is None else os.fspath(out_dir)
   uar, wa = report["uar"], report["wa"]

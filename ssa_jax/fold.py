@@ -18,6 +18,13 @@ Arrays of a fold (`FoldData.train`, `FoldData.valid`, `FoldData.inner`): dicts o
   mask     bool    (N, T)
   label    int32   (N,)          emotion class of the segment's utterance
   speaker  int32   (N,)          speaker index (into `speaker_names`)
+  utt      int64   (N,)          the segment's utterance (dataset index; enrollment draws)
+
+Enrollment (`model.enroll_k` > 0, ssa_jax/enroll.py): `valid_enroll` / `inner_enroll` hold the
+enrollment of the validation set / inner split (`enroll.EvalEnrollment`); an unseen speaker's
+enrollment utterances are taken out of `valid_utt` / `inner_utt` (never scored; normalised
+with the set they came from, so the scored segments are normalised as without enrollment) and
+counted under counts["valid_enroll_excluded"] / ["inner_enroll_excluded"].
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from ssa_jax import enroll as enroll_lib
 from ssa_jax import features, splits
 
 
@@ -62,6 +70,8 @@ class FoldData:
   inner: dict[str, np.ndarray] | None = None
   inner_seg_utt: np.ndarray | None = None
   inner_labels: np.ndarray | None = None
+  valid_enroll: enroll_lib.EvalEnrollment | None = None
+  inner_enroll: enroll_lib.EvalEnrollment | None = None
 
   @property
   def num_classes(self) -> int:
@@ -103,7 +113,7 @@ def _arrays(x: np.ndarray, dataset: Any, seg_idx: np.ndarray) -> dict[str, np.nd
   utt = np.asarray(dataset.seg_utt)[seg_idx]
   return {"x": x, "mask": np.asarray(dataset.mask[seg_idx], bool),
           "label": np.asarray(dataset.labels, np.int32)[utt],
-          "speaker": np.asarray(dataset.speakers, np.int32)[utt]}
+          "speaker": np.asarray(dataset.speakers, np.int32)[utt], "utt": utt.astype(np.int64)}
 
 
 def prepare_fold(config: ml_collections.ConfigDict, dataset: Any, fold: int,
@@ -149,24 +159,61 @@ def prepare_fold(config: ml_collections.ConfigDict, dataset: Any, fold: int,
   train = norm(train_seg) if with_train else None
   valid = norm(valid_seg)
   labels = np.asarray(dataset.labels)
+  k, extra = enroll_lib.enroll_k(config.model), {}
+  if k > 0:  # enrollment: an unseen speaker's enrollment utterances leave the scored set
+    valid_utt, valid_seg, valid, extra["valid_enroll"], excluded = _enroll_set(
+        dataset, train_utt, valid_utt, valid_seg, valid, norm, k, int(config.seed), fold)
+    extra["excluded"] = {"valid_enroll_excluded": _counts(labels[excluded], classes)}
   counts = {"train_utterances": _counts(labels[train_utt], classes),
             "valid_utterances": _counts(labels[valid_utt], classes),
             "train_segments": _counts(labels[seg_utt[train_seg]], classes),
-            "valid_segments": _counts(valid["label"], classes)}
+            "valid_segments": _counts(valid["label"], classes), **extra.pop("excluded", {})}
   inner = {}
   if inner_utt is not None:
     inner_seg = np.flatnonzero(np.isin(seg_utt, inner_utt))
+    inner_arrays = norm(inner_seg) if with_train else None
+    if k > 0 and with_train:
+      inner_utt, inner_seg, inner_arrays, extra["inner_enroll"], excluded = _enroll_set(
+          dataset, train_utt, inner_utt, inner_seg, inner_arrays, norm, k, int(config.seed), fold)
+      counts["inner_enroll_excluded"] = _counts(labels[excluded], classes)
     counts.update(inner_utterances=_counts(labels[inner_utt], classes),
                   inner_segments=_counts(labels[seg_utt[inner_seg]], classes))
-    inner = {"inner_utt": inner_utt, "inner_seg": inner_seg,
-             "inner": norm(inner_seg) if with_train else None,
+    inner = {"inner_utt": inner_utt, "inner_seg": inner_seg, "inner": inner_arrays,
              "inner_seg_utt": np.searchsorted(inner_utt, seg_utt[inner_seg]),
              "inner_labels": labels[inner_utt]}
   return FoldData(classes=classes, speaker_names=speaker_names, train_utt=train_utt,
                   valid_utt=valid_utt, train_seg=train_seg, valid_seg=valid_seg, stats=stats,
                   train=train, valid=valid,
                   valid_seg_utt=np.searchsorted(valid_utt, seg_utt[valid_seg]),
-                  valid_labels=labels[valid_utt], counts=counts, **inner)
+                  valid_labels=labels[valid_utt], counts=counts, **inner, **extra)
+
+
+def _enroll_set(dataset: Any, train_utt: np.ndarray, set_utt: np.ndarray, set_seg: np.ndarray,
+                arrays: dict[str, np.ndarray], norm: Any, k: int, seed: int, fold: int):
+  """An evaluated set with enrollment (`enroll.evaluation_plan`): (scored utterances, their
+  segments, their arrays, its `enroll.EvalEnrollment`, the excluded utterances). The set's
+  arrays were normalised whole (excluded utterances included), so the scored rows are the
+  rows they would be without enrollment; enrollment utterances from the training part are
+  normalised with their own (known) speakers' statistics by `norm`."""
+  seg_utt = np.asarray(dataset.seg_utt)
+  plan = enroll_lib.evaluation_plan(dataset.speakers, train_utt, set_utt, k, seed, fold)
+  keep = np.isin(seg_utt[set_seg], plan.scored)
+  scored = {key: v[keep] for key, v in arrays.items()}
+  utt, index, valid = enroll_lib.segment_table(plan, scored["speaker"], k)
+  enroll_seg = np.flatnonzero(np.isin(seg_utt, utt))  # dataset segments, sorted
+  position = {int(u): g for g, u in enumerate(utt)}
+  group = np.array([position[int(u)] for u in seg_utt[enroll_seg]], np.int64)  # into `utt`
+  in_set = np.isin(enroll_seg, set_seg)
+  x = np.zeros((len(enroll_seg),) + arrays["x"].shape[1:], np.float32)
+  mask = np.asarray(dataset.mask[enroll_seg], bool)
+  if in_set.any():
+    x[in_set] = arrays["x"][np.searchsorted(set_seg, enroll_seg[in_set])]
+  if (~in_set).any():
+    x[~in_set] = norm(enroll_seg[~in_set])["x"]
+  enrollment = enroll_lib.EvalEnrollment(x=x, mask=mask, seg_group=group,
+                                         utt=utt, index=index, valid=valid,
+                                         excluded=plan.excluded)
+  return plan.scored, set_seg[keep], scored, enrollment, plan.excluded
 
 
 def inner_view(fd: FoldData) -> FoldData:
@@ -176,4 +223,5 @@ def inner_view(fd: FoldData) -> FoldData:
     raise ValueError("this fold has no inner validation split (train.selection is not 'inner', "
                      "or the training side was not prepared)")
   return dataclasses.replace(fd, valid_utt=fd.inner_utt, valid_seg=fd.inner_seg, valid=fd.inner,
-                             valid_seg_utt=fd.inner_seg_utt, valid_labels=fd.inner_labels)
+                             valid_seg_utt=fd.inner_seg_utt, valid_labels=fd.inner_labels,
+                             valid_enroll=fd.inner_enroll)

@@ -8,6 +8,8 @@ export) run it.
   metrics, outputs = evaluate(eval_fn, variables, fd, pooling, batch_size, mesh)   # both
   outputs = segment_outputs(eval_fn, variables, segments, mask, batch_size, mesh)   # bin.predict
   probs = segment_posteriors(model, variables, segments, mask, batch_size)          # the same, once
+  states_fn = make_states_step(model, mesh)                # enrollment: pooled speaker states
+  arrays = enrollment_arrays(states_fn, variables, fd.valid_enroll, batch_size, mesh)
 
 `variables` are the model variables {"params", "batch_stats"} (`variables_of(train_state)`, or a
 checkpoint's). Evaluation mode: BatchNorm uses its running statistics, so every row of a batch
@@ -31,7 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssa_jax import input_pipeline, metrics, parallel, xla_options
+from ssa_jax import enroll as enroll_lib
+from ssa_jax import input_pipeline, metrics, models, parallel, xla_options
 from ssa_jax.input_pipeline import batch_rows  # noqa: F401  (re-exported; the light runtime's too)
 
 
@@ -41,13 +44,16 @@ def eval_outputs(logits: jax.Array, aux: Mapping[str, jax.Array],
 
     probs          (B, K) softmax emotion posteriors (float32)
     speaker_mass   (B,)   SSA models only: the SSA's attention mass on the speaker half,
-                          sum_t alpha_sp,t over real frames (0: the speaker branch is unused)
+                          sum_t alpha_sp,t over real frames (0: the speaker branch is unused),
+                          plus the enrollment entries' mass (`aux["alpha_enroll"]`) if any
     speaker_pred   (B,)   SSA models only: the speaker branch's predicted speaker
     <key>                 aux[key] for each of `aux_keys` the model returns (figures: z_em, alpha*)
   """
   out = {"probs": jax.nn.softmax(logits.astype(jnp.float32), axis=-1)}
   if "alpha_sp" in aux:
     out["speaker_mass"] = aux["alpha_sp"].sum(axis=-1)
+    if "alpha_enroll" in aux:  # enrollment entries belong to the speaker half
+      out["speaker_mass"] = out["speaker_mass"] + aux["alpha_enroll"].sum(axis=-1)
     out["speaker_pred"] = jnp.argmax(aux["speaker_logits"], axis=-1).astype(jnp.int32)
   out.update({k: aux[k] for k in aux_keys if k in aux})
   return out
@@ -56,9 +62,47 @@ def eval_outputs(logits: jax.Array, aux: Mapping[str, jax.Array],
 def eval_step(variables: Mapping[str, Any], batch: Mapping[str, jax.Array], *, model: nn.Module,
               aux_keys: Sequence[str] = ()) -> dict[str, jax.Array]:
   """`eval_outputs` of a batch {x (B,T,M,C), mask (B,T)} in evaluation mode (running BN
-  statistics); variables = {"params", "batch_stats"}."""
-  logits, aux = model.apply(variables, batch["x"], batch["mask"], train=False)
+  statistics); variables = {"params", "batch_stats"}. A batch with enroll_context (B, J, d) /
+  enroll_valid (B, J) passes them to the model (enrollment, `enroll.from_batch`)."""
+  enroll = enroll_lib.from_batch(batch)
+  logits, aux = model.apply(variables, batch["x"], batch["mask"], train=False,
+                            **({"enroll": enroll} if enroll is not None else {}))
   return eval_outputs(logits, aux, aux_keys)
+
+
+def make_states_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
+  """Enrollment: the jitted (variables P(), batch {x, mask} P("data")) -> {"speaker_state":
+  (B, d)} P("data"), `models.speaker_states` (the speaker branch alone, evaluation mode)."""
+  repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+
+  def step(variables, batch):
+    return {"speaker_state": models.speaker_states(model, variables, batch["x"], batch["mask"])}
+  return jax.jit(step, in_shardings=(repl, data), out_shardings=data)
+
+
+def enrollment_contexts(states_fn: Callable, variables: Mapping[str, Any], x: np.ndarray,
+                        mask: np.ndarray, seg_group: np.ndarray, num_groups: int,
+                        batch_size: int, mesh: jax.sharding.Mesh) -> np.ndarray:
+  """(G, d) float32: each enrollment utterance's pooled speaker state, the mean over its
+  segments (x (E, T, M, C), mask (E, T), seg_group (E,) in 0..G-1) of `states_fn`'s states."""
+  if len(x) == 0:
+    d = variables["params"]["attention_sp"]["w_att"].shape[0]
+    return np.zeros((num_groups, d), np.float32)
+  states = model_outputs(states_fn, variables, {"x": x, "mask": mask}, batch_size,
+                         mesh)["speaker_state"]
+  return enroll_lib.group_means(np.asarray(states, np.float32), seg_group, num_groups)
+
+
+def enrollment_arrays(states_fn: Callable, variables: Mapping[str, Any], plan: Any,
+                      batch_size: int, mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
+  """An evaluated set's enrollment inputs with the current `variables`: {enroll_context (N, k,
+  d) float32, enroll_valid (N, k)} from its `enroll.EvalEnrollment` `plan`."""
+  contexts = enrollment_contexts(states_fn, variables, plan.x, plan.mask, plan.seg_group,
+                                 len(plan.utt), batch_size, mesh)
+  if len(plan.utt) == 0:  # nobody could be enrolled: every entry invalid
+    contexts = np.zeros((1, contexts.shape[1]), np.float32)
+  return {"enroll_context": contexts[plan.index] * plan.valid[..., None],
+          "enroll_valid": plan.valid}
 
 
 def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
@@ -124,19 +168,29 @@ def validation_metrics(outputs: Mapping[str, np.ndarray], fd: Any, pooling: str)
 
 
 def evaluate(eval_fn: Callable, variables: Mapping[str, Any], fd: Any, pooling: str,
-             batch_size: int, mesh: jax.sharding.Mesh
+             batch_size: int, mesh: jax.sharding.Mesh, states_fn: Callable | None = None
              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-  """(validation_metrics, model_outputs) of the fold's validation segments."""
-  outputs = model_outputs(eval_fn, variables, fd.valid, batch_size, mesh)
+  """(validation_metrics, model_outputs) of the fold's validation segments. With enrollment
+  (`fd.valid_enroll`) the model also reads each segment's enrollment context, computed here
+  with `states_fn` (`make_states_step`) and the current variables."""
+  arrays = fd.valid
+  if getattr(fd, "valid_enroll", None) is not None:
+    if states_fn is None:
+      raise ValueError("this fold evaluates with enrollment (model.enroll_k > 0): pass states_fn")
+    arrays = {**arrays, **enrollment_arrays(states_fn, variables, fd.valid_enroll, batch_size,
+                                            mesh)}
+  outputs = model_outputs(eval_fn, variables, arrays, batch_size, mesh)
   return validation_metrics(outputs, fd, pooling), outputs
 
 
 def segment_outputs(eval_fn: Callable, variables: Mapping[str, Any], segments: np.ndarray,
-                    mask: np.ndarray, batch_size: int, mesh: jax.sharding.Mesh
-                    ) -> dict[str, np.ndarray]:
+                    mask: np.ndarray, batch_size: int, mesh: jax.sharding.Mesh,
+                    enroll_context: np.ndarray | None = None) -> dict[str, np.ndarray]:
   """`model_outputs` of normalised segments (N, T, M, C) with their frame masks (N, T) in
   `batch_rows` batches: {probs (N, K), <aux keys of eval_fn> (N, ...)} numpy. Build `eval_fn`
-  (`make_eval_step`) once and reuse it: it compiles once per batch shape.
+  (`make_eval_step`) once and reuse it: it compiles once per batch shape. `enroll_context
+  (J, d)` (enrollment, `predict.enrollment_context`): every segment's SSA also attends to these
+  J pooled speaker states.
 
   Raises:
     ValueError: shapes that do not match, or no segment.
@@ -149,20 +203,27 @@ def segment_outputs(eval_fn: Callable, variables: Mapping[str, Any], segments: n
   if segments.shape[0] == 0:
     raise ValueError("no segments to run the model on")
   rows = batch_rows(segments.shape[0], batch_size, mesh.devices.size)
-  return model_outputs(eval_fn, variables, {"x": segments, "mask": mask}, rows, mesh)
+  arrays = {"x": segments, "mask": mask}
+  if enroll_context is not None:
+    n, j = segments.shape[0], enroll_context.shape[0]
+    arrays.update(enroll_context=np.broadcast_to(np.asarray(enroll_context, np.float32),
+                                                 (n,) + enroll_context.shape),
+                  enroll_valid=np.ones((n, j), bool))
+  return model_outputs(eval_fn, variables, arrays, rows, mesh)
 
 
 def segment_posteriors(model: nn.Module, variables: Mapping[str, Any], segments: np.ndarray,
                        mask: np.ndarray, batch_size: int = 40,
-                       mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
+                       mesh: jax.sharding.Mesh | None = None,
+                       enroll_context: np.ndarray | None = None) -> np.ndarray:
   """Softmax emotion posteriors (N, K) float64 of normalised segments (N, T, M, C) with their
   frame masks (N, T): `segment_outputs` with a new `make_eval_step` (for one call; reuse an
-  eval_fn with `segment_outputs` for many).
+  eval_fn with `segment_outputs` for many); `enroll_context` as there.
 
   Raises:
     ValueError: shapes that do not match, or no segment.
   """
   mesh = parallel.make_mesh() if mesh is None else mesh
   outputs = segment_outputs(make_eval_step(model, mesh), variables, segments, mask, batch_size,
-                            mesh)
+                            mesh, enroll_context)
   return np.asarray(outputs["probs"], np.float64)

@@ -26,6 +26,15 @@ Batches are dicts of numpy arrays:
   mask    bool    (B, T)        real frames
   label   int32   (B,)          emotion class
   speaker int32   (B,)          speaker index
+With enrollment (`model.enroll_k` = k > 0, ssa_jax/enroll.py; the training arrays then carry
+`utt` (N,), each segment's utterance) a training batch also holds
+  enroll_x     float32 (B, k, T, M, C)  one segment of each of k other utterances of the row's
+                                        speaker (never the row's own utterance)
+  enroll_mask  bool    (B, k, T)
+  enroll_valid bool    (B, k)           False: the speaker has no other training utterance
+drawn for the global batch from (seed, fold, epoch, batch index): pure, as the batch order.
+Evaluation batches pass on `enroll_context (N, k, d)` / `enroll_valid (N, k)` rows when the
+arrays have them (`inference.enrollment_arrays`).
 Evaluation batches (`eval_batches`) have a fixed number of rows, the last one padded by repeating
 the first segment; `batch_rows(n, batch_size)` is that number for a prediction of n segments (the
 next power of two, at most the batch size). Numpy only: the light runtime (`ssa_jax.serving`)
@@ -41,8 +50,10 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from ssa_jax import enroll as enroll_lib
+
 Batch = dict[str, np.ndarray]
-KEYS = ("x", "mask", "label", "speaker")
+KEYS = ("x", "mask", "label", "speaker") + enroll_lib.TRAIN_KEYS + ("enroll_context",)
 SAMPLING = ("balanced", "proportional")
 PROPORTIONAL_STREAM = 1 << 20  # rng (seed, fold, epoch, this): apart from balanced's per-class keys
 
@@ -152,18 +163,26 @@ def _take(arrays: Mapping[str, np.ndarray], idx: np.ndarray) -> Batch:
 def train_batches(arrays: Mapping[str, np.ndarray], num_classes: int, batch_size: int, seed: int,
                   fold: int, epoch: int, start_batch: int = 0, process_index: int = 0,
                   process_count: int = 1, class_names: tuple[str, ...] | None = None,
-                  sampling: str = "balanced") -> Iterator[Batch]:
+                  sampling: str = "balanced", enroll_k: int = 0) -> Iterator[Batch]:
   """Yields this process's rows of each batch of `epoch` (`sampling`: "balanced" |
-  "proportional"), from `start_batch` on.
+  "proportional"), from `start_batch` on; with `enroll_k` > 0 also the enroll_* keys (module
+  docstring).
 
   Args:
-    arrays: training segments {x (N,T,M,C), mask (N,T), label (N,), speaker (N,)}.
+    arrays: training segments {x (N,T,M,C), mask (N,T), label (N,), speaker (N,)} (and utt
+      (N,) for enrollment).
   """
   idx = epoch_indices(arrays["label"], num_classes, batch_size, seed, fold, epoch, class_names,
                       sampling)
   rows = _local_rows(batch_size, process_index, process_count)
+  pool = enroll_lib.utterance_pool(arrays["utt"], arrays["speaker"]) if enroll_k > 0 else None
   for b in range(start_batch, idx.shape[0]):
-    yield _take(arrays, idx[b, rows])
+    batch = _take(arrays, idx[b, rows])
+    if pool is not None:  # drawn for the global batch: the same rows whatever the processes
+      extra = enroll_lib.training_batch(arrays, pool, idx[b], enroll_k,
+                                        enroll_lib.training_rng(seed, fold, epoch, b))
+      batch.update({k: v[rows] for k, v in extra.items()})
+    yield batch
 
 
 def batch_rows(n: int, batch_size: int, num_devices: int = 1) -> int:

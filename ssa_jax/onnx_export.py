@@ -326,6 +326,9 @@ def architecture(model_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   if getattr(m, "speaker_loss", "softmax") != "softmax":  # unseen speakers: no bias, a cosine
     raise ValueError(f"ONNX export follows the dense speaker classifier (model.speaker_loss="
                      f"'softmax') only, got {m.speaker_loss!r}")
+  if getattr(m, "enroll_k", 0) > 0:  # unseen speakers: the graph has no enrollment input
+    raise ValueError(f"ONNX export has no enrollment input; this model was trained with "
+                     f"model.enroll_k={m.enroll_k} (use bin.predict --enroll)")
   if m.dtype != "float32":
     logger.warning("model.dtype is %s: the ONNX graph computes in float32", m.dtype)
   return cfg

@@ -52,6 +52,7 @@ import ml_collections
 import numpy as np
 
 from ssa_jax import audio, features, inference, io, metrics, models, parallel, rundir, serving
+from ssa_jax import enroll as enroll_lib
 from ssa_jax import speaker_eval
 # Re-exported: the light runtime (`ssa_jax.serving`, `ssa_jax.frontend`) owns them.
 from ssa_jax.frontend import NORMS, normalize_utterance  # noqa: F401
@@ -113,15 +114,19 @@ def default_norm(config: ml_collections.ConfigDict) -> str:
 @dataclasses.dataclass(frozen=True)
 class Options:
   """Checked prediction settings: norm "self" | "train", pooling "max" | "mean", batch_size
-  (segments per model call), aux_keys (model outputs kept beside probs, e.g. EMBEDDINGS)."""
+  (segments per model call), aux_keys (model outputs kept beside probs, e.g. EMBEDDINGS),
+  enroll_context (J, d) or None (enrollment: `enrollment_context`; every segment's SSA also
+  attends to these pooled speaker states)."""
   norm: str
   pooling: str
   batch_size: int
   aux_keys: tuple[str, ...] = ()
+  enroll_context: np.ndarray | None = dataclasses.field(default=None, compare=False)
 
 
 def options(predictor: Predictor, norm: str = "self", pooling: str | None = None,
-            batch_size: int | None = None, aux_keys: Sequence[str] = ()) -> Options:
+            batch_size: int | None = None, aux_keys: Sequence[str] = (),
+            enroll_context: np.ndarray | None = None) -> Options:
   """`Options` with the run's defaults (pooling: `config.train.pooling`, batch_size:
   `config.train.eval_batch_size`). Raises ValueError for an unknown norm or pooling, or norm
   "train" without training statistics."""
@@ -136,7 +141,7 @@ def options(predictor: Predictor, norm: str = "self", pooling: str | None = None
   batch_size = int(cfg.train.eval_batch_size) if batch_size is None else int(batch_size)
   if batch_size <= 0:
     raise ValueError(f"batch_size must be > 0, got {batch_size}")
-  return Options(norm, pooling, batch_size, tuple(aux_keys))
+  return Options(norm, pooling, batch_size, tuple(aux_keys), enroll_context)
 
 
 # --------------------------------------------------------------------------- model outputs
@@ -158,7 +163,8 @@ class UtteranceOutputs:
 def _run(predictor: Predictor, opts: Options, segs: np.ndarray,
          mask: np.ndarray) -> dict[str, np.ndarray]:
   eval_fn, mesh = predictor.eval_fn(opts.aux_keys)
-  return inference.segment_outputs(eval_fn, predictor.variables, segs, mask, opts.batch_size, mesh)
+  return inference.segment_outputs(eval_fn, predictor.variables, segs, mask, opts.batch_size, mesh,
+                                   opts.enroll_context)
 
 
 def _too_short(name: str, samples: int, fcfg: ml_collections.ConfigDict) -> audio.AudioError:
@@ -379,17 +385,18 @@ def predict_waves(predictor: Predictor, waves: np.ndarray | Sequence[np.ndarray]
 def iter_predict_files(predictor: Predictor, paths: Iterable[str | os.PathLike], norm: str = "self",
                        pooling: str | None = None, batch_size: int | None = None,
                        stream_above_s: float = STREAM_ABOVE_S, block_segments: int | None = None,
-                       progress: Callable[[float], None] | None = None) -> Iterator[dict[str, Any]]:
+                       progress: Callable[[float], None] | None = None,
+                       enroll_context: np.ndarray | None = None) -> Iterator[dict[str, Any]]:
   """`predict_files`, one result at a time as each file is done (`file_outputs`)."""
-  opts = options(predictor, norm, pooling, batch_size)
+  opts = options(predictor, norm, pooling, batch_size, enroll_context=enroll_context)
   for u in file_outputs(predictor, paths, opts, stream_above_s, block_segments, progress):
     yield prediction(u, predictor.classes, opts, predictor.config)
 
 
 def predict_files(predictor: Predictor, paths: Sequence[str | os.PathLike], norm: str = "self",
                   pooling: str | None = None, batch_size: int | None = None,
-                  stream_above_s: float = STREAM_ABOVE_S, block_segments: int | None = None
-                  ) -> list[dict[str, Any]]:
+                  stream_above_s: float = STREAM_ABOVE_S, block_segments: int | None = None,
+                  enroll_context: np.ndarray | None = None) -> list[dict[str, Any]]:
   """Predictions for each file, in order; unusable files give `{"path", "error"}` entries.
 
   Args:
@@ -400,9 +407,11 @@ def predict_files(predictor: Predictor, paths: Sequence[str | os.PathLike], norm
     batch_size: segments per model call; None: `config.train.eval_batch_size`.
     stream_above_s: files longer than this are streamed in blocks of `block_segments` segments
       (module docstring); the results are the same either way (to float32 rounding).
+    enroll_context: (J, d) pooled speaker states of the speaker's enrollment files
+      (`enrollment_context`); every segment's SSA also attends to them.
   """
   return list(iter_predict_files(predictor, paths, norm, pooling, batch_size, stream_above_s,
-                                 block_segments))
+                                 block_segments, enroll_context=enroll_context))
 
 
 def embed(predictor: Predictor, waves_or_paths: np.ndarray | Sequence[Any],
@@ -496,3 +505,51 @@ def _csv_line(row: Sequence[Any]) -> str:
   buf = _stdio.StringIO()
   csv.writer(buf, lineterminator="\n").writerow(row)
   return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- enrollment
+
+
+def enrollment_context(predictor: Predictor, paths: Sequence[str | os.PathLike],
+                       norm: str = "self", batch_size: int | None = None) -> np.ndarray:
+  """Enrollment (`model.enroll_k` > 0; docs/DESIGN.md "Beyond the paper"): (J, d) float32, one
+  pooled speaker-branch state per file of `paths` (J files of unlabelled speech of the person
+  whose files are then predicted, `predict_files(..., enroll_context=)`). Each file goes through
+  the front end of the predictions (the same `norm`), the speaker branch alone pools each segment
+  (`models.speaker_states`) and the file's state is the mean over its segments.
+
+  Raises:
+    ValueError: a model trained without enrollment (model.enroll_k = 0, or ACRNN: its SSA never
+      learned to read enrollment entries), or files that cannot be used (one line naming each,
+      its AudioError message): enrollment is all or nothing.
+  """
+  cfg = predictor.config
+  if enroll_lib.enroll_k(cfg.model) == 0:
+    raise ValueError(f"--enroll needs a model trained with enrollment (model.name='ssa_crnn', "
+                     f"model.enroll_k > 0); this one has model.name={cfg.model.name!r}, "
+                     f"model.enroll_k={cfg.model.get('enroll_k', 0)}")
+  opts = options(predictor, norm, None, batch_size)
+  fcfg = cfg.features
+  waves, errors = [], []
+  for p in paths:
+    try:
+      w = audio.load_audio(p, int(fcfg.sample_rate))
+      if w.shape[0] < int(fcfg.win_length):
+        raise _too_short(os.fspath(p), w.shape[0], fcfg)
+      waves.append(w)
+    except audio.AudioError as e:
+      errors.append(str(e))
+  if errors or not waves:
+    raise ValueError(f"enrollment file(s) unusable: {'; '.join(errors) or 'none given'}")
+  segs, masks, group = [], [], []
+  for j, f in enumerate(features.compute(waves, fcfg)):
+    s, m = features.segment(f, int(fcfg.segment_frames), int(fcfg.min_segment_frames))
+    segs.append(normalize_utterance(s, m, opts.norm, predictor.stats))
+    masks.append(m)
+    group.append(np.full(s.shape[0], j))
+  segs, masks = np.concatenate(segs), np.concatenate(masks)
+  mesh = parallel.make_mesh()
+  return inference.enrollment_contexts(
+      inference.make_states_step(predictor.model, mesh), predictor.variables, segs, masks,
+      np.concatenate(group), len(waves),
+      inference.batch_rows(len(segs), opts.batch_size, mesh.devices.size), mesh)

@@ -91,6 +91,7 @@ from tqdm import tqdm
 from ssa_jax import constraint as constraint_lib
 from ssa_jax import checkpointing, inference, input_pipeline, metrics, models, parallel, rundir
 from ssa_jax import xla_options
+from ssa_jax import enroll as enroll_lib
 from ssa_jax import fold as fold_lib
 from ssa_jax import io as io_lib
 from ssa_jax import speaker as speaker_lib
@@ -203,11 +204,16 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.M
                      speaker), adversary = params["speaker_adversary"] (`create_train_state`).
     dropout_key      the model's "dropout" rng stream (model.speaker_dropout), fold_in(key, step):
                      the step stays a pure function of (state, batch).
+    enrollment       (model.enroll_k > 0) a batch with enroll_x (B, k, T, M, C), enroll_mask,
+                     enroll_valid (B, k) (`input_pipeline`) passes them to the model's `enroll`.
   """
   chex.assert_rank(batch["x"], 4)
   chex.assert_equal_shape_prefix([batch["x"], batch["mask"]], 2)
   # --- unseen-speaker options: extra arguments of the forward pass ---
   call = {"detach_speaker": True} if speaker_stop_gradient else {}
+  enroll = enroll_lib.from_batch(batch)
+  if enroll is not None:
+    call["enroll"] = enroll
   if dropout_key is not None:
     call["rngs"] = {"dropout": jax.random.fold_in(dropout_key, state.step)}
 
@@ -264,7 +270,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
   """The jitted train step.
 
   jit signature: (state: TrainState  P() replicated, donated;
-                  batch: {x, mask, label, speaker}  P("data"))
+                  batch: {x, mask, label, speaker[, enroll_x, enroll_mask, enroll_valid]}
+                    P("data"))
               -> (state: P(), metrics: {str: scalar}  P()).
   `max_traces` wraps the step in `chex.assert_max_traces` (tests). `compiler_options`
   (`xla_options.compiler_options`): "tuned" (xla_options.step_compiler_options()), a name of
@@ -330,6 +337,12 @@ def check_config(config: ml_collections.ConfigDict, fold: int) -> None:
   if tcfg.get("speaker_stop_gradient", False) and config.model.name != "ssa_crnn":
     raise ValueError(f"train.speaker_stop_gradient needs model.name='ssa_crnn' (a speaker "
                      f"branch), got {config.model.name!r}")
+  k = config.model.get("enroll_k", 0)
+  if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+    raise ValueError(f"model.enroll_k must be an integer >= 0 (0: no enrollment), got {k!r}")
+  if k > 0 and config.model.name != "ssa_crnn":
+    raise ValueError(f"model.enroll_k needs model.name='ssa_crnn' (a speaker branch), "
+                     f"got {config.model.name!r}")
 
 
 # --- Unseen speakers (docs/DESIGN.md "Beyond the paper"): the train step's extra keywords ---
@@ -389,13 +402,15 @@ def load_fold(config: ml_collections.ConfigDict, fold: int,
 class Program:
   """A fold's model and jitted functions: init_fn(rng, x, mask) -> TrainState (replicated),
   train_fn (`make_train_step`), eval_fn (`inference.make_eval_step`), rng (the fold's init key) and the
-  first training batch {x, mask} (initialisation and the restore target's shapes)."""
+  first training batch {x, mask} (initialisation and the restore target's shapes); states_fn
+  (`inference.make_states_step`, enrollment only, else None)."""
   model: nn.Module
   init_fn: Callable
   train_fn: Callable
   eval_fn: Callable
   rng: jax.Array
   example: dict[str, jax.Array]
+  states_fn: Callable | None = None
 
 
 def build_program(config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold: int,
@@ -423,7 +438,9 @@ def build_program(config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold
                                **speaker_opts),
       eval_fn=inference.make_eval_step(model, mesh),
       rng=rng,
-      example={k: jnp.asarray(example[k]) for k in ("x", "mask")})
+      example={k: jnp.asarray(example[k]) for k in ("x", "mask")},
+      states_fn=(inference.make_states_step(model, mesh)
+                 if enroll_lib.enroll_k(config.model) > 0 else None))
 
 
 def _new_meta() -> dict[str, Any]:
@@ -534,7 +551,7 @@ def score_selected(manager: ocp.CheckpointManager, program: Program, mesh: jax.s
       state=ocp.args.StandardRestore(target)))
   state = TrainState(**dict(restored["state"]))
   scored, _ = inference.evaluate(program.eval_fn, inference.variables_of(state), fd, tcfg.pooling,
-                                int(tcfg.eval_batch_size), mesh)
+                                int(tcfg.eval_batch_size), mesh, program.states_fn)
   _log.info("scored the validation set once at the selected epoch %d (step %d): UAR %.4f",
                best["epoch"], step, scored["uar"])
   return scored
@@ -630,7 +647,8 @@ class FoldLoop:
     batches = input_pipeline.train_batches(
         self.fd.train, self.fd.num_classes, int(self.tcfg.batch_size), seed=int(self.config.seed),
         fold=self.fold, epoch=epoch, start_batch=start, process_index=jax.process_index(),
-        process_count=jax.process_count(), class_names=self.fd.classes, sampling=self.sampling)
+        process_count=jax.process_count(), class_names=self.fd.classes, sampling=self.sampling,
+        enroll_k=enroll_lib.enroll_k(self.config.model))
     for b, local in enumerate(batches, start=start):
       self.state, step_metrics = self.program.train_fn(
           self.state, parallel.global_batch(local, self.mesh))
@@ -677,7 +695,8 @@ class FoldLoop:
     """Evaluates the selection set, updates best-so-far and patience, writes the epoch's line
     and checkpoint."""
     result, _ = inference.evaluate(self.program.eval_fn, inference.variables_of(self.state), self.select_fd,
-                                  self.tcfg.pooling, int(self.tcfg.eval_batch_size), self.mesh)
+                                  self.tcfg.pooling, int(self.tcfg.eval_batch_size), self.mesh,
+                                  self.program.states_fn)
     meta, epoch_done, step = self.meta, int(self.meta["epoch"]) + 1, int(self.state.step)
     means = {k: v / max(sums.get("count", 0), 1) for k, v in sums.items() if k != "count"}
     improved = meta["best"] is None or result["uar"] > meta["best"]["uar"]

@@ -2,7 +2,7 @@
 
   python -m bin.predict --workdir runs/quickstart/fold3 speech.wav more_audio/
       [--format table|json|jsonl|csv] [--norm self|train] [--pooling max|mean]
-      [--embeddings OUT.npz] [--quiet]
+      [--embeddings OUT.npz] [--quiet] [--enroll FILE_OR_FOLDER ...]
 
 Folders are searched recursively for audio files. Any sample rate, mono or multi-channel, at least
 0.1 s, any length: a file longer than --stream_above_s (300 s) is read in blocks and predicted in
@@ -35,6 +35,13 @@ is loaded.
 file is read twice: its statistics, then the prediction); --norm train: with the global
 statistics of the training speakers.
 
+--enroll FILE_OR_FOLDER (repeatable; folders searched as above): unlabelled speech of the same
+person as the predicted files, for a model trained with enrollment (model.enroll_k > 0): each
+file's pooled speaker-branch state joins the speaker half of the SSA of every predicted segment
+(docs/DESIGN.md "Beyond the paper"). An enrollment file that cannot be used, or --enroll with a
+model trained without enrollment, is one line on stderr and exit code 1 (nothing is predicted).
+A model trained with enrollment and no --enroll predicts without it (a warning on stderr).
+
 A bad or missing flag, no file given, or a --workdir that is not a trained fold is one line on
 stderr and exit code 1 (`ssa_jax/cli/_cli.py`).
 """
@@ -64,6 +71,9 @@ flags.DEFINE_float("stream_above_s", 300.0, "Files longer than this (seconds) ar
                    "(bounded memory).")
 flags.DEFINE_bool("quiet", False, "No progress bar and no summary line on stderr (errors are "
                   "still reported).")
+flags.DEFINE_multi_string("enroll", None,
+                          "Enrollment audio (a file or folder; repeat the flag for more) of the "
+                          "same speaker, for a model trained with model.enroll_k > 0.")
 flags.mark_flag_as_required("workdir")
 
 
@@ -74,7 +84,7 @@ def main(argv: list[str]) -> int:
   if FLAGS.embeddings is not None and not FLAGS.embeddings.endswith(".npz"):
     raise _cli.Error(f"--embeddings {FLAGS.embeddings}: the file name must end in .npz")
   fmt = "json" if FLAGS.json else FLAGS.format
-  missing = [p for p in paths if not os.path.exists(p)]
+  missing = [p for p in paths + (FLAGS.enroll or []) if not os.path.exists(p)]
   if missing:  # before the model is loaded: a typo is reported at once
     raise _cli.Error(f"no such file or folder: {', '.join(missing)}")
   from ssa_jax import rundir  # pylint: disable=g-import-not-at-top  (keeps --help fast)
@@ -91,8 +101,10 @@ def main(argv: list[str]) -> int:
   files = predict.find_audio_files(paths)
   if not files:
     raise _cli.Error(f"no audio file found in {', '.join(paths)}")
+  enroll_context, enroll_files = _enrollment(predictor, norm)
   opts = predict.options(predictor, norm, FLAGS.pooling,
-                         aux_keys=predict.EMBEDDINGS if FLAGS.embeddings else ())
+                         aux_keys=predict.EMBEDDINGS if FLAGS.embeddings else (),
+                         enroll_context=enroll_context)
   total_s = 0.0
   show_bar = not FLAGS.quiet and sys.stderr.isatty()
   if show_bar:  # seconds of audio, from the headers (an unreadable one counts 0)
@@ -111,7 +123,8 @@ def main(argv: list[str]) -> int:
       sys.stdout.flush()
 
   info = {"workdir": FLAGS.workdir, "step": predictor.step, "classes": list(predictor.classes),
-          "norm": norm, "pooling": opts.pooling}
+          "norm": norm, "pooling": opts.pooling,
+          **({"enroll": enroll_files} if enroll_files else {})}
   formatter = predict.Formatter(fmt, predictor.classes, info)
   write(formatter.head())
   failed, embeddings = [], []
@@ -135,6 +148,22 @@ def main(argv: list[str]) -> int:
           + (f"; embeddings of {len(files) - len(failed)} in {FLAGS.embeddings}"
              if FLAGS.embeddings else ""), file=sys.stderr)
   return 1 if failed else 0
+
+
+def _enrollment(predictor, norm: str):
+  """(--enroll's (J, d) context (`predict.enrollment_context`), its files), or (None, []) (a
+  warning on stderr when the model was trained with enrollment)."""
+  from ssa_jax import enroll, predict  # pylint: disable=g-import-not-at-top  (after the JAX setup)
+  if not FLAGS.enroll:
+    if enroll.enroll_k(predictor.config.model) > 0:
+      print(f"warning: this model was trained with enrollment (model.enroll_k="
+            f"{predictor.config.model.enroll_k}); without --enroll the speaker half of its "
+            f"attention sees only each file itself", file=sys.stderr)
+    return None, []
+  files = predict.find_audio_files(FLAGS.enroll)
+  if not files:
+    raise _cli.Error(f"no audio file found in --enroll {', '.join(FLAGS.enroll)}")
+  return predict.enrollment_context(predictor, files, norm), files
 
 
 def command() -> None:

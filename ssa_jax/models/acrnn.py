@@ -91,6 +91,14 @@ class Classifier(nn.Module):
     return z @ kernel, bias
 
 
+def branch(m: "ACRNN", name: str | None = None) -> CRNN:
+  """The CRNN branch of model `m`'s settings: a submodule `name` inside a compact method, a
+  top-level module outside one (applied to `variables["params"][name]`: `ssa_crnn.speaker_states`)."""
+  return CRNN(m.conv_features, m.kernel_size, m.pool_size, m.dense_units, m.lstm_units,
+              m.leaky_slope, m.bn_momentum, m.mask_padding, compute_dtype(m.dtype), m.conv_impl,
+              lstm_impl=m.lstm_impl, name=name)
+
+
 class ACRNN(nn.Module):
   """Attention-based CRNN for emotion. Attributes: `config.model`'s fields as they are (their
   meaning and defaults: ssa_jax/config.py; `models.build_model(config.model)` builds it), checked
@@ -124,9 +132,7 @@ class ACRNN(nn.Module):
                                self.embed_dim)
 
   def crnn(self, name: str) -> CRNN:
-    return CRNN(self.conv_features, self.kernel_size, self.pool_size, self.dense_units,
-                self.lstm_units, self.leaky_slope, self.bn_momentum, self.mask_padding,
-                compute_dtype(self.dtype), self.conv_impl, lstm_impl=self.lstm_impl, name=name)
+    return branch(self, name)
 
   def emotion_head(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
     """z (B, E) -> (emotion logits (B, K), the temperature s ()). Call from a compact method."""

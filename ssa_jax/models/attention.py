@@ -55,15 +55,26 @@ class SelfSpeakerAttention(nn.Module):
   `mode` (ablations, `model.ssa`): "full" (the paper), "self_only" (the speaker half masked out:
   alpha_sp = 0 and the second half of c is 0) or "speaker_only" (the self half masked out).
   The parameters are the same in every mode.
+
+  Enrollment (beyond the paper, `model.enroll_k`; docs/DESIGN.md "Beyond the paper"): with
+  `enroll (B, J, d)` (pooled speaker-branch states of other utterances of the speaker, in the
+  space of h_sp) and `enroll_valid (B, J)`, the speaker half gets J more keys and values from the
+  same matrices, a_en = (enroll W^k_sp) q / sqrt(T'), the softmax runs over the 2T' + J entries
+  jointly and the speaker half of c adds sum_j alpha_{2T'+j} enroll_j W^v_sp; the returned
+  alpha_sp is then (B, T' + J) (the frames, then the enrollment entries). Without `enroll` the
+  computation is exactly the paper's (the same operations).
   """
 
   mode: str = "full"
 
   @nn.compact
   def __call__(self, h_em: jax.Array, h_sp: jax.Array, mask: jax.Array,
-               speaker_keep: jax.Array | None = None):
+               speaker_keep: jax.Array | None = None, enroll: jax.Array | None = None,
+               enroll_valid: jax.Array | None = None):
     """`speaker_keep (B,) bool` (optional; `model.speaker_dropout`): False masks out the speaker
-    half of that example, as mode "self_only" does for every example."""
+    half of that example, as mode "self_only" does for every example (its enrollment entries
+    too). `enroll (B, J, d)`, `enroll_valid (B, J) bool` (optional, together): enrollment keys
+    and values of the speaker half (the class docstring)."""
     b, t, d = h_em.shape
     chex.assert_shape([h_sp, mask], [(b, t, d), (b, t)])
     h_em = h_em.astype(jnp.float32)
@@ -93,9 +104,32 @@ class SelfSpeakerAttention(nn.Module):
     if speaker_keep is not None:
       chex.assert_shape(speaker_keep, (b,))
       speaker_half = speaker_half & speaker_keep[:, None]
+    if enroll is not None:  # beyond the paper: enrollment entries appended to the speaker half
+      return self._with_enrollment(h_em, h_sp, q, a_em, a_sp, self_half, speaker_half,
+                                   speaker_keep, enroll, enroll_valid, w_k_sp, w_v_em, w_v_sp)
     alpha = masked_softmax(jnp.concatenate([a_em, a_sp], axis=1),
                            jnp.concatenate([self_half, speaker_half], axis=1))
     alpha_em, alpha_sp = alpha[:, :t], alpha[:, t:]
     c = jnp.concatenate([jnp.einsum("bt,btd->bd", alpha_em, h_em @ w_v_em),
                          jnp.einsum("bt,btd->bd", alpha_sp, h_sp @ w_v_sp)], axis=1)
+    return c, alpha_em, alpha_sp
+
+  def _with_enrollment(self, h_em, h_sp, q, a_em, a_sp, self_half, speaker_half, speaker_keep,
+                       enroll, enroll_valid, w_k_sp, w_v_em, w_v_sp):
+    """The SSA with J enrollment keys/values in the speaker half (class docstring); returns
+    (c (B, 2d), alpha_em (B, T'), alpha_sp (B, T' + J))."""
+    b, t, d = h_em.shape
+    j = enroll.shape[1]
+    chex.assert_shape([enroll, enroll_valid], [(b, j, d), (b, j)])
+    enroll = enroll.astype(jnp.float32)
+    a_en = jnp.einsum("bjd,bd->bj", enroll @ w_k_sp, q) / math.sqrt(t)
+    enroll_half = enroll_valid.astype(bool) & (self.mode != "self_only")
+    if speaker_keep is not None:
+      enroll_half = enroll_half & speaker_keep[:, None]
+    alpha = masked_softmax(jnp.concatenate([a_em, a_sp, a_en], axis=1),
+                           jnp.concatenate([self_half, speaker_half, enroll_half], axis=1))
+    alpha_em, alpha_sp = alpha[:, :t], alpha[:, t:]
+    values_sp = jnp.concatenate([h_sp, enroll], axis=1) @ w_v_sp  # (B, T' + J, d)
+    c = jnp.concatenate([jnp.einsum("bt,btd->bd", alpha_em, h_em @ w_v_em),
+                         jnp.einsum("bt,btd->bd", alpha_sp, values_sp)], axis=1)
     return c, alpha_em, alpha_sp

@@ -16,11 +16,25 @@ Beyond the paper (docs/DESIGN.md "Beyond the paper: unseen speakers"; all off by
                        probability p (rng stream "dropout"); aux adds speaker_kept (B,) bool.
   detach_speaker=True  (a call argument, `train.speaker_stop_gradient`) the SSA reads
                        stop_gradient(h_sp): no gradient from the emotion side into C_sp.
+  enroll               (a call argument; `model.enroll_k` > 0 trains with it) enrollment: the
+                       SSA's speaker half also attends to the pooled speaker-branch states of
+                       other utterances of the speaker (`SelfSpeakerAttention`), given either as
+                         {"x" (B, k, T, M, C), "mask" (B, k, T), "valid" (B, k)}: one segment of
+                           each of k other utterances, run through C_sp with the batch (in
+                           training mode its batch statistics include them) and pooled by
+                           C_sp's own self attention (Eq. 1-2) into c_sp,j (B, k, d); or
+                         {"context" (B, J, d), "valid" (B, J)}: those pooled states computed
+                           beforehand (`speaker_states`; evaluation and prediction).
+                       Entries with valid False are masked out. aux adds alpha_enroll (B, J)
+                       (alpha_sp stays the frames' (B, T')); with detach_speaker the states are
+                       stop-gradiented too. No parameter is added: enroll=None is the paper's
+                       model, the same operations.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Mapping
 
 import chex
 import jax
@@ -28,7 +42,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from ssa_jax import speaker as speaker_lib
-from ssa_jax.models.acrnn import ACRNN
+from ssa_jax.models.acrnn import ACRNN, branch
 from ssa_jax.models.attention import SSA_MODES, SelfAttention, SelfSpeakerAttention
 from ssa_jax.models.crnn import check_inputs
 
@@ -45,6 +59,9 @@ def check_speaker_options(m: "SSACRNN") -> None:
   if not 0.0 <= float(m.speaker_dropout) <= 1.0:
     raise ValueError(f"model.speaker_dropout must be a probability in [0, 1], "
                      f"got {m.speaker_dropout}")
+  if isinstance(m.enroll_k, bool) or not isinstance(m.enroll_k, int) or m.enroll_k < 0:
+    raise ValueError(f"model.enroll_k must be an integer >= 0 (0: no enrollment), "
+                     f"got {m.enroll_k!r}")
 
 
 class CosineClassifier(nn.Module):
@@ -63,7 +80,8 @@ class SSACRNN(ACRNN):
   """Self Speaker Attentive CRNN. Attributes as ACRNN plus `num_speakers` (> 0), `ssa`
   (`model.ssa`: full | self_only | speaker_only, SelfSpeakerAttention's mode) and the
   unseen-speaker options `speaker_loss` (softmax | aam), `aam_margin` (radians, [0, pi/2)),
-  `aam_scale` (> 0) and `speaker_dropout` (a probability) (the module docstring; meaning and
+  `aam_scale` (> 0), `speaker_dropout` (a probability) and `enroll_k` (>= 0; the number of
+  enrollment utterances training supplies, the module docstring's `enroll`) (meaning and
   defaults: ssa_jax/config.py), checked once when the module is made."""
 
   num_speakers: int
@@ -72,6 +90,7 @@ class SSACRNN(ACRNN):
   aam_margin: float
   aam_scale: float
   speaker_dropout: float
+  enroll_k: int
 
   def __post_init__(self):
     if int(self.num_speakers) <= 0:
@@ -84,12 +103,19 @@ class SSACRNN(ACRNN):
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, train: bool = False,
-               detach_speaker: bool = False):
+               detach_speaker: bool = False, enroll: Mapping[str, jax.Array] | None = None):
     mask = check_inputs(x, mask)
     act = lambda y: nn.leaky_relu(y, self.leaky_slope)
 
-    h_sp, pmask = self.crnn("crnn_sp")(x, mask, train)
-    c_sp, alpha_sp_self = SelfAttention(name="attention_sp")(h_sp, pmask)
+    enroll_states = None
+    if enroll is not None and "x" in enroll:  # enrollment segments: through C_sp with the batch
+      h_sp, pmask, c_sp, alpha_sp_self, enroll_states = self._speaker_branch_with_enrollment(
+          x, mask, enroll["x"], enroll["mask"], train)
+    else:
+      h_sp, pmask = self.crnn("crnn_sp")(x, mask, train)
+      c_sp, alpha_sp_self = SelfAttention(name="attention_sp")(h_sp, pmask)
+      if enroll is not None:
+        enroll_states = enroll["context"]
     z_sp = act(nn.Dense(self.embed_dim, name="embed_sp")(c_sp))
     extra = {}
     if self.speaker_loss == "aam":
@@ -107,8 +133,16 @@ class SSACRNN(ACRNN):
                                   (x.shape[0],))
       extra["speaker_kept"] = keep
     h_sp_ssa = jax.lax.stop_gradient(h_sp) if detach_speaker else h_sp
+    enroll_args = ()
+    if enroll_states is not None:  # enrollment: extra keys/values of the speaker half
+      if detach_speaker:
+        enroll_states = jax.lax.stop_gradient(enroll_states)
+      enroll_args = (enroll_states, enroll["valid"])
     c_em, alpha_em, alpha_sp = SelfSpeakerAttention(self.ssa, name="ssa")(
-        h_em, h_sp_ssa, pmask, keep)
+        h_em, h_sp_ssa, pmask, keep, *enroll_args)
+    if enroll_args:
+      t = pmask.shape[1]
+      extra["alpha_enroll"], alpha_sp = alpha_sp[:, t:], alpha_sp[:, :t]
     z_em = act(nn.Dense(self.embed_dim, name="embed")(c_em))
     logits, scale = self.emotion_head(z_em)
     b = x.shape[0]
@@ -119,3 +153,30 @@ class SSACRNN(ACRNN):
            "speaker_logits": speaker_logits, "z_sp": z_sp, "alpha_sp_self": alpha_sp_self,
            "alpha_em": alpha_em, "alpha_sp": alpha_sp, "logit_scale": scale, **extra}
     return logits, aux
+
+  def _speaker_branch_with_enrollment(self, x, mask, enroll_x, enroll_mask, train):
+    """C_sp on the batch x (B, T, M, C) and the enrollment segments (B, k, T, M, C) in one call
+    (one set of batch statistics in training mode); returns the batch's (h_sp (B, T', d),
+    pooled mask (B, T'), c_sp (B, d), its attention (B, T')) and the enrollment segments' pooled
+    states (B, k, d). Call from the compact `__call__`."""
+    b, k = x.shape[0], enroll_x.shape[1]
+    chex.assert_shape([enroll_x, enroll_mask], [(b, k) + x.shape[1:], (b, k, x.shape[1])])
+    both_x = jnp.concatenate([x, enroll_x.reshape((b * k,) + x.shape[1:])])
+    both_mask = jnp.concatenate([mask, enroll_mask.reshape(b * k, -1).astype(bool)])
+    h, pmask = self.crnn("crnn_sp")(both_x, both_mask, train)
+    c, alpha = SelfAttention(name="attention_sp")(h, pmask)
+    return h[:b], pmask[:b], c[:b], alpha[:b], c[b:].reshape(b, k, -1)
+
+
+def speaker_states(model: SSACRNN, variables: Mapping[str, Any], x: jax.Array,
+                   mask: jax.Array) -> jax.Array:
+  """The pooled speaker-branch states c_sp (B, d) of segments x (B, T, M, C), mask (B, T), in
+  evaluation mode: C_sp's BLSTM states h_sp pooled by its own self attention (Eq. 1-2), the
+  enrollment entries of `SSACRNN.__call__(enroll={"context": ...})`. Only the speaker branch
+  runs (its parameters and batch statistics from the model's `variables`)."""
+  mask = check_inputs(x, mask)
+  params, stats = variables["params"], variables.get("batch_stats", {})
+  h, pmask = branch(model).apply({"params": params["crnn_sp"],
+                                     "batch_stats": stats["crnn_sp"]}, x, mask, False)
+  c, _ = SelfAttention().apply({"params": params["attention_sp"]}, h, pmask)
+  return c
