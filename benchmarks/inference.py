@@ -67,7 +67,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Any]:
   parser.add_argument("--config", default="",
                       help="packaged config name or file, NAME|FILE[:ARG]; default: base (paper)")
   parser.add_argument("--models", default="ssa_crnn,acrnn")
-  parser.add_argument("--batches", default="1,16", help="batch sizes, comma-separated")
+  parser.add_argument("--batches", default="1,16",
+                      help="batch sizes, comma-separated; powers of two or the largest (the "
+                           "light runtime pads a call to the next power of two, at most the "
+                           "largest batch: other sizes would time padded rows on that path)")
   parser.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up")
   parser.add_argument("--warmup", type=int, default=1, help="untimed calls, the first compiles")
   parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
