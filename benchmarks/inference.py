@@ -17,21 +17,21 @@ paths:
   onnxruntime  `ssa_jax.onnx_export.build_onnx_model` in an onnxruntime session, CPU execution
                provider, intra-op threads = the machine's cores;
   torch eager  `tests/torch_reference.py` with the weights copied by its `load_flax_variables`
-               (`benchmarks.step.TorchRunner.infer`: eval mode, `torch.inference_mode`, float32,
-               channels-last, threads = cores);
+               (`benchmarks.step.TorchRunner`'s model and batch, its `infer` forward: eval mode,
+               `torch.inference_mode`, float32, channels-last, threads = cores);
   jax eval     the in-checkout jitted eval step (`ssa_jax.inference.make_eval_step`, the options
                training and `bin.predict` compile it with): the reference.
 
 Timing (`benchmarks.step.timed` / `stats`): per model and batch size, each path's first call
 (compiles where it compiles), `--warmup - 1` more untimed calls, then `--repeats` rounds in which
 the paths take turns (a shared machine slows all alike); median and min-max wall seconds, read
-after the result is on the host (numpy) or `block_until_ready`. Columns: segments/s (B / median);
+after the probabilities are on the host (numpy) on every path. Columns: segments/s (B / median);
 real-time factor (median seconds per second of audio: B segments of T frames at the hop);
 ratio to PyTorch eager's segments/s; setup s (building the deployable artefact and loading it:
 export + `serving.load`, ONNX graph + session, torch model + weight copy; the eval step has
 none), first-call extra s (first call - median: compilation); max |p - p_eval| (the largest
-absolute difference of any probability from the JAX eval step's on the same batch: a
-correctness guard, expected < 1e-4).
+absolute difference of any probability of the last timed call from the JAX eval step's on the
+same batch: a correctness guard, expected < 1e-4).
 
 The first line printed is `benchmarks/loadcheck.py`'s header (QUIET or LOADED — no verdict); only
 a quiet run prints the goal verdict: the fastest deployable path (jax export or onnxruntime) >=
@@ -141,29 +141,31 @@ def bench_model(config, name: str, args, tmp: str) -> list[dict[str, Any]]:
     x, mask = arrays["x"][:b], arrays["mask"][:b]
     batch = {k: v[:b] for k, v in arrays.items()}
     runner, torch_s = _setup(lambda: step.TorchRunner(cfg, batch, variables, "cpu", "float32"))
+    runner.model.eval()
 
-    def torch_probs():
+    def torch_probs():  # `TorchRunner.infer`'s forward, its probabilities kept
       with torch.inference_mode():
         logits, _ = runner.model(runner.x, runner.mask)
       return torch.softmax(logits.float(), -1).numpy()
 
     calls = {EXPORT: lambda: served.outputs(x, mask)["probs"],
              ONNX: lambda: onnx_export.run_session(sess, x, mask)["probabilities"],
-             TORCH: runner.infer,
-             EVAL: lambda: jax.block_until_ready(eval_fn(device_vars, {"x": x, "mask": mask}))}
+             TORCH: torch_probs,
+             EVAL: lambda: np.asarray(eval_fn(device_vars, {"x": x, "mask": mask})["probs"])}
+    probs: dict[str, np.ndarray] = {}  # each path's last output (the correctness guard)
+    kept = {k: (lambda k=k, fn=fn: probs.__setitem__(k, fn())) for k, fn in calls.items()}
     setup = {EXPORT: export_s, ONNX: onnx_s, TORCH: torch_s, EVAL: 0.0}
-    first = {k: step.timed(fn) for k, fn in calls.items()}
+    first = {k: step.timed(fn) for k, fn in kept.items()}
     for _ in range(args.warmup - 1):
-      for fn in calls.values():
+      for fn in kept.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in calls}
     for i in range(args.repeats):
-      for k, fn in calls.items():
+      for k, fn in kept.items():
         times[k].append(step.timed(fn))
       print(f"{name} batch {b} round {i + 1}/{args.repeats}: " +
             ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()), file=sys.stderr, flush=True)
-    reference = np.asarray(eval_fn(device_vars, {"x": x, "mask": mask})["probs"], np.float64)
-    probs = {EXPORT: calls[EXPORT](), ONNX: calls[ONNX](), TORCH: torch_probs(), EVAL: reference}
+    reference = np.asarray(probs[EVAL], np.float64)
     for k in PATHS:
       st = step.stats(times[k])
       rows.append({"model": name, "batch": b, "path": k, "time_s": st,
