@@ -59,7 +59,7 @@ from ssa_jax import audio, frontend, input_pipeline, metrics
 
 REQUIREMENTS = ("jax", "jaxlib", "numpy", "soundfile", "soxr", "flatbuffers")
 RUNTIME_FILES = ("__init__.py", "serving.py", "frontend.py", "audio.py", "metrics.py",
-                 "input_pipeline.py")
+                 "input_pipeline.py", "enroll.py")  # enroll: numpy only, input_pipeline's keys
 FORMAT = "ssa-jax-export"
 FORMAT_VERSION = 1
 STATS_PREFIX = "stats_"
