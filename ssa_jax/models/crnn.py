@@ -86,7 +86,7 @@ class CRNN(nn.Module):
     mask_padding: mask padded frames (see module docstring).
     dtype: compute dtype of convs, dense and LSTM (parameters stay float32).
     conv_impl: "auto" | "xla" | "winograd", the convolution's implementation (`layers.Conv`;
-      "auto" = "xla").
+      "auto": "winograd" on CPU, "xla" elsewhere).
     lstm_impl: "auto" | "flax" | "hoisted", the BLSTM's implementation (`make_blstm`).
   """
 

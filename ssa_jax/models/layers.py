@@ -65,11 +65,15 @@ def conv_multiplications(x_shape: Sequence[int], kernel_shape: Sequence[int], im
                                   mf=WINOGRAD_TILE)
 
 
-def resolve_impl(impl: str) -> str:
-  """Checks `model.conv_impl`; "auto" -> "xla" (the measured best with `step_compiler_options`)."""
+def resolve_impl(impl: str, backend: str | None = None) -> str:
+  """Checks `model.conv_impl`; "auto" -> "winograd" on CPU (measured faster there, quiet:
+  benchmarks/RESULTS.md, issue 23), "xla" on other backends (cuDNN's / the TPU's own kernels).
+  `backend`: default `jax.default_backend()`."""
   if impl not in IMPLS:
     raise ValueError(f"model.conv_impl must be one of {IMPLS}, got {impl!r}")
-  return "xla" if impl == "auto" else impl
+  if impl != "auto":
+    return impl
+  return "winograd" if (backend or jax.default_backend()) == "cpu" else "xla"
 
 
 class Conv(nn.Module):
@@ -79,7 +83,7 @@ class Conv(nn.Module):
   (`kernel` (kt, kf, Ci, Co) lecun-normal, `bias` (Co,) zeros), so checkpoints and initial values
   are interchangeable. `impl`: "xla" (`lax.conv_general_dilated`), "winograd"
   (`winograd.conv_1d`, F(4, k) along WINOGRAD_AXIS, for layers with >= WINOGRAD_MIN_CHANNELS
-  inputs; the XLA convolution for the others) or "auto" (= "xla"). `dtype` is
+  inputs; the XLA convolution for the others) or "auto" (CPU: "winograd", else "xla"). `dtype` is
   the compute dtype (inputs and kernel cast to it); parameters stay `param_dtype`.
   """
 
