@@ -98,8 +98,8 @@ def test_the_fold_name_is_built_and_parsed_only_here():
 
 
 def _print_lines(tree: ast.AST) -> list[int]:
-  return [n.lineno for n in ast.walk(tree)
-          if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print"]
+  return sorted(n.lineno for n in ast.walk(tree)
+                if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print")
 
 
 def test_the_library_never_prints():

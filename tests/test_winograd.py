@@ -138,7 +138,9 @@ def test_multiplication_counts():
   assert winograd.multiplications(shape, kernel, "freq", mf=4) == direct / 2  # 6 points per 4
   # along time: 38 tiles of 4 frames (152 >= 150), 8 points each, instead of 150 x 5 taps
   assert winograd.multiplications(shape, kernel, "time", mt=4) == direct * 38 * 8 / (150 * 5)
-  assert layers.conv_multiplications(shape, kernel, "auto") == direct
+  assert layers.conv_multiplications(shape, kernel, "xla") == direct
+  assert layers.conv_multiplications(shape, kernel, "auto") == layers.conv_multiplications(
+      shape, kernel, layers.resolve_impl("auto"))
   assert layers.conv_multiplications((40, 300, 40, 3), (5, 3, 3, 128), "winograd") == (
       40 * 300 * 40 * 15 * 3 * 128)  # conv1 keeps the XLA convolution
   with pytest.raises(ValueError, match="impl"):
