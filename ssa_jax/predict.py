@@ -69,8 +69,8 @@ class Predictor:
   model: the flax module (`models.build_model(config.model)`); variables: {"params",
   "batch_stats"}; config: the run's full config; classes: class names in logit order;
   stats: the training speaker statistics (`features.SpeakerStats`; needed for norm="train").
-  The jitted eval steps are built on first use and kept here (`eval_fn`), so repeated calls
-  with the same predictor do not compile again.
+  The jitted eval steps (`eval_fn`) and the enrollment states step (`states_fn`) are built on
+  first use and kept here, so repeated calls with the same predictor do not compile again.
   """
   model: Any
   variables: Mapping[str, Any]
@@ -88,6 +88,14 @@ class Predictor:
       mesh = parallel.make_mesh()
       self._eval_fns[key] = (inference.make_eval_step(self.model, mesh, aux_keys=key), mesh)
     return self._eval_fns[key]
+
+  def states_fn(self) -> tuple[Callable, jax.sharding.Mesh]:
+    """(`inference.make_states_step(model, mesh)`, its mesh): the speaker branch's pooled states
+    for enrollment files, built once per predictor like `eval_fn`."""
+    if "states" not in self._eval_fns:
+      mesh = parallel.make_mesh()
+      self._eval_fns["states"] = (inference.make_states_step(self.model, mesh), mesh)
+    return self._eval_fns["states"]
 
 
 # --------------------------------------------------------------------------- restoring a fold
@@ -548,8 +556,8 @@ def enrollment_context(predictor: Predictor, paths: Sequence[str | os.PathLike],
     masks.append(m)
     group.append(np.full(s.shape[0], j))
   segs, masks = np.concatenate(segs), np.concatenate(masks)
-  mesh = parallel.make_mesh()
+  states_fn, mesh = predictor.states_fn()
   return inference.enrollment_contexts(
-      inference.make_states_step(predictor.model, mesh), predictor.variables, segs, masks,
+      states_fn, predictor.variables, segs, masks,
       np.concatenate(group), len(waves),
       inference.batch_rows(len(segs), opts.batch_size, mesh.devices.size), mesh)
