@@ -172,6 +172,12 @@ def base_config() -> ml_collections.ConfigDict:
   # scored once, at the selected epoch).
   c.train.selection = "valid"
   c.train.inner_fraction = 0.2
+  # Score a run without enrollment (model.enroll_k = 0, or ACRNN) on the subset a
+  # model.enroll_k = K run scores: the K utterances of each unseen speaker that such a run
+  # would enroll (the same seeded choice) are left out of the scored validation / test set
+  # (result.json "scored"), so that paired comparisons score the same utterances. With
+  # model.enroll_k > 0: 0 or the same K. 0: every evaluated utterance is scored.
+  c.train.exclude_enroll_k = 0
   c.train.pooling = "max"  # segment posteriors -> utterance: max | mean
   c.train.log_every = 10  # steps between progress-bar updates
   # Mid-epoch checkpoints (preemption): the train state, the exact data position (epoch, batch)

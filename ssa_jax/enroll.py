@@ -21,6 +21,9 @@ inner split), per evaluated speaker s, seeded by (seed, fold, ENROLL_STREAM, s):
     utterances are never scored.
 An enrollment utterance is represented by the mean of its segments' pooled states (in training
 by one random segment of it).
+`scored_k(config)`: the k whose enrollment utterances leave the scored sets, `model.enroll_k`
+or, for a run without enrollment scored on the same subset (paired comparisons),
+`train.exclude_enroll_k` (the same seeded plan, nothing enrolled).
 
 Batch keys (`input_pipeline.KEYS`):
   training    enroll_x (B, k, T, M, C) float32, enroll_mask (B, k, T) bool, enroll_valid (B, k) bool
@@ -46,6 +49,22 @@ _MODEL_KEYS = {"enroll_x": "x", "enroll_mask": "mask", "enroll_valid": "valid",
 def enroll_k(model_cfg: Any) -> int:
   """`model.enroll_k` (0 for a config that predates it or a model without a speaker branch)."""
   return int(model_cfg.get("enroll_k", 0)) if model_cfg.get("name") == "ssa_crnn" else 0
+
+
+def scored_k(config: Any) -> int:
+  """The k whose enrollment utterances of unseen speakers leave the scored sets: `model.enroll_k`,
+  else `train.exclude_enroll_k` (a run without enrollment scored on the subset a k run scores);
+  0: every evaluated utterance is scored. A one-line ValueError for a negative value, or an
+  exclude_enroll_k that differs from the model's own enroll_k."""
+  k = enroll_k(config.model)
+  x = config.train.get("exclude_enroll_k", 0)
+  if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+    raise ValueError(f"train.exclude_enroll_k must be an integer >= 0 (0: score every evaluated "
+                     f"utterance), got {x!r}")
+  if k > 0 and x not in (0, k):
+    raise ValueError(f"train.exclude_enroll_k={x} differs from model.enroll_k={k}: a model with "
+                     f"enrollment leaves out its own enrollment utterances (set 0 or {k})")
+  return k or x
 
 
 def from_batch(batch: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -24,7 +24,13 @@ Enrollment (`model.enroll_k` > 0, ssa_jax/enroll.py): `valid_enroll` / `inner_en
 enrollment of the validation set / inner split (`enroll.EvalEnrollment`); an unseen speaker's
 enrollment utterances are taken out of `valid_utt` / `inner_utt` (never scored; normalised
 with the set they came from, so the scored segments are normalised as without enrollment) and
-counted under counts["valid_enroll_excluded"] / ["inner_enroll_excluded"].
+counted under counts["valid_enroll_excluded"] / ["inner_enroll_excluded"]. A run without
+enrollment can score the same subset (`train.exclude_enroll_k` = K: the
+utterances a `model.enroll_k` = K run would enroll are left out, nothing else changes;
+`enroll.scored_k`), so that
+paired comparisons of the two score the same utterances; `valid_excluded` names them.
+`set_enrollment` gives any other evaluated set (the training utterances, one utterance) the
+enrollment the same rule gives it (bin.evaluate, bin.speaker_eer, bin.probe).
 """
 
 from __future__ import annotations
@@ -72,6 +78,8 @@ class FoldData:
   inner_labels: np.ndarray | None = None
   valid_enroll: enroll_lib.EvalEnrollment | None = None
   inner_enroll: enroll_lib.EvalEnrollment | None = None
+  valid_excluded: np.ndarray | None = None  # (X,) utterances left out of valid_utt (scored_k > 0)
+  scored: dict[str, Any] | None = None  # result.json's "scored" (`scored_record`)
 
   @property
   def num_classes(self) -> int:
@@ -103,6 +111,26 @@ def check_fold(train_cfg: ml_collections.ConfigDict, fold: int) -> None:
     raise ValueError(f"train.selection must be one of {SELECTIONS}, got {selection!r}")
   if selection == "inner" and not 0.0 < float(train_cfg.inner_fraction) < 1.0:
     raise ValueError(f"train.inner_fraction must be in (0, 1), got {train_cfg.inner_fraction}")
+
+
+def scored_record(k: int, excluded_ids: Any) -> dict[str, Any]:
+  """result.json's "scored": which validation (test) utterances were scored. {"enroll_k": the k
+  whose unseen speakers' enrollment utterances were left out (`enroll.scored_k`; 0: none),
+  "excluded": their utterance ids, sorted}. Paired comparisons check that both runs excluded
+  the same (`summary.compare_systems`)."""
+  return {"enroll_k": int(k), "excluded": sorted(str(u) for u in excluded_ids)}
+
+
+def normalizer(config: ml_collections.ConfigDict, dataset: Any, stats: features.SpeakerStats):
+  """`norm(seg_idx) -> arrays` (the module docstring's dict) of dataset segments `seg_idx`,
+  normalised with `stats` (the training speakers'; `features.norm_fallback` for the others)."""
+  seg_utt = np.asarray(dataset.seg_utt)
+  seg_speaker = np.asarray(dataset.speaker_names)[np.asarray(dataset.speakers)[seg_utt]]
+
+  def norm(idx):
+    return _arrays(features.normalize(dataset.segments, dataset.mask, seg_speaker, stats,
+                                      config.features.norm_fallback, index=idx), dataset, idx)
+  return norm
 
 
 def _counts(labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, int]:
@@ -152,18 +180,17 @@ def prepare_fold(config: ml_collections.ConfigDict, dataset: Any, fold: int,
   if stats is None:  # from the TRAINING segments only; both sides normalised with them
     stats = features.fit_speaker_stats(dataset.segments, dataset.mask, seg_speaker,
                                        index=train_seg)
-
-  def norm(idx):
-    return _arrays(features.normalize(dataset.segments, dataset.mask, seg_speaker, stats,
-                                      config.features.norm_fallback, index=idx), dataset, idx)
+  norm = normalizer(config, dataset, stats)
   train = norm(train_seg) if with_train else None
   valid = norm(valid_seg)
   labels = np.asarray(dataset.labels)
-  k, extra = enroll_lib.enroll_k(config.model), {}
-  if k > 0:  # enrollment: an unseen speaker's enrollment utterances leave the scored set
-    valid_utt, valid_seg, valid, extra["valid_enroll"], excluded = _enroll_set(
-        dataset, train_utt, valid_utt, valid_seg, valid, norm, k, int(config.seed), fold)
+  k, kx, extra = enroll_lib.enroll_k(config.model), enroll_lib.scored_k(config), {}
+  if kx > 0:  # an unseen speaker's enrollment utterances (a k = kx run's) leave the scored set
+    valid_utt, valid_seg, valid, extra["valid_enroll"], excluded = _scored_set(
+        dataset, train_utt, valid_utt, valid_seg, valid, norm, kx, int(config.seed), fold, k > 0)
     extra["excluded"] = {"valid_enroll_excluded": _counts(labels[excluded], classes)}
+    extra["valid_excluded"] = excluded
+  extra["scored"] = scored_record(kx, np.asarray(dataset.utt_ids)[extra.get("valid_excluded", [])])
   counts = {"train_utterances": _counts(labels[train_utt], classes),
             "valid_utterances": _counts(labels[valid_utt], classes),
             "train_segments": _counts(labels[seg_utt[train_seg]], classes),
@@ -172,9 +199,10 @@ def prepare_fold(config: ml_collections.ConfigDict, dataset: Any, fold: int,
   if inner_utt is not None:
     inner_seg = np.flatnonzero(np.isin(seg_utt, inner_utt))
     inner_arrays = norm(inner_seg) if with_train else None
-    if k > 0 and with_train:
-      inner_utt, inner_seg, inner_arrays, extra["inner_enroll"], excluded = _enroll_set(
-          dataset, train_utt, inner_utt, inner_seg, inner_arrays, norm, k, int(config.seed), fold)
+    if kx > 0 and with_train:
+      inner_utt, inner_seg, inner_arrays, extra["inner_enroll"], excluded = _scored_set(
+          dataset, train_utt, inner_utt, inner_seg, inner_arrays, norm, kx, int(config.seed),
+          fold, k > 0)
       counts["inner_enroll_excluded"] = _counts(labels[excluded], classes)
     counts.update(inner_utterances=_counts(labels[inner_utt], classes),
                   inner_segments=_counts(labels[seg_utt[inner_seg]], classes))
@@ -188,32 +216,62 @@ def prepare_fold(config: ml_collections.ConfigDict, dataset: Any, fold: int,
                   valid_labels=labels[valid_utt], counts=counts, **inner, **extra)
 
 
-def _enroll_set(dataset: Any, train_utt: np.ndarray, set_utt: np.ndarray, set_seg: np.ndarray,
-                arrays: dict[str, np.ndarray], norm: Any, k: int, seed: int, fold: int):
-  """An evaluated set with enrollment (`enroll.evaluation_plan`): (scored utterances, their
-  segments, their arrays, its `enroll.EvalEnrollment`, the excluded utterances). The set's
-  arrays were normalised whole (excluded utterances included), so the scored rows are the
-  rows they would be without enrollment; enrollment utterances from the training part are
-  normalised with their own (known) speakers' statistics by `norm`."""
+def _scored_set(dataset: Any, train_utt: np.ndarray, set_utt: np.ndarray, set_seg: np.ndarray,
+                arrays: dict[str, np.ndarray], norm: Any, k: int, seed: int, fold: int,
+                with_enrollment: bool = True):
+  """An evaluated set under `enroll.evaluation_plan` with k: (scored utterances, their segments,
+  their arrays, its `enroll.EvalEnrollment` (None without `with_enrollment`: the subset only),
+  the excluded utterances). The set's arrays were normalised whole (excluded utterances
+  included), so the scored rows are the rows they would be without enrollment; enrollment
+  utterances from the training part are normalised with their own (known) speakers' statistics
+  by `norm` (`normalizer`)."""
   seg_utt = np.asarray(dataset.seg_utt)
   plan = enroll_lib.evaluation_plan(dataset.speakers, train_utt, set_utt, k, seed, fold)
   keep = np.isin(seg_utt[set_seg], plan.scored)
-  scored = {key: v[keep] for key, v in arrays.items()}
-  utt, index, valid = enroll_lib.segment_table(plan, scored["speaker"], k)
-  enroll_seg = np.flatnonzero(np.isin(seg_utt, utt))  # dataset segments, sorted
-  position = {int(u): g for g, u in enumerate(utt)}
-  group = np.array([position[int(u)] for u in seg_utt[enroll_seg]], np.int64)  # into `utt`
-  in_set = np.isin(enroll_seg, set_seg)
-  x = np.zeros((len(enroll_seg),) + arrays["x"].shape[1:], np.float32)
-  mask = np.asarray(dataset.mask[enroll_seg], bool)
-  if in_set.any():
-    x[in_set] = arrays["x"][np.searchsorted(set_seg, enroll_seg[in_set])]
-  if (~in_set).any():
-    x[~in_set] = norm(enroll_seg[~in_set])["x"]
-  enrollment = enroll_lib.EvalEnrollment(x=x, mask=mask, seg_group=group,
-                                         utt=utt, index=index, valid=valid,
-                                         excluded=plan.excluded)
+  scored = arrays if keep.all() else {key: v[keep] for key, v in arrays.items()}
+  enrollment = None
+  if with_enrollment:
+    utt, index, valid = enroll_lib.segment_table(plan, scored["speaker"], k)
+    enroll_seg = np.flatnonzero(np.isin(seg_utt, utt))  # dataset segments, sorted
+    position = {int(u): g for g, u in enumerate(utt)}
+    group = np.array([position[int(u)] for u in seg_utt[enroll_seg]], np.int64)  # into `utt`
+    in_set = np.isin(enroll_seg, set_seg)
+    x = np.zeros((len(enroll_seg),) + arrays["x"].shape[1:], np.float32)
+    mask = np.asarray(dataset.mask[enroll_seg], bool)
+    if in_set.any():
+      x[in_set] = arrays["x"][np.searchsorted(set_seg, enroll_seg[in_set])]
+    if (~in_set).any():
+      x[~in_set] = norm(enroll_seg[~in_set])["x"]
+    enrollment = enroll_lib.EvalEnrollment(x=x, mask=mask, seg_group=group, utt=utt,
+                                           index=index, valid=valid, excluded=plan.excluded)
   return plan.scored, set_seg[keep], scored, enrollment, plan.excluded
+
+
+def set_enrollment(config: ml_collections.ConfigDict, dataset: Any, fd: FoldData, fold: int,
+                   set_seg: np.ndarray, arrays: dict[str, np.ndarray]
+                   ) -> enroll_lib.EvalEnrollment | None:
+  """The enrollment of another evaluated set of the fold, by the rule the fold's evaluation
+  follows (`enroll.evaluation_plan` with fold `fold`'s training part and the seed): dataset
+  segments `set_seg` (N,) with their normalised `arrays` (`normalizer`; e.g. `fd.train`, one
+  utterance's segments); None for a model without enrollment. A known speaker gets the same k
+  training utterances as in the fold's evaluation. Every utterance of the set is scored.
+
+  Raises:
+    ValueError: the rule would take utterances of the set out of it (unseen speakers' own
+      utterances: use the fold's `valid_enroll`, whose excluded utterances are not scored).
+  """
+  k = enroll_lib.enroll_k(config.model)
+  if k == 0:
+    return None
+  set_utt = np.unique(np.asarray(dataset.seg_utt)[set_seg])
+  _, _, _, enrollment, excluded = _scored_set(
+      dataset, fd.train_utt, set_utt, set_seg, arrays, normalizer(config, dataset, fd.stats), k,
+      int(config.seed), fold)
+  if excluded.size:
+    ids = np.asarray(dataset.utt_ids)[excluded]
+    raise ValueError(f"utterances {', '.join(map(str, ids[:5]))} would enroll an unseen speaker "
+                     f"(model.enroll_k={k}): they are not scored")
+  return enrollment
 
 
 def inner_view(fd: FoldData) -> FoldData:

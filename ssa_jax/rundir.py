@@ -160,7 +160,8 @@ class FoldDir:
   def complete_result(self, config: Any, warn: bool = True) -> dict[str, Any] | None:
     """result.json of a finished fold, or None if it is missing, unreadable or incomplete
     (fewer epochs run than `config.train.epochs` and not stopped by patience; another
-    `train.selection`; selection "inner" without its test scoring). `warn`: log a warning when
+    `train.selection`; selection "inner" without its test scoring; another scored subset,
+    `train.exclude_enroll_k`). `warn`: log a warning when
     the file exists but cannot be read."""
     try:
       result = self.result()
@@ -176,6 +177,11 @@ class FoldDir:
     if result.get("selection", "valid") != selection:
       return None
     if selection == "inner" and not isinstance(result.get("inner"), dict):
+      return None
+    # A result scored on another subset (train.exclude_enroll_k, enroll.scored_k): not this run's.
+    from ssa_jax import enroll  # pylint: disable=g-import-not-at-top  (numpy only)
+    scored = result.get("scored")
+    if isinstance(scored, dict) and scored.get("enroll_k") != enroll.scored_k(config):
       return None
     if result.get("stopped_by") == "patience":
       return result

@@ -343,6 +343,7 @@ def check_config(config: ml_collections.ConfigDict, fold: int) -> None:
   if k > 0 and config.model.name != "ssa_crnn":
     raise ValueError(f"model.enroll_k needs model.name='ssa_crnn' (a speaker branch), "
                      f"got {config.model.name!r}")
+  enroll_lib.scored_k(config)  # train.exclude_enroll_k: a one-line error before any data is read
 
 
 # --- Unseen speakers (docs/DESIGN.md "Beyond the paper"): the train step's extra keywords ---
@@ -582,7 +583,8 @@ def fold_result(config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold: 
       **({"train_speaker_accuracy": best["train_speaker_accuracy"]}
          if "train_speaker_accuracy" in best else {}),
       **extra,
-      "classes": list(fd.classes), "counts": fd.counts, "epochs_run": meta["epoch"],
+      "classes": list(fd.classes), "counts": fd.counts, "scored": fd.scored,
+      "epochs_run": meta["epoch"],
       "stopped_by": stopped(meta, tcfg), "last_train_loss": meta["train_loss"],
       "config": config.to_dict(),
       "timing": {"train_elapsed_s": round(meta["elapsed"], 3),
