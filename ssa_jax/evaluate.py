@@ -9,7 +9,15 @@ training's `inference.evaluate` (the same eval step, batches and pooling: result
 and writes into `out_dir` (default `<fold_dir>/figures`): confusion.png (Figure 4),
 attention_<utterance>.png (Figure 3; the chosen utterance, else the first validation one),
 tsne.png (Figure 5, validation segment embeddings z_em) and evaluation.json (UAR, WA, segment UAR,
-confusion, recalls, SSA speaker mass, the files written).
+confusion, recalls, SSA speaker mass, the scored subset (result.json's "scored"), the files
+written).
+
+Enrollment (`model.enroll_k` > 0; or `train.exclude_enroll_k`): the fold's own evaluation, so
+the same `enroll.EvalEnrollment` and the same scored utterances as result.json: the confusion
+matrix and the t-SNE cover the scored utterances, read with their enrollment; Figure 3 of a
+scored validation utterance is drawn from the evaluation's own outputs, of another utterance
+(training) with the enrollment the fold's rule gives it (`fold.set_enrollment`); an unseen
+speaker's enrollment utterance (not scored) is refused in one line.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ssa_jax import data as data_lib
-from ssa_jax import features, inference, metrics, parallel, plots, predict, rundir, summary
+from ssa_jax import enroll, inference, metrics, parallel, plots, predict, rundir, summary
 from ssa_jax import fold as fold_lib
 from ssa_jax import io as io_lib
 
@@ -53,30 +61,50 @@ def utterance_index(dataset: Any, utterance: str | None, valid_utt: np.ndarray) 
                    f"(e.g. validation utterances: {', '.join(ids[i] for i in valid_utt[:5])})")
 
 
-def utterance_arrays(u: int, dataset: Any, fd: fold_lib.FoldData,
-                     config: Any) -> dict[str, np.ndarray]:
-  """The n segments of utterance index u normalised with the fold's training statistics:
-  {x (n, T, M, C), mask (n, T), label (n,), speaker (n,) (zeros: unused by the model)}."""
-  seg_utt = np.asarray(dataset.seg_utt)
-  useg = np.flatnonzero(seg_utt == u)
-  seg_speaker = np.asarray(dataset.speaker_names)[np.asarray(dataset.speakers)[seg_utt]]
-  return {"x": features.normalize(dataset.segments, dataset.mask, seg_speaker, fd.stats,
-                                  str(config.features.norm_fallback), index=useg),
-          "mask": np.asarray(dataset.mask[useg], bool),
-          "label": np.full(len(useg), np.asarray(dataset.labels)[u], np.int32),
-          "speaker": np.zeros(len(useg), np.int32)}
+def check_not_excluded(u: int, dataset: Any, fd: fold_lib.FoldData, fold: int) -> None:
+  """A one-line ValueError if utterance index u was left out of the fold's scored validation
+  set (an unseen speaker's enrollment utterance: `fd.valid_excluded`)."""
+  if fd.valid_excluded is not None and u in set(fd.valid_excluded.tolist()):
+    ids = list(dataset.utt_ids)
+    raise ValueError(f"utterance {ids[u]!r} enrolls its unseen speaker in fold {fold} (enroll k "
+                     f"{fd.scored['enroll_k']}), so it is not scored; choose another, e.g. "
+                     f"{', '.join(ids[i] for i in fd.valid_utt[:5])}")
+
+
+def attention_outputs(u: int, dataset: Any, fd: fold_lib.FoldData, fold: int, config: Any,
+                      valid_outputs: Mapping[str, np.ndarray],
+                      run: Callable[[Mapping[str, np.ndarray], Any], dict[str, np.ndarray]]
+                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """(mask (n, T), model outputs {key: (n, ...)}) of utterance index u's n segments, in corpus
+  order, for Figure 3. A scored validation utterance: its rows of the evaluation's own outputs
+  `valid_outputs` (its normalisation and enrollment: what result.json scored). Any other
+  utterance: its segments normalised with the fold's statistics, run alone by `run(arrays,
+  enrollment)` (with enrollment (model.enroll_k > 0): `fold.set_enrollment`'s, the fold's rule).
+
+  Raises:
+    ValueError: u is one of the validation utterances left out of the scored set (an unseen
+      speaker's enrollment utterance).
+  """
+  pos = int(np.searchsorted(fd.valid_utt, u))
+  if pos < len(fd.valid_utt) and fd.valid_utt[pos] == u:
+    rows = fd.valid_seg_utt == pos
+    return fd.valid["mask"][rows], {k: np.asarray(v)[rows] for k, v in valid_outputs.items()}
+  check_not_excluded(u, dataset, fd, fold)
+  useg = np.flatnonzero(np.asarray(dataset.seg_utt) == u)
+  arrays = fold_lib.normalizer(config, dataset, fd.stats)(useg)
+  return arrays["mask"], run(arrays, fold_lib.set_enrollment(config, dataset, fd, fold, useg,
+                                                             arrays))
 
 
 def plot_attention_of(u: int, dataset: Any, fd: fold_lib.FoldData, config: Any,
-                      outputs_fn: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]],
-                      system: str, fold: int, out_dir: str) -> str:
-  """Figure 3 for utterance index u: its segments' attention curves (`outputs_fn`: arrays ->
-  model outputs) over the static log-Mel channel of its real frames; returns the PNG's path."""
-  arrays = utterance_arrays(u, dataset, fd, config)
+                      mask: np.ndarray, out: Mapping[str, np.ndarray], system: str, fold: int,
+                      out_dir: str) -> str:
+  """Figure 3 for utterance index u: its segments' attention curves (`out`, their masks `mask`:
+  `attention_outputs`) over the static log-Mel channel of its real frames; returns the PNG's
+  path."""
   useg = np.flatnonzero(np.asarray(dataset.seg_utt) == u)
-  out = outputs_fn(arrays)
   curves = attention_curves(out)
-  real = int(arrays["mask"].sum())
+  real = int(mask.sum())
   static = np.asarray(dataset.segments[useg][..., 0]).reshape(-1, dataset.segments.shape[2])[:real]
   keep = -(-real // int(config.model.pool_size[0]))
   curves = {k: np.asarray(v).reshape(-1)[:keep] for k, v in curves.items()}
@@ -123,6 +151,7 @@ def evaluate_fold(fold_dir: str | os.PathLike, fold: int | None = None,
                      f"{tuple(dataset.classes)} (was the config changed?)")
   fd = fold_lib.prepare_fold(config, dataset, fold, stats=p.stats, with_train=False)
   u = utterance_index(dataset, utterance, fd.valid_utt)
+  check_not_excluded(u, dataset, fd, fold)
 
   # --- validation metrics: training's evaluation on the best checkpoint ---
   mesh = parallel.make_mesh()
@@ -130,7 +159,7 @@ def evaluate_fold(fold_dir: str | os.PathLike, fold: int | None = None,
   eval_fn = inference.make_eval_step(p.model, mesh, aux_keys=FIGURE_AUX)
   variables = p.variables  # {"params", "batch_stats"} of the best checkpoint
   states_fn = (inference.make_states_step(p.model, mesh)  # enrollment (model.enroll_k > 0)
-               if fd.valid_enroll is not None else None)
+               if enroll.enroll_k(config.model) > 0 else None)
   report, outputs = inference.evaluate(eval_fn, variables, fd, str(config.train.pooling),
                                        batch_size, mesh, states_fn)
   system = summary.system_label(config)
@@ -145,13 +174,15 @@ def evaluate_fold(fold_dir: str | os.PathLike, fold: int | None = None,
       title=f"t-SNE of the emotion embeddings z_em ({system}, fold {fold}, "
             f"{len(fd.valid_seg)} validation segments)", seed=int(config.seed))
 
-  def outputs_fn(arrays):
+  def run(arrays, enrollment):
+    arrays = inference.with_enrollment(arrays, enrollment, states_fn, variables, batch_size, mesh)
     return inference.model_outputs(eval_fn, variables, arrays, batch_size, mesh)
-  written["attention"] = plot_attention_of(u, dataset, fd, config, outputs_fn, system, fold,
+  mask, out = attention_outputs(u, dataset, fd, fold, config, outputs, run)
+  written["attention"] = plot_attention_of(u, dataset, fd, config, mask, out, system, fold,
                                            out_dir)
   report = {"fold_dir": where.path, "fold": fold, "step": p.step, "system": system, **report,
             "classes": list(classes), "valid_utterances": int(len(fd.valid_utt)),
-            "valid_segments": int(len(fd.valid_seg)),
+            "valid_segments": int(len(fd.valid_seg)), "scored": fd.scored,
             "attention_utterance": list(dataset.utt_ids)[u], "figures": written}
   io_lib.write_json(os.path.join(out_dir, "evaluation.json"), report)
   return report

@@ -10,6 +10,7 @@ export) run it.
   probs = segment_posteriors(model, variables, segments, mask, batch_size)          # the same, once
   states_fn = make_states_step(model, mesh)                # enrollment: pooled speaker states
   arrays = enrollment_arrays(states_fn, variables, fd.valid_enroll, batch_size, mesh)
+  arrays = with_enrollment(arrays, plan_or_None, states_fn, variables, batch_size, mesh)  # both
 
 `variables` are the model variables {"params", "batch_stats"} (`variables_of(train_state)`, or a
 checkpoint's). Evaluation mode: BatchNorm uses its running statistics, so every row of a batch
@@ -105,6 +106,18 @@ def enrollment_arrays(states_fn: Callable, variables: Mapping[str, Any], plan: A
           "enroll_valid": plan.valid}
 
 
+def with_enrollment(arrays: Mapping[str, np.ndarray], plan: Any, states_fn: Callable | None,
+                    variables: Mapping[str, Any], batch_size: int, mesh: jax.sharding.Mesh
+                    ) -> Mapping[str, np.ndarray]:
+  """`arrays` of an evaluated set plus its enrollment inputs (`enrollment_arrays`) when it has
+  an `enroll.EvalEnrollment` `plan`; `arrays` themselves when `plan` is None."""
+  if plan is None:
+    return arrays
+  if states_fn is None:
+    raise ValueError("this set evaluates with enrollment (model.enroll_k > 0): pass states_fn")
+  return {**arrays, **enrollment_arrays(states_fn, variables, plan, batch_size, mesh)}
+
+
 def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
                    compiler_options: Mapping[str, str] | None | str = "tuned",
                    aux_keys: Sequence[str] = ()) -> Callable:
@@ -173,12 +186,8 @@ def evaluate(eval_fn: Callable, variables: Mapping[str, Any], fd: Any, pooling: 
   """(validation_metrics, model_outputs) of the fold's validation segments. With enrollment
   (`fd.valid_enroll`) the model also reads each segment's enrollment context, computed here
   with `states_fn` (`make_states_step`) and the current variables."""
-  arrays = fd.valid
-  if getattr(fd, "valid_enroll", None) is not None:
-    if states_fn is None:
-      raise ValueError("this fold evaluates with enrollment (model.enroll_k > 0): pass states_fn")
-    arrays = {**arrays, **enrollment_arrays(states_fn, variables, fd.valid_enroll, batch_size,
-                                            mesh)}
+  arrays = with_enrollment(fd.valid, getattr(fd, "valid_enroll", None), states_fn, variables,
+                           batch_size, mesh)
   outputs = model_outputs(eval_fn, variables, arrays, batch_size, mesh)
   return validation_metrics(outputs, fd, pooling), outputs
 

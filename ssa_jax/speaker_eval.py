@@ -174,7 +174,9 @@ def linear_probe(embeddings: np.ndarray, speakers: np.ndarray, test_fraction: fl
 class FoldEmbeddings:
   """Per-utterance embeddings of a trained fold: embeddings {"z_sp" (SSA-CRNN only), "z_em"}:
   (U, E) each (the mean over the utterance's segments); speakers (U,) speaker indices into
-  speaker_names; utt_ids (U,); fold, subset, step (the checkpoint's)."""
+  speaker_names; utt_ids (U,); fold, subset, step (the checkpoint's); enroll_k (the model's
+  `model.enroll_k`: z_em read with the fold's enrollment) and excluded (the validation
+  utterances left out, as in result.json's "scored": unseen speakers' enrollment utterances)."""
   embeddings: Mapping[str, np.ndarray]
   speakers: np.ndarray
   speaker_names: tuple[str, ...]
@@ -182,6 +184,8 @@ class FoldEmbeddings:
   fold: int
   subset: str
   step: int | None
+  enroll_k: int = 0
+  excluded: tuple[str, ...] = ()
 
 
 def pool_segments(seg_values: np.ndarray, seg_utt: np.ndarray, num_utts: int) -> np.ndarray:
@@ -204,11 +208,18 @@ def fold_embeddings(fold_dir: str | os.PathLike, subset: str = "valid", dataset:
   statistics); `dataset` as `evaluate.evaluate_fold`'s (default `data.prepare(config)`); `fold`
   default `rundir.FoldDir.number` (result.json's, else the folder name).
 
+  Enrollment (`model.enroll_k` > 0, or `train.exclude_enroll_k`): the validation utterances are
+  the ones the fold's evaluation scored (unseen speakers' enrollment utterances left out) and
+  the model reads them with the fold's own `enroll.EvalEnrollment`; the training utterances
+  with the enrollment the same rule gives them (`fold.set_enrollment`: k training utterances
+  of their speaker). z_sp does not depend on enrollment, z_em does.
+
   Raises:
     ValueError: not a trained fold, an unknown subset, or data that differ from the run's.
   """
   # pylint: disable=g-import-not-at-top  (JAX and the model only when a run is read)
-  from ssa_jax import data as data_lib, fold as fold_lib, inference, parallel, predict, rundir
+  from ssa_jax import data as data_lib, enroll, fold as fold_lib, inference, parallel, predict
+  from ssa_jax import rundir
   if subset not in SUBSETS:
     raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
   where = rundir.FoldDir(fold_dir)
@@ -223,17 +234,22 @@ def fold_embeddings(fold_dir: str | os.PathLike, subset: str = "valid", dataset:
                      f"{tuple(dataset.classes)} (was the config changed?)")
   fd = fold_lib.prepare_fold(config, dataset, fold, stats=p.stats, with_train=subset != "valid")
   seg_utt_all = np.asarray(dataset.seg_utt)
-  parts = []  # (arrays, utterance indices, each segment's index into them)
+  parts = []  # (arrays, utterance indices, each segment's index into them, enrollment)
   if subset in ("valid", "all"):
-    parts.append((fd.valid, fd.valid_utt, fd.valid_seg_utt))
+    parts.append((fd.valid, fd.valid_utt, fd.valid_seg_utt, fd.valid_enroll))
   if subset in ("train", "all"):
-    parts.append((fd.train, fd.train_utt, np.searchsorted(fd.train_utt, seg_utt_all[fd.train_seg])))
+    parts.append((fd.train, fd.train_utt, np.searchsorted(fd.train_utt, seg_utt_all[fd.train_seg]),
+                  fold_lib.set_enrollment(config, dataset, fd, fold, fd.train_seg, fd.train)))
   mesh = parallel.make_mesh()
   eval_fn = inference.make_eval_step(p.model, mesh, aux_keys=EMBEDDINGS)
+  k = enroll.enroll_k(config.model)
+  states_fn = inference.make_states_step(p.model, mesh) if k > 0 else None
   batch_size = int(config.train.eval_batch_size)
   pooled: dict[str, list[np.ndarray]] = {}
   utts = []
-  for arrays, utt, seg_utt in parts:
+  for arrays, utt, seg_utt, enrollment in parts:
+    arrays = inference.with_enrollment(arrays, enrollment, states_fn, p.variables, batch_size,
+                                       mesh)
     out = inference.model_outputs(eval_fn, p.variables, arrays, batch_size, mesh)
     for key in EMBEDDINGS:
       if key in out:
@@ -245,7 +261,8 @@ def fold_embeddings(fold_dir: str | os.PathLike, subset: str = "valid", dataset:
       speakers=np.asarray(dataset.speakers)[utt], speaker_names=tuple(map(str,
                                                                           dataset.speaker_names)),
       utt_ids=tuple(np.asarray(dataset.utt_ids)[utt].tolist()), fold=fold, subset=subset,
-      step=p.step)
+      step=p.step, enroll_k=k,
+      excluded=tuple(fd.scored["excluded"]) if subset != "train" else ())
 
 
 def embedding_of(emb: FoldEmbeddings, name: str) -> np.ndarray:

@@ -32,7 +32,9 @@ metric writer.
                                          collapse figures; the method follows the split (below)
   compare_systems(summaries) -> list[dict]      each system against the first: paired UAR,
                                          worst-class recall and largest predicted-class share
-                                         differences over the folds (draws) both have
+                                         differences over the folds (draws) both have; only
+                                         where both scored the same utterances (result.json
+                                         "scored": enrollment, `train.exclude_enroll_k`)
   render_markdown(summary) -> str        per-fold table + the "mean ± CI" row, percent
   render_compare(summaries, paired) -> str      Table 1, per-class recalls, paired differences
   MetricWriter(fold_dir)                 TensorBoard scalars (tensorboardX) per epoch, beside
@@ -389,10 +391,44 @@ def valid_train_ratio(result: Mapping[str, Any]) -> float | None:
   return n_valid / n_train if n_valid > 0 and n_train > 0 else None
 
 
+def scored_subset(result: Mapping[str, Any]) -> dict[str, Any]:
+  """Which validation (test) utterances a result scored: {"enroll_k", "excluded" (sorted ids, or
+  None: not recorded), "excluded_count"}. result.json's "scored" (`fold.scored_record`); a
+  result from before it: the config's model.enroll_k, and the ids unknown if its counts show
+  excluded utterances (`valid_enroll_excluded`), else none."""
+  scored = result.get("scored")
+  if isinstance(scored, Mapping):
+    excluded = sorted(str(u) for u in scored.get("excluded") or [])
+    return {"enroll_k": int(scored.get("enroll_k", 0)), "excluded": excluded,
+            "excluded_count": len(excluded)}
+  model = (result.get("config") or {}).get("model") or {}
+  k = int(model.get("enroll_k", 0) or 0) if model.get("name") == "ssa_crnn" else 0
+  counts = (result.get("counts") or {}).get("valid_enroll_excluded") or {}
+  n = sum(int(v) for v in counts.values())
+  return {"enroll_k": k, "excluded": None if n else [], "excluded_count": n}
+
+
+def same_scored(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+  """Whether two `scored_subset`s name the same utterances (unrecorded ids: the same k and
+  number left out, the seeded plan's)."""
+  if a["excluded"] is not None and b["excluded"] is not None:
+    return a["excluded"] == b["excluded"]
+  return a["excluded_count"] == b["excluded_count"] and (
+      a["excluded_count"] == 0 or a["enroll_k"] == b["enroll_k"])
+
+
+def scored_text(scored: Mapping[str, Any], unit: str = "fold") -> str:
+  """A summary's "scored" in words (compare.md)."""
+  if not scored["excluded_utterances"]:
+    return "all"
+  return (f"without {scored['excluded_utterances']} enrollment utterances of unseen speakers "
+          f"(k {'/'.join(map(str, scored['enroll_k']))}, over the {unit}s)")
+
+
 def fold_rows(results: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
   """Rows `{fold, uar, wa, segment_uar, best_epoch, recalls, worst_class_recall,
-  largest_predicted_share, valid_train_ratio, speaker_mass}` in fold (draw) order (see the
-  module docstring).
+  largest_predicted_share, valid_train_ratio, speaker_mass, scored}` in fold (draw) order (see
+  the module docstring; scored: `scored_subset`).
 
   Raises:
     ValueError: a result lacks one of the metrics, or has a malformed confusion matrix (the
@@ -412,6 +448,7 @@ def fold_rows(results: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
     row["valid_train_ratio"] = valid_train_ratio(r)
     mass = r.get("speaker_mass")  # SSA-CRNN: mean attention mass on the SSA's speaker half
     row["speaker_mass"] = None if mass is None else float(mass)
+    row["scored"] = scored_subset(r)
     rows.append(row)
   return rows
 
@@ -540,9 +577,12 @@ def summarize(results: Mapping[int, Mapping[str, Any]], name: str = "",
   statistics = {"method": uar["method"], "test_train_ratio": ratio, "ratio_source": source,
                 "phrase_groups": groups, "variance_factor": uar["variance_factor"],
                 "df": uar["df"], "description": _method_text(uar["method"], unit)}
+  scored = {"enroll_k": sorted({r["scored"]["enroll_k"] for r in rows
+                                 if r["scored"]["excluded_count"]}),
+            "excluded_utterances": sum(r["scored"]["excluded_count"] for r in rows)}
   return {"name": name, "split": split, "unit": unit, "folds": rows, "num_folds": len(rows),
           "confidence": confidence, "statistics": statistics, "metrics": stats,
-          "classes": classes, "recalls": recalls, **extra}
+          "classes": classes, "recalls": recalls, "scored": scored, **extra}
 
 
 def _label(summary: Mapping[str, Any], index: int) -> str:
@@ -563,7 +603,10 @@ def compare_systems(summaries: Sequence[Mapping[str, Any]],
   with n_valid / n_train the mean of both systems' ratios over the paired folds (or the first
   system's summary ratio); the overlap-corrected t of the paired folds for the linguistic split;
   else the paired t-test (disjoint folds, independent draws). Systems on different splits,
-  units or linguistic phrase groups are not paired (an entry with "error").
+  units or linguistic phrase groups, or that scored different utterances in a common unit
+  (`same_scored`: a run with enrollment leaves its unseen speakers' enrollment utterances out,
+  a run without scores them unless `train.exclude_enroll_k`), are not paired (an entry with
+  "error").
   """
   if labels is None:
     labels = [_label(s, i) for i, s in enumerate(summaries)]
@@ -594,6 +637,18 @@ def compare_systems(summaries: Sequence[Mapping[str, Any]],
     entry["folds"] = common
     if not common:
       entry["error"] = f"no {_unit(ref)} in common"
+      out.append(entry)
+      continue
+    differ = [f for f in common if "scored" in rows[f] and "scored" in ref_rows[f]
+              and not same_scored(rows[f]["scored"], ref_rows[f]["scored"])]
+    if differ:  # an enrollment run's unseen-speaker enrollment utterances are not scored
+      a, b = rows[differ[0]]["scored"], ref_rows[differ[0]]["scored"]
+      why = (f"unseen speakers' enrollment utterances left out by one only: run the other with "
+             f"train.exclude_enroll_k={max(a['enroll_k'], b['enroll_k'])}"
+             if min(a["excluded_count"], b["excluded_count"]) == 0 else
+             f"other enrollment utterances left out: k {a['enroll_k']} against {b['enroll_k']}, "
+             f"or another seed")
+      entry["error"] = f"scored different utterances in {_unit(ref)}s {differ} ({why})"
       out.append(entry)
       continue
     ratio = None
@@ -676,6 +731,11 @@ def _collapse_keys(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
   return [k for k in COLLAPSE if any(k in s["metrics"] for s in summaries)]
 
 
+SCORED_NOTE = ("Scored utterances: a run with enrollment (model.enroll_k = k) does not score the "
+               "k utterances of each unseen speaker it enrolls; a run without enrollment scores "
+               "the same subset with train.exclude_enroll_k = k (result.json \"scored\"). "
+               "Paired differences are computed only where both systems scored the same "
+               "utterances in every {unit}.")
 COLLAPSE_NOTE = ("Worst-class recall = the {unit}'s smallest class recall; largest predicted-class "
                  "share = the share of the {unit}'s utterances given its most predicted class "
                  "(columns of the confusion matrix; 1/K when predictions are spread evenly, 1 "
@@ -752,13 +812,19 @@ def render_compare(summaries: Sequence[Mapping[str, Any]],
   if with_mass:
     keys.append("speaker_mass")
     titles.append("speaker mass")
+  subsets = any((s.get("scored") or {}).get("excluded_utterances") for s in summaries)
   lines = [f"# SER results with {100 * conf:g} % confidence interval", "",
-           "| SER system | corpus | " + " | ".join(titles) + f" | {unit}s |",
-           "|---|---|" + "---:|" * len(titles) + "---:|"]
+           "| SER system | corpus | " + " | ".join(titles) + f" | {unit}s |"
+           + (" scored utterances |" if subsets else ""),
+           "|---|---|" + "---:|" * len(titles) + "---:|" + ("---|" if subsets else "")]
   for label, s in zip(labels, summaries):
     cells = " | ".join(_fmt_mass(s["metrics"].get(k)) if k == "speaker_mass"
                        else _fmt(_stat(s, k)) for k in keys)
-    lines.append(f"| {label} | {s.get('corpus', '')} | {cells} | {s['num_folds']} |")
+    scored = (f" {scored_text(s['scored'], unit)} |" if subsets and s.get("scored")
+              else " |" if subsets else "")
+    lines.append(f"| {label} | {s.get('corpus', '')} | {cells} | {s['num_folds']} |{scored}")
+  if subsets:
+    lines += ["", SCORED_NOTE.format(unit=unit)]
   if figures:
     lines += ["", COLLAPSE_NOTE.format(unit=unit)]
   classes = next((s["classes"] for s in summaries if s.get("classes")), None)

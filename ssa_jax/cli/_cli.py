@@ -193,12 +193,27 @@ def run(main: Callable[[list[str]], int | None],
 def fold_embedding_report(workdir: str, utterances: str, embedding: str,
                           score: Callable[[Any, Any], dict[str, Any]]) -> dict[str, Any]:
   """`score(embeddings (U, E), speakers (U,))` on the per-utterance `embedding` ("z_em" | "z_sp")
-  of a trained fold's `utterances` (`speaker_eval.fold_embeddings`), with the fold, checkpoint
-  step, utterances and embedding named in the report (bin.probe, bin.speaker_eer)."""
+  of a trained fold's `utterances` (`speaker_eval.fold_embeddings`: with enrollment, the fold's
+  own and its scored utterances), with the fold, checkpoint step, utterances, embedding, the
+  model's enroll_k and the number of validation utterances left out named in the report
+  (bin.probe, bin.speaker_eer)."""
   from ssa_jax import rundir, speaker_eval  # pylint: disable=g-import-not-at-top (fast --help)
   config = rundir.FoldDir(workdir).config()  # one line for an untrained fold
   setup_jax(config.data.cache_dir)
   emb = speaker_eval.fold_embeddings(workdir, utterances)
   report = score(speaker_eval.embedding_of(emb, embedding), emb.speakers)
   return {"workdir": workdir, "fold": emb.fold, "step": emb.step, "utterances_used": emb.subset,
-          "embedding": embedding, **report}
+          "embedding": embedding, "enroll_k": emb.enroll_k,
+          "excluded_utterances": len(emb.excluded), **report}
+
+
+def scored_note(report: dict[str, Any]) -> str:
+  """The text commands print after a `fold_embedding_report`: how enrollment entered (empty
+  without it)."""
+  parts = []
+  if report.get("enroll_k"):
+    parts.append(f"read with the fold's enrollment (k {report['enroll_k']})")
+  if report.get("excluded_utterances"):
+    parts.append(f"without the {report['excluded_utterances']} enrollment utterance(s) of unseen "
+                 f"speakers, as result.json scored")
+  return ("; " + ", ".join(parts)) if parts else ""

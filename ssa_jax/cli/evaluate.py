@@ -53,6 +53,10 @@ def main(argv: list[str]) -> int:
     print(f"worst-class recall {100 * report['worst_class_recall']:.2f} %, largest "
           f"predicted-class share {100 * report['largest_predicted_share']:.2f} % of the "
           f"validation utterances")
+  excluded = (report.get("scored") or {}).get("excluded") or []
+  if excluded:
+    print(f"scored as result.json: without the {len(excluded)} enrollment utterance(s) of unseen "
+          f"speakers (enroll k {report['scored']['enroll_k']})")
   if "speaker_mass" in report:
     print(f"SSA attention mass on the speaker half (mean over validation segments): "
           f"{report['speaker_mass']:.4f}")

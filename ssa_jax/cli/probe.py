@@ -48,7 +48,8 @@ def main(argv: list[str]) -> int:
           f"{_EMBEDDING.value}: speaker probe accuracy {100 * report['accuracy']:.2f} % "
           f"(balanced {100 * report['balanced_accuracy']:.2f} %, chance "
           f"{100 * report['chance']:.2f} %; {report['speakers']} speakers, "
-          f"{report['train_utterances']} / {report['test_utterances']} utterances to fit / test)")
+          f"{report['train_utterances']} / {report['test_utterances']} utterances to fit / test)"
+          + _cli.scored_note(report))
   return 0
 
 

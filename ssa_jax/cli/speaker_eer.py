@@ -46,7 +46,8 @@ def main(argv: list[str]) -> int:
           f"{report['utterances_used']} utterances, "
           f"{_EMBEDDING.value}: EER {100 * report['eer']:.2f} % over {report['target_trials']} "
           f"same-speaker / {report['nontarget_trials']} different-speaker trials "
-          f"({report['speakers']} speakers, {report['utterances']} utterances)")
+          f"({report['speakers']} speakers, {report['utterances']} utterances)"
+          + _cli.scored_note(report))
   return 0
 
 
