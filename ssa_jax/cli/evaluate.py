@@ -16,6 +16,10 @@ numbers are result.json's) and writes into
                       largest predicted-class share, SSA speaker mass and speaker accuracy, the
                       files written
 
+A run with enrollment (model.enroll_k > 0) is evaluated with its fold's own enrollment and scored
+utterances (unseen speakers' enrollment utterances left out, as in result.json; one of them as
+--utterance is refused); so is a run with train.exclude_enroll_k.
+
 A bad or missing flag, a folder that is not a trained fold or an unknown utterance is one line on
 stderr and exit code 1 (`ssa_jax/cli/_cli.py`).
 """

@@ -11,6 +11,9 @@ Default embedding: z_em, the emotion embedding (train.adversarial_weight pushes 
 identity out). The training utterances (--utterances train) ask whether z_em still encodes the
 speakers it was trained on; the validation ones of a heldout split, whether it encodes new ones.
 
+With enrollment (model.enroll_k > 0) the model reads each utterance with its fold's enrollment
+and the validation utterances are the ones result.json scored (the report says so).
+
 A bad flag, a folder that is not a trained fold or a part with fewer than 2 speakers is one line
 on stderr and exit code 1 (`ssa_jax/cli/_cli.py`).
 """

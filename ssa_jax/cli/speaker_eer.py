@@ -10,6 +10,9 @@ the verification trials (every same-speaker pair, a seeded sample of different-s
 and prints the equal error rate of their cosine scores (`ssa_jax.speaker_eval`). Default
 embedding: z_sp, the speaker branch's (SSA-CRNN; model.speaker_loss="aam" trains it for this).
 
+With enrollment (model.enroll_k > 0) the model reads each utterance with its fold's enrollment
+and the validation utterances are the ones result.json scored (the report says so).
+
 A bad flag, a folder that is not a trained fold or a part with fewer than 2 speakers is one line
 on stderr and exit code 1 (`ssa_jax/cli/_cli.py`).
 """
