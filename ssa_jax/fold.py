@@ -282,4 +282,4 @@ def inner_view(fd: FoldData) -> FoldData:
                      "or the training side was not prepared)")
   return dataclasses.replace(fd, valid_utt=fd.inner_utt, valid_seg=fd.inner_seg, valid=fd.inner,
                              valid_seg_utt=fd.inner_seg_utt, valid_labels=fd.inner_labels,
-                             valid_enroll=fd.inner_enroll)
+                             valid_enroll=fd.inner_enroll, valid_excluded=None, scored=None)
