@@ -315,12 +315,17 @@ def clean_venv(tmp_path_factory):
 _VENV_SCRIPT = """
 import json, sys
 from ssa_jax import serving
-print(json.dumps([serving.load(m).predict_files(sys.argv[3:], norm="train", pooling="mean")
-                  for m in sys.argv[1:3]]))
+models, enroll_files, files = sys.argv[1:4], sys.argv[4:6], sys.argv[6:]
+out = [serving.load(m).predict_files(files, norm="train", pooling="mean") for m in models[:2]]
+m = serving.load(models[2])  # trained with enrollment
+out.append(m.predict_files(files, norm="train", pooling="mean",
+                           enroll_context=m.enrollment_context(enroll_files, norm="train")))
+print(json.dumps(out))
 """
 
 
-def test_predicts_in_a_clean_virtual_environment(clean_venv, runs, audio_files, tmp_path):
+def test_predicts_in_a_clean_virtual_environment(clean_venv, runs, enroll_run, audio_files,
+                                                 enroll_files, tmp_path):
   python, setup_s = clean_venv
   pkg = tmp_path / "runtime" / "ssa_jax"
   pkg.mkdir(parents=True)
@@ -330,13 +335,18 @@ def test_predicts_in_a_clean_virtual_environment(clean_venv, runs, audio_files, 
   probe = subprocess.run([python, "-c", "import flax"], env=env, cwd=pkg.parent,
                          capture_output=True, text=True)
   assert probe.returncode != 0 and "No module named 'flax'" in probe.stderr  # really clean
-  names = ("acrnn", "ssa_crnn")
-  p = subprocess.run([python, "-c", _VENV_SCRIPT, *(runs[n].path for n in names),
-                      *audio_files], env=env, cwd=pkg.parent, capture_output=True, text=True,
-                     timeout=300)
+  names = ("acrnn", "ssa_crnn", "ssa_crnn enroll")
+  predictors = [runs["acrnn"].predictor, runs["ssa_crnn"].predictor, enroll_run.predictor]
+  p = subprocess.run([python, "-c", _VENV_SCRIPT, runs["acrnn"].path, runs["ssa_crnn"].path,
+                      enroll_run.path, *enroll_files[:2], *audio_files], env=env,
+                     cwd=pkg.parent, capture_output=True, text=True, timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]
-  for name, got in zip(names, json.loads(p.stdout)):
-    want = predict.predict_files(runs[name].predictor, audio_files, norm="train", pooling="mean")
+  for name, predictor, got in zip(names, predictors, json.loads(p.stdout)):
+    ctx = None
+    if name.endswith("enroll"):  # as bin.predict --enroll
+      ctx = predict.enrollment_context(predictor, enroll_files[:2], "train")
+    want = predict.predict_files(predictor, audio_files, norm="train", pooling="mean",
+                                 enroll_context=ctx)
     diff = _max_diff(got, want)
     MAX_DIFF[(name, "clean venv: train", "mean")] = diff
     assert diff <= TOL, diff
@@ -348,10 +358,10 @@ def test_predicts_in_a_clean_virtual_environment(clean_venv, runs, audio_files, 
 
 @pytest.fixture(scope="module")
 def enroll_run(tmp_path_factory):
-  """A Run of a tiny SSA-CRNN trained with enrollment (model.enroll_k=2; the same random
-  weights as a model without it: enrollment adds no parameter)."""
+  """A Run of a tiny SSA-CRNN trained with enrollment (model.enroll_k=2; random weights as the
+  others: enrollment adds no parameter), with two conv layers (fewer to compile)."""
   work = tmp_path_factory.mktemp("serving_enroll")
-  fold = _write_fold(work, "ssa_crnn", {"model.enroll_k": 2})
+  fold = _write_fold(work, "ssa_crnn", {"model.enroll_k": 2, "model.conv_features": (3, 4)})
   path = str(work / "model.npz")
   meta = export.export_fold(fold, path)
   assert meta["format_version"] == 2 and meta["enroll_dim"] == 8  # 2 x lstm_units 4
@@ -379,9 +389,7 @@ def test_enrollment_equals_predictor(enroll_run, audio_files, enroll_files, norm
   got_ctx = m.enrollment_context(enroll_files[:3], norm=norm)
   assert got_ctx.shape == want_ctx.shape == (3, 8)
   np.testing.assert_allclose(got_ctx, want_ctx, rtol=0, atol=TOL)
-  opts = predict.options(p, norm, "mean", enroll_context=want_ctx)
-  want = [predict.prediction(u, p.classes, opts, p.config)
-          for u in predict.file_outputs(p, audio_files, opts)]
+  want = predict.predict_files(p, audio_files, norm=norm, pooling="mean", enroll_context=want_ctx)
   got = m.predict_files(audio_files, norm=norm, pooling="mean", enroll_context=got_ctx)
   diff = _max_diff(got, want)
   MAX_DIFF[("ssa_crnn enroll", norm, "mean")] = diff
@@ -400,7 +408,7 @@ def test_enrollment_equals_predictor(enroll_run, audio_files, enroll_files, norm
 def test_enrollment_outputs_against_the_model(enroll_run):
   """The exported function against `model.apply` itself: speaker_state is the speaker branch's
   pooled state (`models.speaker_states`), and J states enter as `inference.segment_outputs`
-  gives them (valid, broadcast over the batch), for J = 1 and 3."""
+  gives them (valid, broadcast over the batch)."""
   from ssa_jax import models  # pylint: disable=g-import-not-at-top
   m, p = enroll_run.model, enroll_run.predictor
   rng = np.random.default_rng(5)
@@ -409,13 +417,12 @@ def test_enrollment_outputs_against_the_model(enroll_run):
   x[~mask] = 0.0
   states = np.asarray(models.speaker_states(p.model, p.variables, x, mask))
   apply = jax.jit(lambda v, x, k, e: p.model.apply(v, x, k, train=False, enroll=e))
-  for j in (1, 3):
-    ctx = rng.normal(size=(j, 8)).astype(np.float32)
-    got = m.outputs(x, mask, enroll_context=ctx)
-    np.testing.assert_allclose(got["speaker_state"], states, atol=1e-5)
-    logits, _ = apply(p.variables, x, mask, {"context": np.broadcast_to(ctx, (4, j, 8)),
-                                             "valid": np.ones((4, j), bool)})
-    np.testing.assert_allclose(got["probs"], jax.nn.softmax(logits), atol=1e-6)
+  ctx = rng.normal(size=(3, 8)).astype(np.float32)
+  got = m.outputs(x, mask, enroll_context=ctx)
+  np.testing.assert_allclose(got["speaker_state"], states, atol=1e-5)
+  logits, _ = apply(p.variables, x, mask, {"context": np.broadcast_to(ctx, (4, 3, 8)),
+                                           "valid": np.ones((4, 3), bool)})
+  np.testing.assert_allclose(got["probs"], jax.nn.softmax(logits), atol=1e-6)
   with pytest.raises(ValueError, match=r"enroll_context must be \(J, 8\)"):
     m.outputs(x, mask, enroll_context=np.zeros((2, 5), np.float32))
 
@@ -435,17 +442,20 @@ def test_k0_export_unchanged(runs):
 ENROLL_KEY = serving.ENROLL_OUTPUT
 
 
-def test_enrollment_errors(runs, enroll_run, audio_files, enroll_files, tmp_path, capsys):
+def test_enrollment_errors(runs, enroll_run, audio_files, enroll_files, tmp_path, capsys,
+                           monkeypatch):
   """One-line errors as bin.predict's: a bad enrollment file (nothing predicted), --enroll with a
   model trained without enrollment; no --enroll with an enrollment model: a warning."""
   m = enroll_run.model
+  loaded = {r.path: r.model for r in (enroll_run, *runs.values())}
+  monkeypatch.setattr(serving, "load", loaded.__getitem__)  # compiled once (loading: above)
   with pytest.raises(ValueError, match="^enrollment file\\(s\\) unusable: .*broken.wav"):
     m.enrollment_context(enroll_files)
   with pytest.raises(ValueError, match="model.enroll_k > 0\\); this one has model.name='acrnn'"):
     runs["acrnn"].model.enrollment_context(enroll_files[:1])
   with pytest.raises(ValueError, match="model.enroll_k=0"):
     runs["ssa_crnn"].model.predict_files(audio_files[:1], enroll_context=np.zeros((1, 8)))
-  # The CLI, in process (the model loads once per call: the exported function compiles again).
+  # The CLI, in process.
   target = audio_files[3]
   assert serving.main([enroll_run.path, target, "--enroll", enroll_files[0],
                        "--enroll", enroll_files[3]]) == 1
