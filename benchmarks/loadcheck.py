@@ -51,11 +51,14 @@ def parse_proc_stat(text: str) -> tuple[int, int]:
   raise ValueError("no aggregate 'cpu' line in /proc/stat")
 
 
-def parse_self_stat(text: str) -> int:
-  """utime + stime clock ticks (all threads) from a /proc/<pid>/stat line."""
+def parse_self_stat(text: str, children: bool = False) -> int:
+  """utime + stime clock ticks (all threads) from a /proc/<pid>/stat line; `children`: plus
+  cutime + cstime, the ticks of the children the process has waited for (a benchmark that runs
+  its work in subprocesses)."""
   # The command name (field 2) is in parentheses and may hold spaces: split after its ')'.
   rest = text[text.rindex(")") + 2:].split()
-  return int(rest[11]) + int(rest[12])  # fields 14 and 15 of the whole line
+  own = int(rest[11]) + int(rest[12])  # fields 14 and 15 of the whole line
+  return own + (int(rest[13]) + int(rest[14]) if children else 0)  # fields 16 and 17
 
 
 def others_share(busy: tuple[int, int], total: tuple[int, int], own: tuple[int, int]) -> float:
@@ -130,9 +133,10 @@ def _loadavg() -> float | None:
     return None
 
 
-def _snapshot() -> tuple[tuple[int, int] | None, int | None]:
+def _snapshot(children: bool = False) -> tuple[tuple[int, int] | None, int | None]:
   stat, own = _read("/proc/stat"), _read("/proc/self/stat")
-  return (parse_proc_stat(stat) if stat else None, parse_self_stat(own) if own else None)
+  return (parse_proc_stat(stat) if stat else None,
+          parse_self_stat(own, children) if own else None)
 
 
 def wait_for_quiet(max_wait_s: float, max_load: float = MAX_LOAD_BEFORE, poll_s: float = 5.0,
@@ -158,15 +162,16 @@ class LoadMonitor:
   stat0: tuple[int, int] | None
   own0: int | None
   t0: float
+  children: bool = False  # count the waited-for subprocesses' CPU time as ours
 
   @classmethod
-  def start(cls) -> "LoadMonitor":
+  def start(cls, children: bool = False) -> "LoadMonitor":
     load = _loadavg()
-    stat, own = _snapshot()
-    return cls(load, stat, own, time.time())
+    stat, own = _snapshot(children)
+    return cls(load, stat, own, time.time(), children)
 
   def stop(self) -> dict[str, Any]:
-    stat1, own1 = _snapshot()
+    stat1, own1 = _snapshot(self.children)
     share = None
     if None not in (self.stat0, stat1, self.own0, own1):
       share = others_share((self.stat0[0], stat1[0]), (self.stat0[1], stat1[1]),

@@ -232,8 +232,9 @@ def conv_multiplications(cfg, runner: JaxRunner) -> tuple[float, float]:
     jax.eval_shape(lambda v, x, m: runner.model.apply(v, x, m, train=False),
                    runner.variables(), runner.batch["x"], runner.batch["mask"])
   impl = str(cfg.model.get("conv_impl", "auto"))
+  least = int(cfg.model.get("winograd_min_channels", layers.WINOGRAD_MIN_CHANNELS))
   return (sum(layers.conv_multiplications(shape, k, "xla") for shape, k in calls),
-          sum(layers.conv_multiplications(shape, k, impl) for shape, k in calls))
+          sum(layers.conv_multiplications(shape, k, impl, least) for shape, k in calls))
 
 
 def torch_device(name: str = "auto") -> str:

@@ -104,6 +104,10 @@ def base_config() -> ml_collections.ConfigDict:
   # for layers with >= 32 inputs: 0.4x the multiplications, same parameters and function;
   # ssa_jax/models/layers.py)
   c.model.conv_impl = "auto"
+  # under winograd, the conv layers with at least this many input channels run Winograd (with
+  # fewer, the transforms cost more than they save on CPU: 32). 1 puts every layer on Winograd,
+  # e.g. to check its accuracy at quickstart size, whose layers all have < 32 inputs.
+  c.model.winograd_min_channels = 32
   c.model.lstm_impl = "auto"  # auto (= hoisted) | hoisted (input projection out of the loop) | flax
   c.model.dtype = "float32"  # compute dtype of convs and matmuls: float32 | bfloat16
   # --- Beyond the paper: unseen speakers (docs/DESIGN.md "Beyond the paper"; SSA-CRNN only;

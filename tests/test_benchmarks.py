@@ -131,6 +131,10 @@ def test_parse_proc_stat_and_self_stat():
   # a command name with spaces and parentheses; utime=7, stime=4 are fields 14 and 15
   line = "4242 (python (x) y) R 1 2 3 4 5 6 7 8 9 10 7 4 0 0 20 0 3 0 99 100 200"
   assert loadcheck.parse_self_stat(line) == 11
+  # cutime=5, cstime=3 (fields 16 and 17): counted only with children=True
+  line = "4242 (python (x) y) R 1 2 3 4 5 6 7 8 9 10 7 4 5 3 20 0 3 0 99 100 200"
+  assert loadcheck.parse_self_stat(line) == 11
+  assert loadcheck.parse_self_stat(line, children=True) == 19
   with pytest.raises(ValueError):
     loadcheck.parse_proc_stat("intr 1\n")
 
@@ -352,3 +356,23 @@ def test_inference_goal_checks_pick_fastest_deployable_path():
   checks = inference.goal_checks(rows)
   assert [(n, round(v, 2), met) for n, v, met in checks] == [
       ("acrnn batch 1 (onnxruntime)", 1.3, True), ("acrnn batch 16 (jax export)", 1.1, False)]
+
+
+def test_study_throughput_specs_uar_and_table():
+  from benchmarks import study_throughput as st  # pylint: disable=g-import-not-at-top
+  spec = st.parse_spec("all layers=HEAD:--config.model.conv_impl=winograd --config.seed=1")
+  assert spec == st.Spec("all layers", "HEAD", ("--config.model.conv_impl=winograd",
+                                                "--config.seed=1"))
+  assert st.parse_spec("before=4695f31^") == st.Spec("before", "4695f31^", ())
+  for bad in ("HEAD", "=HEAD", "x="):
+    with pytest.raises(ValueError, match="LABEL=REV"):
+      st.parse_spec(bad)
+  out = ("fold 3 (synthetic corpus, random split): best epoch 10 of 12: UAR 0.8487  WA 0.8487\n"
+         "confusion ...")
+  assert st.parse_uar(out) == 0.8487 and st.parse_uar("no summary") is None
+  cmd = st.train_command("acrnn", 3, "/tmp/w", ("--config.seed=1",))
+  assert cmd[1:] == ["-m", "bin.train", "--config", "configs/quickstart.py:acrnn", "--fold", "3",
+                     "--workdir", "/tmp/w", "--config.seed=1"]
+  rows = [{"label": "after", "rev": "HEAD", "system": "acrnn", "wall_s": 61.04, "cpu_s": 100.0,
+           "uar": None, "quiet": False}]
+  assert st.table(rows).splitlines()[-1] == "| after | HEAD | acrnn | 61.0 | 100.0 | ? | LOADED |"

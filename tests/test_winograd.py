@@ -171,6 +171,37 @@ def test_model_conv_impl_winograd_same_function():
     assert rel(a, b) <= 1e-4
 
 
+def _conv_ops(model, v, x, mask) -> int:
+  """conv_general_dilated equations in the forward jaxpr (XLA path: one per conv layer)."""
+  jaxpr = jax.make_jaxpr(lambda v_: model.apply(v_, x, mask))(v)
+  return str(jaxpr).count("conv_general_dilated")
+
+
+def test_winograd_min_channels_puts_small_layers_on_winograd():
+  """`model.winograd_min_channels=1`: quickstart-sized layers (8 and 16 inputs) run Winograd
+  (more, smaller convolutions in the jaxpr) with XLA's function; the default 32 leaves them on XLA's
+  convolution; a bad value is refused naming the field."""
+  from ssa_jax import models  # pylint: disable=g-import-not-at-top
+  from tests.tiny_config import tiny_config  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(4).standard_normal((2, 8, 8, 3)).astype(np.float32)
+  mask = np.arange(8)[None] < np.array([[8], [6]])
+  def build(impl, least):
+    return models.build_model(tiny_config("acrnn", "none", {
+        "model.conv_features": (8, 16, 16), "features.n_mels": 8, "model.conv_impl": impl,
+        "model.winograd_min_channels": least}).model)
+  xla = build("xla", 1)
+  v = xla.init(jax.random.key(0), x, mask)
+  v = {**v, "params": jax.tree.map(lambda a: a + 0.05, v["params"])}
+  counts = {least: _conv_ops(build("winograd", least), v, x, mask) for least in (1, 32)}
+  assert _conv_ops(xla, v, x, mask) == counts[32] == 3
+  assert counts[1] > 3 * 2  # conv2, conv3: one XLA convolution per Winograd point, not one
+  assert rel(build("winograd", 1).apply(v, x, mask)[0], xla.apply(v, x, mask)[0]) <= TOL_MEASURED
+  assert layers.uses_winograd("winograd", (5, 3, 8, 16), min_channels=8)
+  assert not layers.uses_winograd("winograd", (5, 3, 8, 16), min_channels=9)
+  with pytest.raises(ValueError, match="model.winograd_min_channels"):
+    build("winograd", 0)
+
+
 def test_bfloat16_compute():
   """bfloat16 compute (transforms included) stays within bfloat16 rounding of the float32 conv,
   parameters float32, as the XLA path (tests/test_layers.py)."""

@@ -71,6 +71,9 @@ def check_settings(m: "ACRNN") -> None:
                      f"{tuple(m.kernel_size)} and {tuple(m.pool_size)}")
   compute_dtype(m.dtype)
   layers.resolve_impl(m.conv_impl)
+  if not isinstance(m.winograd_min_channels, int) or m.winograd_min_channels < 1:
+    raise ValueError(f"model.winograd_min_channels must be an integer >= 1, got "
+                     f"{m.winograd_min_channels!r}")
   layers.resolve_lstm_impl(m.lstm_impl)
   resolve_logit_scale(m.logit_scale, m.logit_scale_init, m.num_classes, m.embed_dim)
 
@@ -96,7 +99,7 @@ def branch(m: "ACRNN", name: str | None = None) -> CRNN:
   top-level module outside one (applied to `variables["params"][name]`: `ssa_crnn.speaker_states`)."""
   return CRNN(m.conv_features, m.kernel_size, m.pool_size, m.dense_units, m.lstm_units,
               m.leaky_slope, m.bn_momentum, m.mask_padding, compute_dtype(m.dtype), m.conv_impl,
-              lstm_impl=m.lstm_impl, name=name)
+              lstm_impl=m.lstm_impl, winograd_min_channels=m.winograd_min_channels, name=name)
 
 
 class ACRNN(nn.Module):
@@ -117,6 +120,7 @@ class ACRNN(nn.Module):
   dtype: str  # "float32" | "bfloat16" (`crnn.compute_dtype`)
   conv_impl: str
   lstm_impl: str
+  winograd_min_channels: int
   logit_scale: float | str  # the softmax temperature s of the emotion head, "auto" or "learned"
   logit_scale_init: float | str  # initial s when logit_scale == "learned" (a number or "auto")
   classifier_bias: str  # scaled | unscaled | none (see the module docstring)

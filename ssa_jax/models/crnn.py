@@ -87,6 +87,8 @@ class CRNN(nn.Module):
     dtype: compute dtype of convs, dense and LSTM (parameters stay float32).
     conv_impl: "auto" | "xla" | "winograd", the convolution's implementation (`layers.Conv`;
       "auto": "winograd" on CPU, "xla" elsewhere).
+    winograd_min_channels: under "winograd", the layers with at least this many input channels
+      run Winograd (the others XLA's convolution).
     lstm_impl: "auto" | "flax" | "hoisted", the BLSTM's implementation (`make_blstm`).
   """
 
@@ -103,6 +105,7 @@ class CRNN(nn.Module):
   dtype: jnp.dtype = jnp.float32
   conv_impl: str = "auto"
   lstm_impl: str = "auto"
+  winograd_min_channels: int = layers.WINOGRAD_MIN_CHANNELS
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, train: bool = False):
@@ -117,7 +120,7 @@ class CRNN(nn.Module):
       y = y * frame_mask
     for i, feats in enumerate(self.conv_features):
       y = layers.Conv(feats, tuple(self.kernel_size), dtype=self.dtype, impl=self.conv_impl,
-                   name=f"conv{i + 1}")(y)
+                   winograd_min_channels=self.winograd_min_channels, name=f"conv{i + 1}")(y)
       y = act(y)
       if i == 0:
         y = nn.max_pool(y, (pt, pf), strides=(pt, pf), padding="VALID")

@@ -47,18 +47,21 @@ def _conv(x: Array, kernel: Array, precision: Any = None) -> Array:
                                   dimension_numbers=_DN, precision=precision)
 
 
-def uses_winograd(impl: str, kernel_shape: Sequence[int]) -> bool:
+def uses_winograd(impl: str, kernel_shape: Sequence[int],
+                  min_channels: int = WINOGRAD_MIN_CHANNELS) -> bool:
   """Whether a (kt, kf, Ci, Co) layer runs Winograd under `impl` (after `resolve_impl`): >= 2
-  kernel taps along WINOGRAD_AXIS and >= WINOGRAD_MIN_CHANNELS input channels."""
+  kernel taps along WINOGRAD_AXIS and >= `min_channels` input channels
+  (`model.winograd_min_channels`)."""
   return (impl == "winograd" and kernel_shape[WINOGRAD_AXIS - 1] >= 2 and
-          kernel_shape[2] >= WINOGRAD_MIN_CHANNELS)
+          kernel_shape[2] >= min_channels)
 
 
-def conv_multiplications(x_shape: Sequence[int], kernel_shape: Sequence[int], impl: str) -> float:
+def conv_multiplications(x_shape: Sequence[int], kernel_shape: Sequence[int], impl: str,
+                         min_channels: int = WINOGRAD_MIN_CHANNELS) -> float:
   """GEMM multiplications of one forward pass of `Conv` on x (B, T, F, Ci) with a (kt, kf, Ci,
   Co) kernel under `impl` (the direct count B·T·F·kt·kf·Ci·Co unless `uses_winograd`)."""
   impl = resolve_impl(impl)
-  if not uses_winograd(impl, kernel_shape):
+  if not uses_winograd(impl, kernel_shape, min_channels):
     return winograd.multiplications(x_shape, kernel_shape, "direct")
   kind = "time" if WINOGRAD_AXIS == 1 else "freq"
   return winograd.multiplications(x_shape, kernel_shape, kind, mt=WINOGRAD_TILE,
@@ -82,7 +85,7 @@ class Conv(nn.Module):
   Same parameter names, shapes and initialisers as `nn.Conv(features, kernel_size, padding="SAME")`
   (`kernel` (kt, kf, Ci, Co) lecun-normal, `bias` (Co,) zeros), so checkpoints and initial values
   are interchangeable. `impl`: "xla" (`lax.conv_general_dilated`), "winograd"
-  (`winograd.conv_1d`, F(4, k) along WINOGRAD_AXIS, for layers with >= WINOGRAD_MIN_CHANNELS
+  (`winograd.conv_1d`, F(4, k) along WINOGRAD_AXIS, for layers with >= `winograd_min_channels`
   inputs; the XLA convolution for the others) or "auto" (CPU: "winograd", else "xla"). `dtype` is
   the compute dtype (inputs and kernel cast to it); parameters stay `param_dtype`.
   """
@@ -94,6 +97,7 @@ class Conv(nn.Module):
   param_dtype: Any = jnp.float32
   precision: Any = None
   impl: str = "auto"
+  winograd_min_channels: int = WINOGRAD_MIN_CHANNELS
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros_init()
 
@@ -108,7 +112,7 @@ class Conv(nn.Module):
     bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    if uses_winograd(resolve_impl(self.impl), kernel.shape):
+    if uses_winograd(resolve_impl(self.impl), kernel.shape, self.winograd_min_channels):
       y = winograd.conv_1d(x, kernel, WINOGRAD_AXIS, WINOGRAD_TILE, self.precision)
     else:
       y = _conv(x, kernel, self.precision)
