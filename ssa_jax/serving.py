@@ -68,7 +68,7 @@ from ssa_jax import audio, enroll, frontend, input_pipeline, metrics
 
 REQUIREMENTS = ("jax", "jaxlib", "numpy", "soundfile", "soxr", "flatbuffers")
 RUNTIME_FILES = ("__init__.py", "serving.py", "frontend.py", "audio.py", "metrics.py",
-                 "input_pipeline.py", "enroll.py")  # enroll: numpy only
+                 "input_pipeline.py", "enroll.py")  # enroll: numpy only (keys, enrollment helpers)
 FORMAT = "ssa-jax-export"
 FORMAT_VERSION = 2  # the newest this runtime reads: 2 adds the enrollment inputs (module docstring)
 PLAIN_FORMAT_VERSION = 1  # what a model without enrollment is still written as
