@@ -67,6 +67,28 @@ def scored_k(config: Any) -> int:
   return k or x
 
 
+def check_enrollable(model_cfg: Any) -> None:
+  """Raises the one-line ValueError of `--enroll` given a model trained without enrollment
+  (`model_cfg`: a ConfigDict or an exported file's dict; `bin.predict` and `ssa_jax.serving`)."""
+  if enroll_k(model_cfg) == 0:
+    raise ValueError(f"--enroll needs a model trained with enrollment (model.name='ssa_crnn', "
+                     f"model.enroll_k > 0); this one has model.name={model_cfg.get('name')!r}, "
+                     f"model.enroll_k={model_cfg.get('enroll_k', 0)}")
+
+
+def unusable_files(errors: list[str]) -> ValueError:
+  """The one-line error of enrollment files that cannot be used (their AudioError messages):
+  enrollment is all or nothing."""
+  return ValueError(f"enrollment file(s) unusable: {'; '.join(errors) or 'none given'}")
+
+
+def missing_warning(model_cfg: Any) -> str:
+  """The warning for a model trained with enrollment that predicts without it."""
+  return (f"warning: this model was trained with enrollment (model.enroll_k="
+          f"{enroll_k(model_cfg)}); without --enroll the speaker half of its attention sees "
+          f"only each file itself")
+
+
 def from_batch(batch: Mapping[str, Any]) -> dict[str, Any] | None:
   """The model's `enroll` argument from a batch's enroll_* keys, or None without them."""
   out = {_MODEL_KEYS[k]: batch[k] for k in _MODEL_KEYS if k in batch}

@@ -3,6 +3,7 @@
   proto = export_onnx(variables, config.model, "model.onnx", metadata={...})   # writes the file
   proto = build_onnx_model(variables, config.model, frames=300, mels=40)       # in memory
   outputs = run_onnx("model.onnx", x, mask)          # onnxruntime: {output name: np.ndarray}
+  outputs = run_onnx("model.onnx", x, mask, enroll_context)   # a model trained with enrollment
   sess = session("model.onnx", threads=2); outputs = run_session(sess, x, mask)   # reused session
   path = export_fold("runs/quickstart_ssa_crnn_r/fold3", "model.onnx")   # best checkpoint + metadata
 
@@ -17,6 +18,16 @@ train=False)` in float32:
            emotion_logits  (B, K)
            z_em            (B, E)  the emotion embedding (input of the classifier)
            SSA-CRNN only: speaker_logits (B, S), z_sp (B, E)
+
+A model trained with enrollment (`model.enroll_k` > 0, `ssa_jax/enroll.py`) has two more inputs
+and one more output, as the light runtime's exported function (`ssa_jax/serving.py`):
+  inputs   enroll_context  float32 (J, d)  pooled speaker-branch states of enrollment files (J
+                                           dynamic), attended by every example's SSA speaker half
+           enroll_valid    bool    (J,)    entries to use (all False: the model without
+                                           enrollment; pass J = 1 zeros then)
+  output   speaker_state   (B, d)          each example's pooled speaker-branch state c_sp (Eq.
+                                           1-2 of C_sp): an enrollment file's state is the mean
+                                           over its segments (`predict.enrollment_context`)
 
 Each piece mirrors `ssa_jax/models`:
   * convs: ONNX `Conv` (NCHW; XLA's SAME padding, `models.layers.same_padding`), leaky ReLU, one VALID
@@ -264,8 +275,11 @@ def _self_attention(g: _Graph, p: _Params, name: str, h: str, mask_b: str) -> st
   return g.squeeze(g.op("MatMul", g.unsqueeze(alpha, [1]), h), 1)
 
 
-def _ssa(g: _Graph, p: _Params, h_em: str, h_sp: str, mask_f: str, mode: str) -> str:
-  """Eq. 3-7 (attention.SelfSpeakerAttention): -> context (B, 2d)."""
+def _ssa(g: _Graph, p: _Params, h_em: str, h_sp: str, mask_f: str, mode: str,
+         enroll: tuple[str, str] | None = None) -> str:
+  """Eq. 3-7 (attention.SelfSpeakerAttention): -> context (B, 2d). `enroll`: the names of the
+  enrollment inputs (context (J, d), valid (J,) bool): J more keys and values of the speaker half
+  (`SelfSpeakerAttention._with_enrollment`), shared by every example."""
   w_q = p("params", "ssa", "w_q")  # (T',)
   t = w_q.shape[0]
   # q = sum_t W^q_t mask_t h_em,t: (B, d, T') @ (T', 1) -> (B, d)
@@ -274,19 +288,42 @@ def _ssa(g: _Graph, p: _Params, h_em: str, h_sp: str, mask_f: str, mode: str) ->
                      g.const(w_q[:, None], "ssa_w_q")), 2)
   a_em = g.squeeze(g.op("MatMul", h_em, g.const(p("params", "ssa", "w_k_em")[:, None],
                                                 "ssa_w_k_em")), 2)
-  keys = g.op("MatMul", h_sp, g.const(p("params", "ssa", "w_k_sp"), "ssa_w_k_sp"))
+  w_k_sp = g.const(p("params", "ssa", "w_k_sp"), "ssa_w_k_sp")
+  keys = g.op("MatMul", h_sp, w_k_sp)
   a_sp = g.op("Div", g.squeeze(g.op("MatMul", keys, g.unsqueeze(q, [2])), 2),
               g.const(math.sqrt(t), "sqrt_t"))
   off = g.op("Mul", mask_f, g.const(0.0, "zero"))
   halves = {"full": (mask_f, mask_f), "self_only": (mask_f, off), "speaker_only": (off, mask_f)}
-  mask_cat = g.op("Cast", g.op("Concat", *halves[mode], axis=1), to=_onnx().TensorProto.BOOL)
-  alpha = g.masked_softmax(g.op("Concat", a_em, a_sp, axis=1), mask_cat)
-  alpha_em, alpha_sp = g.op("Split", alpha, g.const([t, t], "split", np.int64), axis=1,
-                            outputs=2)
+  scores, allowed = [a_em, a_sp], list(halves[mode])
+  if enroll is not None:
+    context, valid = enroll
+    e_keys = g.op("MatMul", context, w_k_sp)
+    scores.append(g.op("Div", g.op("MatMul", q, g.op("Transpose", e_keys, perm=[1, 0])),
+                       g.const(math.sqrt(t), "sqrt_t")))  # (B, J)
+    valid_f = g.op("Expand", g.op("Cast", valid, to=_onnx().TensorProto.FLOAT),
+                   g.op("Shape", scores[-1]))  # (B, J)
+    allowed.append(g.op("Mul", valid_f, g.const(0.0, "zero")) if mode == "self_only"
+                   else valid_f)
+  mask_cat = g.op("Cast", g.op("Concat", *allowed, axis=1), to=_onnx().TensorProto.BOOL)
+  alpha = g.masked_softmax(g.op("Concat", *scores, axis=1), mask_cat)
+
+  def columns(start, stop):  # alpha[:, start:stop] (stop None: to the end)
+    return g.op("Slice", alpha, g.const([start], "starts", np.int64),
+                g.const([np.iinfo(np.int64).max if stop is None else stop], "ends", np.int64),
+                g.const([1], "axes", np.int64))
+  if enroll is None:
+    alpha_em, alpha_sp = g.op("Split", alpha, g.const([t, t], "split", np.int64), axis=1,
+                              outputs=2)
+  else:  # J is dynamic: slices
+    alpha_em, alpha_sp = columns(0, t), columns(t, 2 * t)
   v_em = g.op("MatMul", h_em, g.const(p("params", "ssa", "w_v_em"), "ssa_w_v_em"))
-  v_sp = g.op("MatMul", h_sp, g.const(p("params", "ssa", "w_v_sp"), "ssa_w_v_sp"))
+  w_v_sp = g.const(p("params", "ssa", "w_v_sp"), "ssa_w_v_sp")
+  v_sp = g.op("MatMul", h_sp, w_v_sp)
   c_em = g.squeeze(g.op("MatMul", g.unsqueeze(alpha_em, [1]), v_em), 1)
   c_sp = g.squeeze(g.op("MatMul", g.unsqueeze(alpha_sp, [1]), v_sp), 1)
+  if enroll is not None:  # + sum_j alpha_j e_j W^v_sp: (B, J) @ (J, d)
+    e_values = g.op("MatMul", enroll[0], w_v_sp)
+    c_sp = g.op("Add", c_sp, g.op("MatMul", columns(2 * t, None), e_values))
   return g.op("Concat", c_em, c_sp, axis=1)
 
 
@@ -326,9 +363,7 @@ def architecture(model_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   if getattr(m, "speaker_loss", "softmax") != "softmax":  # unseen speakers: no bias, a cosine
     raise ValueError(f"ONNX export follows the dense speaker classifier (model.speaker_loss="
                      f"'softmax') only, got {m.speaker_loss!r}")
-  if getattr(m, "enroll_k", 0) > 0:  # unseen speakers: the graph has no enrollment input
-    raise ValueError(f"ONNX export has no enrollment input; this model was trained with "
-                     f"model.enroll_k={m.enroll_k} (use bin.predict --enroll)")
+  cfg["enroll"] = getattr(m, "enroll_k", 0) > 0  # the enrollment inputs (module docstring)
   if m.dtype != "float32":
     logger.warning("model.dtype is %s: the ONNX graph computes in float32", m.dtype)
   return cfg
@@ -388,13 +423,16 @@ def build_onnx_model(variables: Mapping[str, Any], model_cfg: ml_collections.Con
   if ssa:
     h_sp, pmask_f, pmask_b = _crnn(g, p, "crnn_sp", x_nchw, mask_f, cfg)
     c_sp = _self_attention(g, p, "attention_sp", h_sp, pmask_b)
+    if cfg["enroll"]:
+      g.op("Identity", c_sp, out_names=["speaker_state"])
     z_sp = g.op("LeakyRelu", g.dense(c_sp, p("params", "embed_sp", "kernel"),
                                      p("params", "embed_sp", "bias"), "embed_sp"),
                 alpha=cfg["leaky_slope"], out_names=["z_sp"])
     g.dense(z_sp, p("params", "speaker_classifier", "kernel"),
             p("params", "speaker_classifier", "bias"), "speaker", out_name="speaker_logits")
     h_em, _, _ = _crnn(g, p, "crnn_em", x_nchw, mask_f, cfg)
-    c = _ssa(g, p, h_em, h_sp, pmask_f, cfg["ssa"])
+    c = _ssa(g, p, h_em, h_sp, pmask_f, cfg["ssa"],
+             ("enroll_context", "enroll_valid") if cfg["enroll"] else None)
   else:
     h, _, pmask_b = _crnn(g, p, "crnn", x_nchw, mask_f, cfg)
     c = _self_attention(g, p, "attention", h, pmask_b)
@@ -421,11 +459,19 @@ def build_onnx_model(variables: Mapping[str, Any], model_cfg: ml_collections.Con
   if ssa:
     speakers = int(np.shape(variables["params"]["speaker_classifier"]["kernel"])[1])
     outputs += [vi("speaker_logits", f32, ["batch", speakers]), vi("z_sp", f32, ["batch", embed])]
+  if cfg["enroll"]:
+    d = int(np.shape(variables["params"]["attention_sp"]["w_att"])[0])
+    inputs += [vi("enroll_context", f32, ["enroll", d]),
+               vi("enroll_valid", onnx.TensorProto.BOOL, ["enroll"])]
+    outputs.append(vi("speaker_state", f32, ["batch", d]))
   graph = onnx.helper.make_graph(g.nodes, cfg["name"], inputs, outputs, g.inits)
   model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
                                  producer_name="ssa_jax")
   model.doc_string = (f"{cfg['name']} (ssa_jax): x float32 (batch, frames, mels, channels), "
-                      f"mask bool (batch, frames) -> {', '.join(o.name for o in outputs)}")
+                      f"mask bool (batch, frames)"
+                      + (", enroll_context float32 (enroll, d), enroll_valid bool (enroll)"
+                         if cfg["enroll"] else "")
+                      + f" -> {', '.join(o.name for o in outputs)}")
   props = {"model": cfg["name"], "conv_layers": str(n_conv), "mask_padding": str(cfg["mask_padding"])}
   props.update({str(k): str(v) for k, v in (metadata or {}).items()})
   onnx.helper.set_model_props(model, props)
@@ -463,19 +509,33 @@ def session(model: Any, threads: int = 0) -> Any:
   return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
-def run_session(sess: Any, x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-  """x (B, T, M, C) float32, mask (B, T) bool -> {output name: array} of a `session`."""
+def run_session(sess: Any, x: np.ndarray, mask: np.ndarray,
+                enroll_context: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  """x (B, T, M, C) float32, mask (B, T) bool -> {output name: array} of a `session`. A model
+  with enrollment inputs gets `enroll_context` (J, d), all valid, or (None) one invalid entry."""
   names = [o.name for o in sess.get_outputs()]
-  values = sess.run(names, {"x": np.asarray(x, np.float32), "mask": np.asarray(mask, bool)})
+  feed = {"x": np.asarray(x, np.float32), "mask": np.asarray(mask, bool)}
+  if any(i.name == "enroll_context" for i in sess.get_inputs()):
+    d = int(next(i for i in sess.get_inputs() if i.name == "enroll_context").shape[1])
+    if enroll_context is None:
+      feed.update(enroll_context=np.zeros((1, d), np.float32), enroll_valid=np.zeros(1, bool))
+    else:
+      context = np.asarray(enroll_context, np.float32)
+      feed.update(enroll_context=context, enroll_valid=np.ones(context.shape[0], bool))
+  elif enroll_context is not None:
+    raise ValueError("this ONNX model has no enrollment inputs")
+  values = sess.run(names, feed)
   return dict(zip(names, values))
 
 
-def run_onnx(model: Any, x: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+def run_onnx(model: Any, x: np.ndarray, mask: np.ndarray,
+             enroll_context: np.ndarray | None = None) -> dict[str, np.ndarray]:
   """Runs an exported model (path, bytes or ModelProto) with onnxruntime on the CPU.
 
-  x (B, T, M, C) float32, mask (B, T) bool -> {output name: array} (the module docstring).
+  x (B, T, M, C) float32, mask (B, T) bool (, enroll_context (J, d) as `run_session`) ->
+  {output name: array} (the module docstring).
   """
-  return run_session(session(model), x, mask)
+  return run_session(session(model), x, mask, enroll_context)
 
 
 # --------------------------------------------------------------------------- a trained fold

@@ -532,10 +532,7 @@ def enrollment_context(predictor: Predictor, paths: Sequence[str | os.PathLike],
       its AudioError message): enrollment is all or nothing.
   """
   cfg = predictor.config
-  if enroll_lib.enroll_k(cfg.model) == 0:
-    raise ValueError(f"--enroll needs a model trained with enrollment (model.name='ssa_crnn', "
-                     f"model.enroll_k > 0); this one has model.name={cfg.model.name!r}, "
-                     f"model.enroll_k={cfg.model.get('enroll_k', 0)}")
+  enroll_lib.check_enrollable(cfg.model)
   opts = options(predictor, norm, None, batch_size)
   fcfg = cfg.features
   waves, errors = [], []
@@ -548,7 +545,7 @@ def enrollment_context(predictor: Predictor, paths: Sequence[str | os.PathLike],
     except audio.AudioError as e:
       errors.append(str(e))
   if errors or not waves:
-    raise ValueError(f"enrollment file(s) unusable: {'; '.join(errors) or 'none given'}")
+    raise enroll_lib.unusable_files(errors)
   segs, masks, group = [], [], []
   for j, f in enumerate(features.compute(waves, fcfg)):
     s, m = features.segment(f, int(fcfg.segment_frames), int(fcfg.min_segment_frames))

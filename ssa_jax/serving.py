@@ -7,9 +7,11 @@ with `REQUIREMENTS` only: jax, jaxlib, numpy, soundfile, soxr and flatbuffers (w
   r = m.predict_wave(wave, 44100)              # an in-memory (S,) or (S, C) array
   rs = m.predict_files(["a.wav", "b.flac"])    # a bad file gives a {"path", "error"} entry
   out = m.outputs(segments, mask)              # the exported function: {probs, z_em, ...}
+  ctx = m.enrollment_context(["e1.wav", "e2.wav"])       # a model trained with enrollment:
+  r = m.predict_file("speech.wav", enroll_context=ctx)   # as bin.predict --enroll e1.wav e2.wav
 
   python -m ssa_jax.serving model.npz speech.wav more_audio/ [--json] [--norm self|train]
-      [--pooling max|mean]                     # printed as `python -m bin.predict` prints
+      [--pooling max|mean] [--enroll FILE_OR_FOLDER ...]   # printed as `bin.predict` prints
 
 It needs only `RUNTIME_FILES` of this package (a copy of them in a folder named `ssa_jax` is
 enough, after `pip install jax jaxlib numpy soundfile soxr flatbuffers`); they import nothing
@@ -21,11 +23,18 @@ The file is a numpy `.npz` (a zip of `.npy` arrays; read with `np.load(..., allo
                               (x float32 (B, T, M, 3), mask bool (B, T)) -> {probs (B, K),
                               z_em (B, E); SSA-CRNN also z_sp (B, E), speaker_mass (B,),
                               speaker_pred (B,)} for any batch size B (symbolic); T is the
-                              segment length, the weights are constants inside
+                              segment length, the weights are constants inside.
+                              Format version 2, a model trained with enrollment
+                              (`model.enroll_k` > 0): (x, mask, context float32 (J, d), valid
+                              bool (J,)) -> the same and speaker_state (B, d), J symbolic too:
+                              every segment's SSA attends to the valid states (`ssa_jax.enroll`;
+                              none valid: the model without enrollment); speaker_state is each
+                              segment's pooled speaker-branch state c_sp, whose per-file mean is
+                              an enrollment file's state (`Model.enrollment_context`)
   metadata        uint8 (n,)  UTF-8 JSON: format, format_version, ssa_jax_version, jax_version,
                               classes, features (the run's `config.features`), pooling, norm,
                               eval_batch_size, model (`config.model`), config_name, step,
-                              platforms, outputs
+                              platforms, outputs; version 2 also enroll_dim (d)
   window          float32 (win_length,)                the front end's constants (librosa's,
   mel_filterbank  float32 (n_fft // 2 + 1, n_mels)     computed at export)
   stats_<key>     `SpeakerStats.to_arrays()` of the training speakers (absent: no norm="train")
@@ -55,13 +64,15 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import jax
 import numpy as np
 
-from ssa_jax import audio, frontend, input_pipeline, metrics
+from ssa_jax import audio, enroll, frontend, input_pipeline, metrics
 
 REQUIREMENTS = ("jax", "jaxlib", "numpy", "soundfile", "soxr", "flatbuffers")
 RUNTIME_FILES = ("__init__.py", "serving.py", "frontend.py", "audio.py", "metrics.py",
-                 "input_pipeline.py", "enroll.py")  # enroll: numpy only, input_pipeline's keys
+                 "input_pipeline.py", "enroll.py")  # enroll: numpy only (keys, enrollment helpers)
 FORMAT = "ssa-jax-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this runtime reads: 2 adds the enrollment inputs (module docstring)
+PLAIN_FORMAT_VERSION = 1  # what a model without enrollment is still written as
+ENROLL_OUTPUT = "speaker_state"  # enrollment models: each segment's pooled speaker state (B, d)
 STATS_PREFIX = "stats_"
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".aifc", ".au", ".snd",
                     ".caf", ".w64", ".rf64", ".mp3", ".opus", ".sph", ".nist", ".voc")
@@ -83,22 +94,26 @@ class Model:
   classes: class names in logit order;
   features: mono float32 waves at fe.sample_rate -> one `(F_i, M, 3)` array each;
   posteriors: normalised segments `(N, T, M, C)`, mask `(N, T)` -> softmax posteriors `(N, K)`;
+    with enrollment also called with a third argument, the enrollment context `(J, d)`;
   stats: the training speakers' statistics (None: norm="train" is unavailable);
   pooling, norm: the defaults of the predict_* methods;
-  outputs_fn: (segments, mask) -> every exported output (`outputs`), None if there is none;
-  metadata: the exported file's metadata.
+  outputs_fn: (segments, mask[, enroll_context]) -> every exported output (`outputs`), None if
+    there is none;
+  metadata: the exported file's metadata;
+  enroll_dim: d of the enrollment states (0: a model trained without enrollment).
   """
   fe: frontend.FrontEnd
   segment_frames: int
   min_segment_frames: int
   classes: tuple[str, ...]
   features: Callable[[Sequence[np.ndarray]], list[np.ndarray]]
-  posteriors: Callable[[np.ndarray, np.ndarray], np.ndarray]
+  posteriors: Callable[..., np.ndarray]
   stats: frontend.SpeakerStats | None = None
   pooling: str = "max"
   norm: str = "self"
-  outputs_fn: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]] | None = None
+  outputs_fn: Callable[..., dict[str, np.ndarray]] | None = None
   metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  enroll_dim: int = 0
 
   def _settings(self, norm: str | None, pooling: str | None) -> tuple[str, str]:
     norm = self.norm if norm is None else norm
@@ -112,13 +127,16 @@ class Model:
     return norm, pooling
 
   def predict_files(self, paths: Sequence[str | os.PathLike], norm: str | None = None,
-                    pooling: str | None = None) -> list[dict[str, Any]]:
+                    pooling: str | None = None, enroll_context: np.ndarray | None = None
+                    ) -> list[dict[str, Any]]:
     """A result per file, in order; an unusable file gives `{"path", "error"}` (its AudioError
     message, which starts with the path).
 
     Args:
       paths: audio files soundfile reads (any rate, mono or multi-channel, >= 0.1 s).
       norm: "self" | "train"; pooling: "max" | "mean"; None: the model's defaults.
+      enroll_context: (J, d) from `enrollment_context` (a model trained with enrollment): every
+        segment's SSA also attends to these pooled speaker states; None: without enrollment.
     """
     norm, pooling = self._settings(norm, pooling)
     results: list[dict[str, Any]] = [{"path": os.fspath(p)} for p in paths]
@@ -128,20 +146,23 @@ class Model:
         waves[i] = self._check_length(audio.load_audio(p, self.fe.sample_rate), p)
       except audio.AudioError as e:
         results[i]["error"] = str(e)
-    self._predict(results, waves, norm, pooling)
+    self._predict(results, waves, norm, pooling, enroll_context)
     return results
 
   def predict_file(self, path: str | os.PathLike, norm: str | None = None,
-                   pooling: str | None = None) -> dict[str, Any]:
-    """The result of one file. Raises `audio.AudioError` (naming the file) for an unusable one."""
+                   pooling: str | None = None, enroll_context: np.ndarray | None = None
+                   ) -> dict[str, Any]:
+    """The result of one file (arguments as `predict_files`). Raises `audio.AudioError` (naming
+    the file) for an unusable one."""
     norm, pooling = self._settings(norm, pooling)
     wave = self._check_length(audio.load_audio(path, self.fe.sample_rate), path)
     results: list[dict[str, Any]] = [{"path": os.fspath(path)}]
-    self._predict(results, {0: wave}, norm, pooling)
+    self._predict(results, {0: wave}, norm, pooling, enroll_context)
     return results[0]
 
   def predict_wave(self, wave: np.ndarray, sample_rate: int, name: str = "<wave>",
-                   norm: str | None = None, pooling: str | None = None) -> dict[str, Any]:
+                   norm: str | None = None, pooling: str | None = None,
+                   enroll_context: np.ndarray | None = None) -> dict[str, Any]:
     """The result of an in-memory wave `(S,)` or `(S, C)` at `sample_rate` Hz, treated as
     `audio.load_audio` treats a file (`audio.prepare_wave`: channels averaged, checked, resampled
     with soxr); the result's "name" is `name` (as `ssa_jax.predict.predict_waves`).
@@ -153,15 +174,42 @@ class Model:
     wave = self._check_length(audio.prepare_wave(wave, name, sample_rate, self.fe.sample_rate),
                               name)
     results: list[dict[str, Any]] = [{"name": name}]
-    self._predict(results, {0: wave}, norm, pooling)
+    self._predict(results, {0: wave}, norm, pooling, enroll_context)
     return results[0]
 
-  def outputs(self, segments: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+  def outputs(self, segments: np.ndarray, mask: np.ndarray,
+              enroll_context: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every output of the exported function for normalised segments `(N, T, M, C)` with their
-    masks `(N, T)`: {probs (N, K), z_em (N, E), ...} numpy (module docstring)."""
+    masks `(N, T)`: {probs (N, K), z_em (N, E), ...} numpy (module docstring); `enroll_context`
+    (J, d) as in `predict_files`."""
     if self.outputs_fn is None:
       raise ValueError("this model has no exported function")
-    return self.outputs_fn(segments, mask)
+    return self.outputs_fn(segments, mask, *_given(enroll_context))
+
+  def enrollment_context(self, paths: Sequence[str | os.PathLike], norm: str | None = None
+                         ) -> np.ndarray:
+    """(J, d) float32: one pooled speaker-branch state per file of `paths` (unlabelled speech of
+    the person whose files are then predicted, `predict_files(..., enroll_context=)`), as
+    `ssa_jax.predict.enrollment_context`: each file through the front end with `norm` (None: the
+    model's default), the exported function's ENROLL_OUTPUT per segment, the file's mean.
+
+    Raises:
+      ValueError: a model trained without enrollment, or files that cannot be used (one line
+        naming each, its AudioError message): enrollment is all or nothing.
+    """
+    enroll.check_enrollable(self.metadata.get("model", {}))
+    norm, _ = self._settings(norm, None)
+    waves, errors = [], []
+    for p in paths:
+      try:
+        waves.append(self._check_length(audio.load_audio(p, self.fe.sample_rate), p))
+      except audio.AudioError as e:
+        errors.append(str(e))
+    if errors or not waves:
+      raise enroll.unusable_files(errors)
+    segs, mask, owner = self._segments(waves, norm)
+    states = np.asarray(self.outputs(segs, mask)[ENROLL_OUTPUT], np.float32)
+    return enroll.group_means(states, owner, len(waves))
 
   def _check_length(self, wave: np.ndarray, name: str | os.PathLike) -> np.ndarray:
     if wave.shape[0] < self.fe.win_length:
@@ -169,23 +217,31 @@ class Model:
                              f"{self.fe.win_length} samples at {self.fe.sample_rate} Hz)")
     return wave
 
-  def _predict(self, results: list[dict[str, Any]], waves: Mapping[int, np.ndarray], norm: str,
-               pooling: str) -> None:
-    """Fills `results[i]` for each wave i (at fe.sample_rate): all files' segments go through
-    `posteriors` together, then each file's are pooled."""
-    good = list(waves)
-    if not good:
-      return
-    seg_list, mask_list, seg_file = [], [], []
-    for i, f in zip(good, self.features([waves[i] for i in good])):
+  def _segments(self, waves: Sequence[np.ndarray], norm: str
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All waves' normalised segments (N, T, M, C), masks (N, T) and owners (N,) (wave index)."""
+    seg_list, mask_list, owner = [], [], []
+    for j, f in enumerate(self.features(list(waves))):
       segs, mask = frontend.segment(f, self.segment_frames, self.min_segment_frames)
       seg_list.append(frontend.normalize_utterance(segs, mask, norm, self.stats))
       mask_list.append(mask)
-      seg_file.append(np.full(segs.shape[0], i))
+      owner.append(np.full(segs.shape[0], j))
+    return np.concatenate(seg_list), np.concatenate(mask_list), np.concatenate(owner)
+
+  def _predict(self, results: list[dict[str, Any]], waves: Mapping[int, np.ndarray], norm: str,
+               pooling: str, enroll_context: np.ndarray | None = None) -> None:
+    """Fills `results[i]` for each wave i (at fe.sample_rate): all files' segments go through
+    `posteriors` together, then each file's are pooled."""
+    if enroll_context is not None:
+      enroll.check_enrollable(self.metadata.get("model", {}))
+    good = list(waves)
+    if not good:
+      return
+    segs, mask, owner = self._segments([waves[i] for i in good], norm)
+    seg_file = np.asarray(good)[owner]
+    for i in good:
       results[i]["duration_s"] = float(waves[i].shape[0]) / self.fe.sample_rate
-    segs, mask = np.concatenate(seg_list), np.concatenate(mask_list)
-    seg_file = np.concatenate(seg_file)
-    probs = np.asarray(self.posteriors(segs, mask), np.float64)
+    probs = np.asarray(self.posteriors(segs, mask, *_given(enroll_context)), np.float64)
     frame_s = self.fe.hop_length / self.fe.sample_rate
     for i in good:
       rows = seg_file == i
@@ -213,24 +269,49 @@ def prediction_dict(key: str, name: str, probs: np.ndarray, mask: np.ndarray, du
           "duration_s": duration_s, "segments": segments}
 
 
+def _given(enroll_context: np.ndarray | None) -> tuple[np.ndarray, ...]:
+  """The optional enrollment argument of `posteriors` / `outputs_fn`: () or (enroll_context,)."""
+  return () if enroll_context is None else (enroll_context,)
+
+
 # --------------------------------------------------------------------------- the exported file
 
 
-def _exported_outputs(call: Callable, batch_size: int, frames: int, mels: int
-                      ) -> Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]:
-  """(segments (N, T, M, C), mask (N, T)) -> {key: (N, ...)}: `call` over fixed-size batches of
-  `input_pipeline.batch_rows` rows (the last one padded with the first segment), as
-  `inference.segment_posteriors` batches for a run folder."""
+def _enroll_inputs(enroll_context: np.ndarray | None, enroll_dim: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """The exported function's (context (J, d), valid (J,)) of an enrollment model: the given
+  states, all valid; None: one invalid zero entry (the model without enrollment)."""
+  if enroll_context is None:
+    return np.zeros((1, enroll_dim), np.float32), np.zeros(1, bool)
+  context = np.asarray(enroll_context, np.float32)
+  if context.ndim != 2 or context.shape[0] == 0 or context.shape[1] != enroll_dim:
+    raise ValueError(f"enroll_context must be (J, {enroll_dim}) with J >= 1, got "
+                     f"{context.shape}")
+  return context, np.ones(context.shape[0], bool)
 
-  def outputs(segments: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+
+def _exported_outputs(call: Callable, batch_size: int, frames: int, mels: int,
+                      enroll_dim: int = 0) -> Callable[..., dict[str, np.ndarray]]:
+  """(segments (N, T, M, C), mask (N, T)[, enroll_context (J, d)]) -> {key: (N, ...)}: `call`
+  over fixed-size batches of `input_pipeline.batch_rows` rows (the last one padded with the
+  first segment), as `inference.segment_posteriors` batches for a run folder; with
+  `enroll_dim` > 0 every call also gets `_enroll_inputs`."""
+
+  def outputs(segments: np.ndarray, mask: np.ndarray,
+              enroll_context: np.ndarray | None = None) -> dict[str, np.ndarray]:
     segments, mask = np.asarray(segments, np.float32), np.asarray(mask, bool)
     if segments.ndim != 4 or segments.shape[1:3] != (frames, mels) or mask.shape != segments.shape[:2]:
       raise ValueError(f"segments must be (N, {frames}, {mels}, C) with mask (N, {frames}), got "
                        f"{segments.shape} and {mask.shape}")
     if segments.shape[0] == 0:
       raise ValueError("no segments to run the model on")
+    extra = ()
+    if enroll_dim:
+      extra = _enroll_inputs(enroll_context, enroll_dim)
+    elif enroll_context is not None:
+      raise ValueError("this model was exported without enrollment inputs")
     rows = input_pipeline.batch_rows(segments.shape[0], batch_size)
-    parts = [(call(b["x"], b["mask"]), real) for b, real in
+    parts = [(call(b["x"], b["mask"], *extra), real) for b, real in
              input_pipeline.eval_batches({"x": segments, "mask": mask}, rows)]
     return {k: np.concatenate([np.asarray(o[k])[:real] for o, real in parts]) for k in parts[0][0]}
 
@@ -284,15 +365,16 @@ def load(path: str | os.PathLike, batch_size: int | None = None) -> Model:
   stats_arrays = {k[len(STATS_PREFIX):]: v for k, v in arrays.items() if k.startswith(STATS_PREFIX)}
   stats = frontend.SpeakerStats.from_arrays(stats_arrays) if stats_arrays else None
   batch_size = int(meta["eval_batch_size"]) if batch_size is None else int(batch_size)
+  enroll_dim = int(meta.get("enroll_dim", 0))
   outputs = _exported_outputs(jax.jit(exported.call), batch_size, int(fcfg["segment_frames"]),
-                              fe.n_mels)
+                              fe.n_mels, enroll_dim)
   return Model(fe=fe, segment_frames=int(fcfg["segment_frames"]),
                min_segment_frames=int(fcfg["min_segment_frames"]),
                classes=tuple(meta["classes"]),
                features=lambda waves: frontend.extract(waves, fe, window, mel_fb),
-               posteriors=lambda segs, mask: outputs(segs, mask)["probs"],
+               posteriors=lambda segs, mask, *ctx: outputs(segs, mask, *ctx)["probs"],
                stats=stats, pooling=str(meta["pooling"]), norm=str(meta["norm"]),
-               outputs_fn=outputs, metadata=meta)
+               outputs_fn=outputs, metadata=meta, enroll_dim=enroll_dim)
 
 
 # --------------------------------------------------------------------------- files and text
@@ -335,9 +417,11 @@ def _one_line(message: object) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """`python -m ssa_jax.serving MODEL AUDIO... [--json] [--norm] [--pooling]` (module docstring):
-  prints as `python -m bin.predict` does; a bad file is one line on stderr and exit code 1 (the
-  others are still predicted); a bad model file or argument is one line and exit code 1."""
+  """`python -m ssa_jax.serving MODEL AUDIO... [--json] [--norm] [--pooling] [--enroll ...]`
+  (module docstring): prints as `python -m bin.predict` does; a bad file is one line on stderr
+  and exit code 1 (the others are still predicted); a bad model file or argument, an unusable
+  enrollment file or --enroll with a model trained without enrollment is one line and exit code
+  1 (nothing predicted)."""
   parser = argparse.ArgumentParser(prog="python -m ssa_jax.serving",
                                    description="Predict emotions with an exported model.")
   parser.add_argument("model", help="a file written by python -m bin.export")
@@ -347,16 +431,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="speaker normalisation (default: the run's)")
   parser.add_argument("--pooling", choices=metrics.POOLING, default=None,
                       help="segment posteriors -> utterance (default: the run's)")
+  parser.add_argument("--enroll", action="append", default=[], metavar="FILE_OR_FOLDER",
+                      help="enrollment audio of the same speaker (repeatable; folders searched "
+                      "recursively), for a model trained with model.enroll_k > 0")
   args = parser.parse_args(argv)
   try:
-    missing = [p for p in [args.model, *args.audio] if not os.path.exists(p)]
+    missing = [p for p in [args.model, *args.audio, *args.enroll] if not os.path.exists(p)]
     if missing:
       raise ValueError(f"no such file or folder: {', '.join(missing)}")
     files = find_audio_files(args.audio)
     if not files:
       raise ValueError(f"no audio file found in {', '.join(args.audio)}")
+    enroll_files = find_audio_files(args.enroll)
+    if args.enroll and not enroll_files:
+      raise ValueError(f"no audio file found in --enroll {', '.join(args.enroll)}")
     model = load(args.model)
-    results = model.predict_files(files, norm=args.norm, pooling=args.pooling)
+    context = None
+    if enroll_files:
+      context = model.enrollment_context(enroll_files, norm=args.norm)
+    elif model.enroll_dim:
+      print(enroll.missing_warning(model.metadata["model"]), file=sys.stderr)
+    results = model.predict_files(files, norm=args.norm, pooling=args.pooling,
+                                  enroll_context=context)
   except ValueError as e:
     print(f"error: {_one_line(e)}", file=sys.stderr)
     return 1
@@ -366,7 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.json:
     print(json.dumps({"model": args.model, "step": model.metadata.get("step"),
                       "classes": list(model.classes), "norm": args.norm or model.norm,
-                      "pooling": args.pooling or model.pooling, "files": results,
+                      "pooling": args.pooling or model.pooling,
+                      **({"enroll": enroll_files} if enroll_files else {}), "files": results,
                       "failed": len(failed)}, indent=2))
   else:
     for r in results:

@@ -151,6 +151,49 @@ def test_parity_real_features_paper_size_acrnn(speech):
   assert max(errors.values()) <= TOL, errors
 
 
+@pytest.mark.parametrize("mode", ["full", "self_only"])
+def test_parity_with_enrollment(mode):
+  """A model trained with enrollment (model.enroll_k > 0): the enrollment inputs against
+  `model.apply(..., enroll={"context", "valid"})` (all valid, and a mix), speaker_state against
+  `models.speaker_states`, and one invalid entry against the model without enrollment."""
+  from ssa_jax import models  # pylint: disable=g-import-not-at-top
+  frames, d = 16, 8  # d = 2 x lstm_units
+  cfg = tiny_config("ssa_crnn", overrides={
+      "features.segment_frames": frames, "model.num_speakers": 3, "model.enroll_k": 2,
+      "model.ssa": mode, "model.conv_features": (3, 4)})  # two conv layers: less to compile
+  model, variables = _model(cfg, frames, seed=4)
+  x, mask = _inputs(frames, 4, [16, 11, 3, 1], pad_value=0.7)
+  ctx = np.random.default_rng(5).normal(size=(3, d)).astype(np.float32)
+  sess = onnx_export.session(onnx_export.build_onnx_model(variables, cfg.model))
+  assert [i.name for i in sess.get_inputs()] == ["x", "mask", "enroll_context", "enroll_valid"]
+  apply = jax.jit(lambda v, x, m, c, ok: model.apply(v, x, m, train=False,
+                                                     enroll={"context": c, "valid": ok}))
+  state = np.asarray(jax.jit(lambda v, x, m: models.speaker_states(model, v, x, m))(
+      variables, x, mask))
+
+  def reference(valid):
+    logits, aux = apply(variables, x, mask, np.broadcast_to(ctx, (4, 3, d)),
+                        np.broadcast_to(valid, (4, 3)))
+    return {"emotion_logits": np.asarray(logits), "z_em": np.asarray(aux["z_em"]),
+            "probabilities": np.asarray(jax.nn.softmax(logits)),
+            "speaker_logits": np.asarray(aux["speaker_logits"]), "z_sp": np.asarray(aux["z_sp"]),
+            "speaker_state": state}
+  out = onnx_export.run_session(sess, x, mask, ctx)  # all valid
+  errors = _errors(out, reference(np.ones(3, bool)))
+  assert max(errors.values()) <= TOL, errors
+  valid = np.array([True, False, True])
+  names = [o.name for o in sess.get_outputs()]
+  mixed = dict(zip(names, sess.run(names, {"x": x, "mask": mask, "enroll_context": ctx,
+                                           "enroll_valid": valid})))
+  errors = _errors(mixed, reference(valid))
+  assert max(errors.values()) <= TOL, errors
+  plain = onnx_export.run_session(sess, x, mask)  # one invalid entry
+  errors = _errors(plain, {**_jax_outputs(model, variables, x, mask), "speaker_state": state})
+  assert max(errors.values()) <= TOL, errors
+  moved = np.abs(out["emotion_logits"] - plain["emotion_logits"]).max()
+  assert moved > 100 * TOL if mode == "full" else moved <= TOL  # self_only ignores the entries
+
+
 def test_unknown_parameters_and_wrong_frames_are_errors():
   cfg = tiny_config("ssa_crnn", overrides={"model.num_speakers": 2})
   _, variables = _model(cfg, 8)

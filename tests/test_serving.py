@@ -36,10 +36,11 @@ HEAVY = ("flax", "optax", "orbax", "ml_collections", "librosa", "chex", "absl", 
 MAX_DIFF = {}  # filled by the parity tests, printed by the last one (the report's figures)
 
 
-def _write_fold(workdir, name):
+def _write_fold(workdir, name, overrides=None):
   """A run folder <workdir>/fold0 of a tiny `name` model (module docstring)."""
   # No Eq. 8 temperature (K x E = 32 would saturate the softmax of random weights).
-  cfg = tiny_config(name, "none", {"features.min_segment_frames": 4, "train.eval_batch_size": 4})
+  cfg = tiny_config(name, "none", {"features.min_segment_frames": 4, "train.eval_batch_size": 4,
+                                   **(overrides or {})})
   if name == "ssa_crnn":
     cfg.model.num_speakers = 3
   frames, mels = int(cfg.features.segment_frames), int(cfg.features.n_mels)
@@ -314,12 +315,17 @@ def clean_venv(tmp_path_factory):
 _VENV_SCRIPT = """
 import json, sys
 from ssa_jax import serving
-print(json.dumps([serving.load(m).predict_files(sys.argv[3:], norm="train", pooling="mean")
-                  for m in sys.argv[1:3]]))
+models, enroll_files, files = sys.argv[1:4], sys.argv[4:6], sys.argv[6:]
+out = [serving.load(m).predict_files(files, norm="train", pooling="mean") for m in models[:2]]
+m = serving.load(models[2])  # trained with enrollment
+out.append(m.predict_files(files, norm="train", pooling="mean",
+                           enroll_context=m.enrollment_context(enroll_files, norm="train")))
+print(json.dumps(out))
 """
 
 
-def test_predicts_in_a_clean_virtual_environment(clean_venv, runs, audio_files, tmp_path):
+def test_predicts_in_a_clean_virtual_environment(clean_venv, runs, enroll_run, audio_files,
+                                                 enroll_files, tmp_path):
   python, setup_s = clean_venv
   pkg = tmp_path / "runtime" / "ssa_jax"
   pkg.mkdir(parents=True)
@@ -329,14 +335,150 @@ def test_predicts_in_a_clean_virtual_environment(clean_venv, runs, audio_files, 
   probe = subprocess.run([python, "-c", "import flax"], env=env, cwd=pkg.parent,
                          capture_output=True, text=True)
   assert probe.returncode != 0 and "No module named 'flax'" in probe.stderr  # really clean
-  names = ("acrnn", "ssa_crnn")
-  p = subprocess.run([python, "-c", _VENV_SCRIPT, *(runs[n].path for n in names),
-                      *audio_files], env=env, cwd=pkg.parent, capture_output=True, text=True,
-                     timeout=300)
+  names = ("acrnn", "ssa_crnn", "ssa_crnn enroll")
+  predictors = [runs["acrnn"].predictor, runs["ssa_crnn"].predictor, enroll_run.predictor]
+  p = subprocess.run([python, "-c", _VENV_SCRIPT, runs["acrnn"].path, runs["ssa_crnn"].path,
+                      enroll_run.path, *enroll_files[:2], *audio_files], env=env,
+                     cwd=pkg.parent, capture_output=True, text=True, timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]
-  for name, got in zip(names, json.loads(p.stdout)):
-    want = predict.predict_files(runs[name].predictor, audio_files, norm="train", pooling="mean")
+  for name, predictor, got in zip(names, predictors, json.loads(p.stdout)):
+    ctx = None
+    if name.endswith("enroll"):  # as bin.predict --enroll
+      ctx = predict.enrollment_context(predictor, enroll_files[:2], "train")
+    want = predict.predict_files(predictor, audio_files, norm="train", pooling="mean",
+                                 enroll_context=ctx)
     diff = _max_diff(got, want)
     MAX_DIFF[(name, "clean venv: train", "mean")] = diff
     assert diff <= TOL, diff
   print(f"\nclean venv set up in {setup_s:.1f} s; max abs differences {MAX_DIFF}")
+
+
+# --------------------------------------------------------------------------- enrollment
+
+
+@pytest.fixture(scope="module")
+def enroll_run(tmp_path_factory):
+  """A Run of a tiny SSA-CRNN trained with enrollment (model.enroll_k=2; random weights as the
+  others: enrollment adds no parameter), with two conv layers (fewer to compile)."""
+  work = tmp_path_factory.mktemp("serving_enroll")
+  fold = _write_fold(work, "ssa_crnn", {"model.enroll_k": 2, "model.conv_features": (3, 4)})
+  path = str(work / "model.npz")
+  meta = export.export_fold(fold, path)
+  assert meta["format_version"] == 2 and meta["enroll_dim"] == 8  # 2 x lstm_units 4
+  return Run(fold, path, predict.load_predictor(fold), serving.load(path))
+
+
+@pytest.fixture(scope="module")
+def enroll_files(tmp_path_factory):
+  """Three enrollment files of one 'speaker' (rates and lengths differ) and a broken one."""
+  d = tmp_path_factory.mktemp("serving_enroll_audio")
+  sf.write(d / "e0.wav", _tone(0.6, 16000, 7), 16000)            # 5 segments
+  sf.write(d / "e1.flac", _tone(0.4, 22050, 8, 2), 22050)        # stereo
+  sf.write(d / "e2.wav", _tone(0.12, 16000, 9), 16000)           # one short segment
+  (d / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage")
+  return [str(d / f) for f in ("e0.wav", "e1.flac", "e2.wav", "broken.wav")]
+
+
+@pytest.mark.parametrize("norm", ["self", "train"])
+def test_enrollment_equals_predictor(enroll_run, audio_files, enroll_files, norm):
+  """The runtime's enrollment states and predictions with them equal `bin.predict --enroll`'s
+  (`predict.enrollment_context` + `predict_files(enroll_context=)`), and enrollment changes the
+  predictions; without enrollment the model equals the Predictor without it."""
+  m, p = enroll_run.model, enroll_run.predictor
+  want_ctx = predict.enrollment_context(p, enroll_files[:3], norm)
+  got_ctx = m.enrollment_context(enroll_files[:3], norm=norm)
+  assert got_ctx.shape == want_ctx.shape == (3, 8)
+  np.testing.assert_allclose(got_ctx, want_ctx, rtol=0, atol=TOL)
+  want = predict.predict_files(p, audio_files, norm=norm, pooling="mean", enroll_context=want_ctx)
+  got = m.predict_files(audio_files, norm=norm, pooling="mean", enroll_context=got_ctx)
+  diff = _max_diff(got, want)
+  MAX_DIFF[("ssa_crnn enroll", norm, "mean")] = diff
+  assert diff <= TOL, diff
+  plain_want = predict.predict_files(p, audio_files, norm=norm, pooling="mean")
+  plain = m.predict_files(audio_files, norm=norm, pooling="mean")
+  diff = _max_diff(plain, plain_want)
+  MAX_DIFF[("ssa_crnn enroll, none given", norm, "mean")] = diff
+  assert diff <= TOL, diff
+  assert _max_diff(got, plain) > 1e-3  # the enrollment states matter
+  # One file's state does not depend on the other files.
+  np.testing.assert_allclose(m.enrollment_context(enroll_files[1:2], norm=norm)[0], got_ctx[1],
+                             rtol=0, atol=1e-6)
+
+
+def test_enrollment_outputs_against_the_model(enroll_run):
+  """The exported function against `model.apply` itself: speaker_state is the speaker branch's
+  pooled state (`models.speaker_states`), and J states enter as `inference.segment_outputs`
+  gives them (valid, broadcast over the batch)."""
+  from ssa_jax import models  # pylint: disable=g-import-not-at-top
+  m, p = enroll_run.model, enroll_run.predictor
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(4, 8, 4, 3)).astype(np.float32)
+  mask = np.arange(8)[None, :] < np.array([8, 5, 1, 6])[:, None]
+  x[~mask] = 0.0
+  states = np.asarray(models.speaker_states(p.model, p.variables, x, mask))
+  apply = jax.jit(lambda v, x, k, e: p.model.apply(v, x, k, train=False, enroll=e))
+  ctx = rng.normal(size=(3, 8)).astype(np.float32)
+  got = m.outputs(x, mask, enroll_context=ctx)
+  np.testing.assert_allclose(got["speaker_state"], states, atol=1e-5)
+  logits, _ = apply(p.variables, x, mask, {"context": np.broadcast_to(ctx, (4, 3, 8)),
+                                           "valid": np.ones((4, 3), bool)})
+  np.testing.assert_allclose(got["probs"], jax.nn.softmax(logits), atol=1e-6)
+  with pytest.raises(ValueError, match=r"enroll_context must be \(J, 8\)"):
+    m.outputs(x, mask, enroll_context=np.zeros((2, 5), np.float32))
+
+
+def test_k0_export_unchanged(runs):
+  """A model without enrollment is written as before: format version 1, no enroll_dim, the
+  exported function of (x, mask) only."""
+  for r in runs.values():
+    assert r.model.metadata["format_version"] == serving.PLAIN_FORMAT_VERSION == 1
+    assert "enroll_dim" not in r.model.metadata and r.model.enroll_dim == 0
+    with np.load(r.path) as z:
+      exported = jax.export.deserialize(bytearray(z["function"].tobytes()))
+    assert [a.shape[1:] for a in exported.in_avals] == [(8, 4, 3), (8,)]
+    assert ENROLL_KEY not in r.model.metadata["outputs"]
+
+
+ENROLL_KEY = serving.ENROLL_OUTPUT
+
+
+def test_enrollment_errors(runs, enroll_run, audio_files, enroll_files, tmp_path, capsys,
+                           monkeypatch):
+  """One-line errors as bin.predict's: a bad enrollment file (nothing predicted), --enroll with a
+  model trained without enrollment; no --enroll with an enrollment model: a warning."""
+  m = enroll_run.model
+  loaded = {r.path: r.model for r in (enroll_run, *runs.values())}
+  monkeypatch.setattr(serving, "load", loaded.__getitem__)  # compiled once (loading: above)
+  with pytest.raises(ValueError, match="^enrollment file\\(s\\) unusable: .*broken.wav"):
+    m.enrollment_context(enroll_files)
+  with pytest.raises(ValueError, match="model.enroll_k > 0\\); this one has model.name='acrnn'"):
+    runs["acrnn"].model.enrollment_context(enroll_files[:1])
+  with pytest.raises(ValueError, match="model.enroll_k=0"):
+    runs["ssa_crnn"].model.predict_files(audio_files[:1], enroll_context=np.zeros((1, 8)))
+  # The CLI, in process.
+  target = audio_files[3]
+  assert serving.main([enroll_run.path, target, "--enroll", enroll_files[0],
+                       "--enroll", enroll_files[3]]) == 1
+  out = capsys.readouterr()
+  assert out.out == "" and out.err.count("\n") == 1
+  assert out.err.startswith("error: enrollment file(s) unusable: ") and "broken.wav" in out.err
+  assert serving.main([runs["ssa_crnn"].path, target, "--enroll", enroll_files[0]]) == 1
+  out = capsys.readouterr()
+  assert out.out == "" and out.err.count("\n") == 1 and "model.enroll_k=0" in out.err
+  assert serving.main([enroll_run.path, target, "--enroll", str(tmp_path / "nope")]) == 1
+  assert capsys.readouterr().err == f"error: no such file or folder: {tmp_path / 'nope'}\n"
+  assert serving.main([enroll_run.path, target, "--enroll", str(tmp_path)]) == 1
+  assert capsys.readouterr().err == f"error: no audio file found in --enroll {tmp_path}\n"
+  # Good enrollment: bin.predict's text with it; none: a warning, then the plain prediction.
+  assert serving.main([enroll_run.path, target, "--json", "--enroll", enroll_files[0],
+                       "--enroll", enroll_files[1]]) == 0
+  doc = json.loads(capsys.readouterr().out)
+  assert doc["enroll"] == enroll_files[:2]
+  ctx = m.enrollment_context(enroll_files[:2])
+  assert doc["files"] == json.loads(json.dumps(m.predict_files([target], enroll_context=ctx)))
+  assert serving.main([enroll_run.path, target]) == 0
+  out = capsys.readouterr()
+  assert out.err.splitlines()[0] == ("warning: this model was trained with enrollment "
+                                     "(model.enroll_k=2); without --enroll the speaker half of "
+                                     "its attention sees only each file itself")
+  assert out.out == serving.format_result(m.predict_file(target)) + "\n"

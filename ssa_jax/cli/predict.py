@@ -156,9 +156,7 @@ def _enrollment(predictor, norm: str):
   from ssa_jax import enroll, predict  # pylint: disable=g-import-not-at-top  (after the JAX setup)
   if not FLAGS.enroll:
     if enroll.enroll_k(predictor.config.model) > 0:
-      print(f"warning: this model was trained with enrollment (model.enroll_k="
-            f"{predictor.config.model.enroll_k}); without --enroll the speaker half of its "
-            f"attention sees only each file itself", file=sys.stderr)
+      print(enroll.missing_warning(predictor.config.model), file=sys.stderr)
     return None, []
   files = predict.find_audio_files(FLAGS.enroll)
   if not files:
