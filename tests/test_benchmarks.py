@@ -235,7 +235,7 @@ def test_loadcheck_cli_sample(tmp_path, monkeypatch, capsys):
   stats = iter([(500, 1000), (530 + 5, 1100)])
   own = iter([40, 45])
   monkeypatch.setattr(loadcheck, "_loadavg", lambda: 0.2)
-  monkeypatch.setattr(loadcheck, "_snapshot", lambda: (next(stats), next(own)))
+  monkeypatch.setattr(loadcheck, "_snapshot", lambda children=False: (next(stats), next(own)))
   monkeypatch.setattr(loadcheck.time, "sleep", lambda s: None)
   out_json = tmp_path / "idle.json"
   readings = loadcheck.main(["--sample", "3", "--json", str(out_json)])
