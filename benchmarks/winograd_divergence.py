@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 
 import jax
+from jax.flatten_util import ravel_pytree
 import numpy as np
 
 from ssa_jax import input_pipeline, parallel, train
@@ -29,21 +30,21 @@ CHECK_STEPS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
 def flat(tree) -> np.ndarray:
-  return np.concatenate([np.asarray(a, np.float64).ravel() for a in jax.tree.leaves(tree)])
+  """All leaves in one float64 vector (norms of parameter differences)."""
+  return np.asarray(ravel_pytree(tree)[0], np.float64)
 
 
 def perturb(params, eps: float, seed: int = 0):
-  """Each entry times 1 + eps * N(0, 1), float32."""
-  leaves, treedef = jax.tree.flatten(params)
+  """Each entry times 1 + eps * N(0, 1), in its own dtype (leaves drawn in tree order)."""
   rng = np.random.default_rng(seed)
-  return jax.tree.unflatten(treedef, [
-      (np.asarray(a) * (1.0 + eps * rng.standard_normal(np.shape(a)))).astype(np.asarray(a).dtype)
-      for a in leaves])
+  return jax.tree.map(
+      lambda a: (np.asarray(a) * (1.0 + eps * rng.standard_normal(np.shape(a))))
+      .astype(np.asarray(a).dtype), params)
 
 
 def run_arm(config, fd, fold: int, epochs: int, eps: float) -> dict[int, tuple[np.ndarray, float]]:
   """{step: (flattened params after it, its training loss)} at CHECK_STEPS."""
-  mesh = train._make_mesh(config.train)  # pylint: disable=protected-access
+  mesh = parallel.make_mesh()
   program = train.build_program(config, fd, fold, mesh)
   state = program.init_fn(program.rng, program.example["x"], program.example["mask"])
   if eps > 0:
@@ -53,7 +54,7 @@ def run_arm(config, fd, fold: int, epochs: int, eps: float) -> dict[int, tuple[n
   for epoch in range(epochs):
     for local in input_pipeline.train_batches(
         fd.train, fd.num_classes, int(config.train.batch_size), seed=int(config.seed), fold=fold,
-        epoch=epoch, class_names=fd.classes):
+        epoch=epoch, class_names=fd.classes, sampling=str(config.train.batch_sampling)):
       state, metrics = program.train_fn(state, parallel.global_batch(local, mesh))
       step += 1
       if step in CHECK_STEPS:

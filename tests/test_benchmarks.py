@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import loadcheck, step
+from benchmarks import loadcheck, step, winograd_divergence
 
 # The shared tiny config (tests/tiny_config.py) with two conv layers (a faster compile); the
 # benchmark loads the file by path, the repository root is on sys.path under pytest.
@@ -376,3 +376,22 @@ def test_study_throughput_specs_uar_and_table():
   rows = [{"label": "after", "rev": "HEAD", "system": "acrnn", "wall_s": 61.04, "cpu_s": 100.0,
            "uar": None, "quiet": False}]
   assert st.table(rows).splitlines()[-1] == "| after | HEAD | acrnn | 61.0 | 100.0 | ? | LOADED |"
+
+
+def test_winograd_divergence_perturb_and_flat():
+  """The perturbed arm's parameters: same tree and dtypes, entries x (1 + eps N(0, 1)); `flat`
+  is every leaf in tree order, float64 (checked against numpy's own concatenation)."""
+  rng = np.random.default_rng(0)
+  tree = {"a": rng.standard_normal((200, 50)).astype(np.float32),
+          "b": {"kernel": rng.standard_normal(1000).astype(np.float32)}}
+  eps = 1e-3
+  out = winograd_divergence.perturb(tree, eps, seed=3)
+  assert jax.tree.structure(out) == jax.tree.structure(tree)
+  assert all(o.dtype == np.float32 for o in jax.tree.leaves(out))
+  rel = np.concatenate([(o / t - 1).ravel() for o, t in zip(jax.tree.leaves(out),
+                                                            jax.tree.leaves(tree))])
+  assert abs(rel.std() / eps - 1) < 0.05 and abs(rel.mean()) < 1e-4
+  np.testing.assert_array_equal(winograd_divergence.perturb(tree, eps, seed=3)["a"], out["a"])
+  flat = winograd_divergence.flat(out)
+  assert flat.dtype == np.float64
+  np.testing.assert_array_equal(flat, np.concatenate([out["a"].ravel(), out["b"]["kernel"]]))
