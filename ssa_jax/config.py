@@ -124,6 +124,11 @@ def base_config() -> ml_collections.ConfigDict:
   # example of the batch (a segment; alpha_sp = 0 and the speaker half of the context is 0, as
   # model.ssa="self_only"), so a speaker-free path always exists. Never in evaluation. 0: off.
   c.model.speaker_dropout = 0.0
+  # How the SSA's weights are normalised: joint (the paper's Eq. 6: one softmax over both halves,
+  # which compete for the mass; S4's pilot saw the speaker half's mass go from 0.006 to 0.97 with
+  # the seed) | per_half (a softmax within each half, each half weighted 1/2: neither half can
+  # starve the other; models/attention.ssa_weights).
+  c.model.ssa_softmax = "joint"
   # Enrollment: k > 0 gives the speaker half of the SSA, besides the utterance's own speaker
   # frames, k more keys/values: the pooled speaker-branch states (C_sp's BLSTM states pooled by
   # its own self attention, Eq. 1-2: c_sp in R^d) of k OTHER utterances of the same speaker.

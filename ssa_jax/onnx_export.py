@@ -275,11 +275,27 @@ def _self_attention(g: _Graph, p: _Params, name: str, h: str, mask_b: str) -> st
   return g.squeeze(g.op("MatMul", g.unsqueeze(alpha, [1]), h), 1)
 
 
+def _ssa_weights(g: _Graph, scores: list[str], allowed: list[str], softmax: str) -> str:
+  """`attention.ssa_weights`: the scores and float masks of the self half (the first) and the
+  speaker half (the rest, (B, T') or (B, J) each) -> alpha (B, N) over their concatenation."""
+  def softmax_of(parts_s, parts_m):
+    mask = g.op("Cast", g.op("Concat", *parts_m, axis=1), to=_onnx().TensorProto.BOOL)
+    return g.masked_softmax(g.op("Concat", *parts_s, axis=1), mask)
+  if softmax == "joint":
+    return softmax_of(scores, allowed)
+  halves = [(scores[:1], allowed[:1]), (scores[1:], allowed[1:])]
+  present = [g.op("ReduceMax", g.op("Concat", *m, axis=1), axes=[1], keepdims=1)
+             for _, m in halves]  # (B, 1): 1 if the half has an allowed entry (opset 17: axes)
+  n = g.op("Max", g.op("Add", *present), g.const(1.0, "one"))
+  return g.op("Div", g.op("Concat", *[softmax_of(s, m) for s, m in halves], axis=1), n)
+
+
 def _ssa(g: _Graph, p: _Params, h_em: str, h_sp: str, mask_f: str, mode: str,
-         enroll: tuple[str, str] | None = None) -> str:
+         enroll: tuple[str, str] | None = None, softmax: str = "joint") -> str:
   """Eq. 3-7 (attention.SelfSpeakerAttention): -> context (B, 2d). `enroll`: the names of the
   enrollment inputs (context (J, d), valid (J,) bool): J more keys and values of the speaker half
-  (`SelfSpeakerAttention._with_enrollment`), shared by every example."""
+  (`SelfSpeakerAttention._with_enrollment`), shared by every example. `softmax`: the weights'
+  normalisation (`attention.ssa_weights`: joint, or per_half)."""
   w_q = p("params", "ssa", "w_q")  # (T',)
   t = w_q.shape[0]
   # q = sum_t W^q_t mask_t h_em,t: (B, d, T') @ (T', 1) -> (B, d)
@@ -304,8 +320,7 @@ def _ssa(g: _Graph, p: _Params, h_em: str, h_sp: str, mask_f: str, mode: str,
                    g.op("Shape", scores[-1]))  # (B, J)
     allowed.append(g.op("Mul", valid_f, g.const(0.0, "zero")) if mode == "self_only"
                    else valid_f)
-  mask_cat = g.op("Cast", g.op("Concat", *allowed, axis=1), to=_onnx().TensorProto.BOOL)
-  alpha = g.masked_softmax(g.op("Concat", *scores, axis=1), mask_cat)
+  alpha = _ssa_weights(g, scores, allowed, softmax)
 
   def columns(start, stop):  # alpha[:, start:stop] (stop None: to the end)
     return g.op("Slice", alpha, g.const([start], "starts", np.int64),
@@ -359,7 +374,7 @@ def architecture(model_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
   cfg = {"name": name, "pool_size": tuple(int(v) for v in m.pool_size),
          "leaky_slope": float(m.leaky_slope), "mask_padding": bool(m.mask_padding),
          "classifier_bias": m.classifier_bias, "logit_scale": m.scale[0],
-         "ssa": getattr(m, "ssa", None)}
+         "ssa": getattr(m, "ssa", None), "ssa_softmax": getattr(m, "ssa_softmax", "joint")}
   if getattr(m, "speaker_loss", "softmax") != "softmax":  # unseen speakers: no bias, a cosine
     raise ValueError(f"ONNX export follows the dense speaker classifier (model.speaker_loss="
                      f"'softmax') only, got {m.speaker_loss!r}")
@@ -432,7 +447,7 @@ def build_onnx_model(variables: Mapping[str, Any], model_cfg: ml_collections.Con
             p("params", "speaker_classifier", "bias"), "speaker", out_name="speaker_logits")
     h_em, _, _ = _crnn(g, p, "crnn_em", x_nchw, mask_f, cfg)
     c = _ssa(g, p, h_em, h_sp, pmask_f, cfg["ssa"],
-             ("enroll_context", "enroll_valid") if cfg["enroll"] else None)
+             ("enroll_context", "enroll_valid") if cfg["enroll"] else None, cfg["ssa_softmax"])
   else:
     h, _, pmask_b = _crnn(g, p, "crnn", x_nchw, mask_f, cfg)
     c = _self_attention(g, p, "attention", h, pmask_b)

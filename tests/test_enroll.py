@@ -42,11 +42,19 @@ def _segments(rng, *lead):
 # ------------------------------------------------------------------------- the attention
 
 
-def _numpy_ssa(h_em, h_sp, mask, enroll_states, valid, p, mode, keep):
+def _numpy_softmax(scores, allowed):
+  """Softmax over the allowed entries of each row, the others 0 (a row with none: all 0)."""
+  top = np.where(allowed, scores, -np.inf).max(1, keepdims=True)
+  w = np.where(allowed, np.exp(scores - np.where(np.isfinite(top), top, 0.0)), 0.0)
+  return w / np.maximum(w.sum(1, keepdims=True), 1e-300)
+
+
+def _numpy_ssa(h_em, h_sp, mask, enroll_states, valid, p, mode, keep, softmax="joint"):
   """The speaker half with enrollment entries, read from the equations (float64): scores
   a_em = h_em W^k_em, a_sp = (h_sp W^k_sp) q / sqrt(T'), a_en = (e W^k_sp) q / sqrt(T'), one
-  softmax over the allowed entries, c = [sum alpha_em h_em W^v_em ; sum alpha_sp h_sp W^v_sp +
-  sum alpha_en e W^v_sp]."""
+  softmax over the allowed entries ("per_half": one over the self half's, one over the speaker
+  half's [a_sp, a_en], each halved when both halves have an allowed entry), c = [sum alpha_em
+  h_em W^v_em ; sum alpha_sp h_sp W^v_sp + sum alpha_en e W^v_sp]."""
   h_em, h_sp, e = (np.asarray(a, np.float64) for a in (h_em, h_sp, enroll_states))
   p = {k: np.asarray(v, np.float64) for k, v in p.items()}
   t = h_em.shape[1]
@@ -57,9 +65,12 @@ def _numpy_ssa(h_em, h_sp, mask, enroll_states, valid, p, mode, keep):
   speaker_on = (mode != "self_only") & keep[:, None]
   allowed = np.concatenate([mask & (mode != "speaker_only"), mask & speaker_on,
                             valid & speaker_on], axis=1)
-  top = np.where(allowed, scores, -np.inf).max(1, keepdims=True)
-  w = np.where(allowed, np.exp(scores - np.where(np.isfinite(top), top, 0.0)), 0.0)
-  alpha = w / np.maximum(w.sum(1, keepdims=True), 1e-300)  # nothing allowed: all 0
+  if softmax == "joint":
+    alpha = _numpy_softmax(scores, allowed)
+  else:
+    halves = [np.s_[:, :t], np.s_[:, t:]]
+    alpha = np.concatenate([_numpy_softmax(scores[h], allowed[h]) for h in halves], 1)
+    alpha /= np.maximum(sum(allowed[h].any(1) for h in halves), 1)[:, None]
   a_em, a_sp, a_en = alpha[:, :t], alpha[:, t:2 * t], alpha[:, 2 * t:]
   c_em = np.einsum("bt,btd->bd", a_em, h_em @ p["w_v_em"])
   c_sp = (np.einsum("bt,btd->bd", a_sp, h_sp @ p["w_v_sp"])
@@ -67,8 +78,9 @@ def _numpy_ssa(h_em, h_sp, mask, enroll_states, valid, p, mode, keep):
   return np.concatenate([c_em, c_sp], 1), a_em, np.concatenate([a_sp, a_en], 1)
 
 
+@pytest.mark.parametrize("softmax", ["joint", "per_half"])
 @pytest.mark.parametrize("mode", ["full", "self_only", "speaker_only"])
-def test_ssa_with_enrollment_against_numpy(mode):
+def test_ssa_with_enrollment_against_numpy(mode, softmax):
   rng = np.random.default_rng(0)
   t, d, j = 6, 5, 3
   h_em, h_sp = rng.normal(size=(2, B, t, d)).astype(np.float32)
@@ -76,10 +88,10 @@ def test_ssa_with_enrollment_against_numpy(mode):
   mask = np.arange(t) < np.array([6, 4, 2, 5, 6])[:, None]
   valid = np.array([[1, 1, 1], [1, 0, 1], [0, 0, 0], [1, 1, 0], [0, 1, 1]], bool)
   keep = np.array([True, True, True, False, True])
-  ssa = SelfSpeakerAttention(mode)
+  ssa = SelfSpeakerAttention(mode, softmax)
   params = ssa.init(jax.random.PRNGKey(1), h_em, h_sp, mask)["params"]
   c, a_em, a_sp = ssa.apply({"params": params}, h_em, h_sp, mask, keep, e, valid)
-  want = _numpy_ssa(h_em, h_sp, mask, e, valid, params, mode, keep)
+  want = _numpy_ssa(h_em, h_sp, mask, e, valid, params, mode, keep, softmax)
   for got, ref in zip((c, a_em, a_sp), want):
     np.testing.assert_allclose(np.asarray(got), ref, rtol=2e-5, atol=2e-6)
   assert a_sp.shape == (B, t + j)

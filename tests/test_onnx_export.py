@@ -64,6 +64,7 @@ SETTINGS = {
                                                 "model.classifier_bias": "unscaled",
                                                 "model.logit_scale": "learned"}),
     "ssa_crnn": ("ssa_crnn", {"model.num_speakers": 3}),
+    "ssa_crnn_per_half": ("ssa_crnn", {"model.num_speakers": 3, "model.ssa_softmax": "per_half"}),
     "ssa_crnn_self_only_nobias_flax_lstm": ("ssa_crnn", {
         "model.num_speakers": 3, "model.ssa": "self_only", "model.classifier_bias": "none",
         "model.lstm_impl": "flax"}),
@@ -151,8 +152,9 @@ def test_parity_real_features_paper_size_acrnn(speech):
   assert max(errors.values()) <= TOL, errors
 
 
-@pytest.mark.parametrize("mode", ["full", "self_only"])
-def test_parity_with_enrollment(mode):
+@pytest.mark.parametrize("mode,softmax", [("full", "joint"), ("self_only", "joint"),
+                                          ("full", "per_half")])
+def test_parity_with_enrollment(mode, softmax):
   """A model trained with enrollment (model.enroll_k > 0): the enrollment inputs against
   `model.apply(..., enroll={"context", "valid"})` (all valid, and a mix), speaker_state against
   `models.speaker_states`, and one invalid entry against the model without enrollment."""
@@ -160,7 +162,8 @@ def test_parity_with_enrollment(mode):
   frames, d = 16, 8  # d = 2 x lstm_units
   cfg = tiny_config("ssa_crnn", overrides={
       "features.segment_frames": frames, "model.num_speakers": 3, "model.enroll_k": 2,
-      "model.ssa": mode, "model.conv_features": (3, 4)})  # two conv layers: less to compile
+      "model.ssa": mode, "model.ssa_softmax": softmax,
+      "model.conv_features": (3, 4)})  # two conv layers: less to compile
   model, variables = _model(cfg, frames, seed=4)
   x, mask = _inputs(frames, 4, [16, 11, 3, 1], pad_value=0.7)
   ctx = np.random.default_rng(5).normal(size=(3, d)).astype(np.float32)

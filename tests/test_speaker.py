@@ -224,6 +224,31 @@ def test_speaker_dropout_rate_and_per_example_masking():
   assert np.all(mass[~kept] == 0.0) and np.all(mass[kept] > 0.0)
 
 
+def test_ssa_per_half_fixes_each_half_mass_and_keeps_each_half_softmax():
+  """model.ssa_softmax="per_half": with both halves present each carries exactly 1/2 and, within
+  a half, the weights are the joint model's renormalised (the same scores); a dropped speaker
+  half leaves the self half all the mass. The parameters are the joint model's."""
+  x, mask = _batch(8)
+  joint = models.build_model(_model_cfg())
+  per_half = models.build_model(_model_cfg(ssa_softmax="per_half", speaker_dropout=0.5))
+  variables = _variables(joint, x, mask)
+  assert (jax.tree.structure(_variables(per_half, x, mask)) == jax.tree.structure(variables))
+  _, aux_j = joint.apply(variables, x, mask)
+  _, aux_h = per_half.apply(variables, x, mask)
+  for half in ("alpha_em", "alpha_sp"):
+    got = np.asarray(aux_h[half], np.float64)
+    np.testing.assert_allclose(got.sum(-1), 0.5, rtol=1e-6)
+    ref = np.asarray(aux_j[half], np.float64)
+    np.testing.assert_allclose(got, 0.5 * ref / ref.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
+  assert np.abs(np.asarray(aux_j["alpha_sp"]).sum(-1) - 0.5).max() > 1e-3  # joint: not fixed
+  (_, aux_t), _ = per_half.apply(variables, x, mask, train=True, mutable=["batch_stats"],
+                                 rngs={"dropout": jax.random.PRNGKey(1)})
+  kept = np.asarray(aux_t["speaker_kept"])
+  assert kept.any() and not kept.all()
+  mass_em = np.asarray(aux_t["alpha_em"]).sum(-1)
+  np.testing.assert_allclose(mass_em, np.where(kept, 0.5, 1.0), rtol=1e-6)
+
+
 # ---------------------------------------------------------------- the real train step
 
 
@@ -316,6 +341,7 @@ def test_adversary_gradient_into_the_emotion_branch_is_reversed(arrays):
     ("model.aam_margin", -0.1, "model.aam_margin"),
     ("model.aam_scale", 0.0, "model.aam_scale"),
     ("model.speaker_dropout", 1.5, "model.speaker_dropout"),
+    ("model.ssa_softmax", "separate", "model.ssa_softmax must be one of"),
 ])
 def test_bad_model_options_are_one_line(key, value, match):
   cfg = tiny_config(overrides={"model.num_speakers": 3, key: value})
@@ -326,6 +352,9 @@ def test_bad_model_options_are_one_line(key, value, match):
 
 def test_speaker_options_need_a_speaker_branch():
   cfg = tiny_config("acrnn", "none", {"model.speaker_dropout": 0.2})
+  with pytest.raises(ValueError, match="need model.name='ssa_crnn'"):
+    models.build_model(cfg.model)
+  cfg = tiny_config("acrnn", "none", {"model.ssa_softmax": "per_half"})
   with pytest.raises(ValueError, match="need model.name='ssa_crnn'"):
     models.build_model(cfg.model)
   cfg = tiny_config("acrnn", "none", {"train.speaker_stop_gradient": True})

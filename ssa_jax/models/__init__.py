@@ -15,18 +15,19 @@ import ml_collections
 
 from ssa_jax.models import acrnn as _acrnn
 from ssa_jax.models.acrnn import ACRNN, CLASSIFIER_BIAS
-from ssa_jax.models.attention import SSA_MODES, SelfAttention, SelfSpeakerAttention, masked_softmax
+from ssa_jax.models.attention import (SSA_MODES, SSA_SOFTMAX, SelfAttention, SelfSpeakerAttention,
+                                      masked_softmax, ssa_weights)
 from ssa_jax.models.crnn import CRNN, compute_dtype, pool_mask
 from ssa_jax.models.ssa_crnn import SSACRNN, speaker_states
 
-__all__ = ["ACRNN", "CLASSIFIER_BIAS", "MODELS", "SSA_MODES", "SSACRNN", "CRNN", "SelfAttention",
-           "SelfSpeakerAttention", "build_model", "compute_dtype", "masked_softmax", "pool_mask",
-           "resolve_logit_scale", "speaker_states"]
+__all__ = ["ACRNN", "CLASSIFIER_BIAS", "MODELS", "SSA_MODES", "SSA_SOFTMAX", "SSACRNN", "CRNN",
+           "SelfAttention", "SelfSpeakerAttention", "build_model", "compute_dtype", "masked_softmax",
+           "pool_mask", "resolve_logit_scale", "speaker_states", "ssa_weights"]
 
 MODELS = {"acrnn": ACRNN, "ssa_crnn": SSACRNN}  # model.name -> module
-# config.model fields only SSA-CRNN takes (the speaker branch; the last five: unseen speakers)
+# config.model fields only SSA-CRNN takes (the speaker branch; the last six: unseen speakers)
 SSA_ONLY = ("num_speakers", "ssa", "speaker_loss", "aam_margin", "aam_scale", "speaker_dropout",
-            "enroll_k")
+            "enroll_k", "ssa_softmax")
 
 
 def resolve_logit_scale(model_cfg: ml_collections.ConfigDict) -> tuple[float | str, float]:
@@ -39,12 +40,13 @@ def resolve_logit_scale(model_cfg: ml_collections.ConfigDict) -> tuple[float | s
 # --- Beyond the paper: unseen speakers (docs/DESIGN.md; config.py's block of the same name) ---
 def _check_no_speaker_options(name: str, fields: dict) -> None:
   """A model without a speaker branch ignores the SSA-only fields, but model.speaker_loss /
-  model.speaker_dropout / model.enroll_k switched on for it (not softmax / not 0) is a one-line
-  ValueError. (SSACRNN checks their values when it is made; aam_margin / aam_scale only act with
+  model.speaker_dropout / model.enroll_k / model.ssa_softmax switched on for it (not softmax /
+  not 0 / not joint) is a one-line ValueError. (SSACRNN checks their values when it is made; aam_margin / aam_scale only act with
   "aam".)"""
   if (fields.get("speaker_loss", "softmax") != "softmax" or fields.get("speaker_dropout", 0) != 0
-      or fields.get("enroll_k", 0) != 0):
-    raise ValueError(f"model.speaker_loss / model.speaker_dropout / model.enroll_k need "
+      or fields.get("enroll_k", 0) != 0 or fields.get("ssa_softmax", "joint") != "joint"):
+    raise ValueError(f"model.speaker_loss / model.speaker_dropout / model.enroll_k / "
+                     f"model.ssa_softmax need "
                      f"model.name='ssa_crnn' (a speaker branch), got model.name={name!r}")
 # --- end of the unseen-speaker block ---
 

@@ -15,12 +15,33 @@ import flax.linen as nn
 
 
 SSA_MODES = ("full", "self_only", "speaker_only")
+SSA_SOFTMAX = ("joint", "per_half")
 
 
 def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
   """Softmax over the last axis with masked entries exactly 0 (all-masked rows: all 0)."""
   scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
   return jnp.where(mask, jax.nn.softmax(scores, axis=-1), 0.0)
+
+
+def ssa_weights(scores: jax.Array, mask: jax.Array, t: int, softmax: str = "joint") -> jax.Array:
+  """The SSA's attention weights: scores, mask (B, N) (the self half's T' entries first, then
+  the speaker half's N - T': frames and enrollment entries) -> alpha (B, N), masked entries 0.
+
+  "joint" (the paper's Eq. 6): one softmax over all N entries, so the halves compete for one
+  unit of mass. "per_half" (beyond the paper, `model.ssa_softmax`): a softmax within each half,
+  each half then weighted 1/n, n the number of halves with an allowed entry (2; 1 when one half
+  is masked out, as in self_only or a dropped speaker half). The mass on each half is then fixed
+  (1/2), not learnt, and neither half can starve the other of gradient.
+  """
+  if softmax not in SSA_SOFTMAX:
+    raise ValueError(f"model.ssa_softmax must be one of {SSA_SOFTMAX}, got {softmax!r}")
+  if softmax == "joint":
+    return masked_softmax(scores, mask)
+  halves = [(scores[:, :t], mask[:, :t]), (scores[:, t:], mask[:, t:])]
+  alphas = [masked_softmax(s, m) for s, m in halves]
+  present = sum(m.any(axis=1).astype(scores.dtype) for _, m in halves)  # (B,)
+  return jnp.concatenate(alphas, axis=1) / jnp.maximum(present, 1.0)[:, None]
 
 
 class SelfAttention(nn.Module):
@@ -47,6 +68,8 @@ class SelfSpeakerAttention(nn.Module):
     a_em   = h_em W^k_em                          W^k_em in R^d      -> (B, T')
     a_sp   = (h_sp W^k_sp) q / sqrt(T')           W^k_sp in R^{dxd}  -> (B, T')
     alpha  = softmax([a_em, a_sp]) jointly over the 2T' entries, padded frames masked in both
+             (`softmax`="per_half", beyond the paper: a softmax within each half, each half
+             weighted 1/2; `ssa_weights`)
     c      = [sum_t alpha_t h_em,t W^v_em ; sum_t alpha_{T'+t} h_sp,t W^v_sp]  -> (B, 2d)
 
   Inputs h_em, h_sp (B, T', d), mask (B, T') bool. Returns (c (B, 2d), alpha_em (B, T'),
@@ -66,6 +89,7 @@ class SelfSpeakerAttention(nn.Module):
   """
 
   mode: str = "full"
+  softmax: str = "joint"  # `model.ssa_softmax`: joint (the paper) | per_half (`ssa_weights`)
 
   @nn.compact
   def __call__(self, h_em: jax.Array, h_sp: jax.Array, mask: jax.Array,
@@ -107,8 +131,8 @@ class SelfSpeakerAttention(nn.Module):
     if enroll is not None:  # beyond the paper: enrollment entries appended to the speaker half
       return self._with_enrollment(h_em, h_sp, q, a_em, a_sp, self_half, speaker_half,
                                    speaker_keep, enroll, enroll_valid, w_k_sp, w_v_em, w_v_sp)
-    alpha = masked_softmax(jnp.concatenate([a_em, a_sp], axis=1),
-                           jnp.concatenate([self_half, speaker_half], axis=1))
+    alpha = ssa_weights(jnp.concatenate([a_em, a_sp], axis=1),
+                        jnp.concatenate([self_half, speaker_half], axis=1), t, self.softmax)
     alpha_em, alpha_sp = alpha[:, :t], alpha[:, t:]
     c = jnp.concatenate([jnp.einsum("bt,btd->bd", alpha_em, h_em @ w_v_em),
                          jnp.einsum("bt,btd->bd", alpha_sp, h_sp @ w_v_sp)], axis=1)
@@ -126,8 +150,9 @@ class SelfSpeakerAttention(nn.Module):
     enroll_half = enroll_valid.astype(bool) & (self.mode != "self_only")
     if speaker_keep is not None:
       enroll_half = enroll_half & speaker_keep[:, None]
-    alpha = masked_softmax(jnp.concatenate([a_em, a_sp, a_en], axis=1),
-                           jnp.concatenate([self_half, speaker_half, enroll_half], axis=1))
+    alpha = ssa_weights(jnp.concatenate([a_em, a_sp, a_en], axis=1),
+                        jnp.concatenate([self_half, speaker_half, enroll_half], axis=1), t,
+                        self.softmax)
     alpha_em, alpha_sp = alpha[:, :t], alpha[:, t:]
     values_sp = jnp.concatenate([h_sp, enroll], axis=1) @ w_v_sp  # (B, T' + J, d)
     c = jnp.concatenate([jnp.einsum("bt,btd->bd", alpha_em, h_em @ w_v_em),

@@ -12,6 +12,8 @@ Beyond the paper (docs/DESIGN.md "Beyond the paper: unseen speakers"; all off by
                        speaker_cosine (B, S) = cos(theta) between L2-normalised z_sp and class
                        weights, and speaker_logits = aam_scale * speaker_cosine (no margin: the
                        train step adds it, `speaker.aam_logits`).
+  ssa_softmax="per_half"  a softmax within each half of the SSA, each half weighted 1/2
+                       (`attention.ssa_weights`): the halves no longer compete for the mass.
   speaker_dropout=p    train=True only: each example's speaker half of the SSA is dropped with
                        probability p (rng stream "dropout"); aux adds speaker_kept (B,) bool.
   detach_speaker=True  (a call argument, `train.speaker_stop_gradient`) the SSA reads
@@ -43,7 +45,7 @@ import flax.linen as nn
 
 from ssa_jax import speaker as speaker_lib
 from ssa_jax.models.acrnn import ACRNN, branch
-from ssa_jax.models.attention import SSA_MODES, SelfAttention, SelfSpeakerAttention
+from ssa_jax.models.attention import SSA_MODES, SSA_SOFTMAX, SelfAttention, SelfSpeakerAttention
 from ssa_jax.models.crnn import check_inputs
 
 
@@ -59,6 +61,8 @@ def check_speaker_options(m: "SSACRNN") -> None:
   if not 0.0 <= float(m.speaker_dropout) <= 1.0:
     raise ValueError(f"model.speaker_dropout must be a probability in [0, 1], "
                      f"got {m.speaker_dropout}")
+  if m.ssa_softmax not in SSA_SOFTMAX:
+    raise ValueError(f"model.ssa_softmax must be one of {SSA_SOFTMAX}, got {m.ssa_softmax!r}")
   if isinstance(m.enroll_k, bool) or not isinstance(m.enroll_k, int) or m.enroll_k < 0:
     raise ValueError(f"model.enroll_k must be an integer >= 0 (0: no enrollment), "
                      f"got {m.enroll_k!r}")
@@ -80,8 +84,9 @@ class SSACRNN(ACRNN):
   """Self Speaker Attentive CRNN. Attributes as ACRNN plus `num_speakers` (> 0), `ssa`
   (`model.ssa`: full | self_only | speaker_only, SelfSpeakerAttention's mode) and the
   unseen-speaker options `speaker_loss` (softmax | aam), `aam_margin` (radians, [0, pi/2)),
-  `aam_scale` (> 0), `speaker_dropout` (a probability) and `enroll_k` (>= 0; the number of
-  enrollment utterances training supplies, the module docstring's `enroll`) (meaning and
+  `aam_scale` (> 0), `speaker_dropout` (a probability), `enroll_k` (>= 0; the number of
+  enrollment utterances training supplies, the module docstring's `enroll`) and `ssa_softmax`
+  (joint | per_half: how the SSA's weights are normalised, `attention.ssa_weights`) (meaning and
   defaults: ssa_jax/config.py), checked once when the module is made."""
 
   num_speakers: int
@@ -91,6 +96,7 @@ class SSACRNN(ACRNN):
   aam_scale: float
   speaker_dropout: float
   enroll_k: int
+  ssa_softmax: str
 
   def __post_init__(self):
     if int(self.num_speakers) <= 0:
@@ -138,7 +144,7 @@ class SSACRNN(ACRNN):
       if detach_speaker:
         enroll_states = jax.lax.stop_gradient(enroll_states)
       enroll_args = (enroll_states, enroll["valid"])
-    c_em, alpha_em, alpha_sp = SelfSpeakerAttention(self.ssa, name="ssa")(
+    c_em, alpha_em, alpha_sp = SelfSpeakerAttention(self.ssa, self.ssa_softmax, name="ssa")(
         h_em, h_sp_ssa, pmask, keep, *enroll_args)
     if enroll_args:
       t = pmask.shape[1]
