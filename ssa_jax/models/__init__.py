@@ -41,8 +41,8 @@ def resolve_logit_scale(model_cfg: ml_collections.ConfigDict) -> tuple[float | s
 def _check_no_speaker_options(name: str, fields: dict) -> None:
   """A model without a speaker branch ignores the SSA-only fields, but model.speaker_loss /
   model.speaker_dropout / model.enroll_k / model.ssa_softmax switched on for it (not softmax /
-  not 0 / not joint) is a one-line ValueError. (SSACRNN checks their values when it is made; aam_margin / aam_scale only act with
-  "aam".)"""
+  not 0 / not joint) is a one-line ValueError. (SSACRNN checks their values when it is made;
+  aam_margin / aam_scale only act with "aam".)"""
   if (fields.get("speaker_loss", "softmax") != "softmax" or fields.get("speaker_dropout", 0) != 0
       or fields.get("enroll_k", 0) != 0 or fields.get("ssa_softmax", "joint") != "joint"):
     raise ValueError(f"model.speaker_loss / model.speaker_dropout / model.enroll_k / "
