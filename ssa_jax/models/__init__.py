@@ -38,15 +38,18 @@ def resolve_logit_scale(model_cfg: ml_collections.ConfigDict) -> tuple[float | s
 
 
 # --- Beyond the paper: unseen speakers (docs/DESIGN.md; config.py's block of the same name) ---
+# The speaker-branch options' "off" values (the paper's model): a model without a speaker branch
+# must leave them there. aam_margin / aam_scale only act with speaker_loss="aam".
+SPEAKER_OPTIONS_OFF = {"speaker_loss": "softmax", "speaker_dropout": 0, "enroll_k": 0,
+                       "ssa_softmax": "joint"}
+
+
 def _check_no_speaker_options(name: str, fields: dict) -> None:
-  """A model without a speaker branch ignores the SSA-only fields, but model.speaker_loss /
-  model.speaker_dropout / model.enroll_k / model.ssa_softmax switched on for it (not softmax /
-  not 0 / not joint) is a one-line ValueError. (SSACRNN checks their values when it is made;
-  aam_margin / aam_scale only act with "aam".)"""
-  if (fields.get("speaker_loss", "softmax") != "softmax" or fields.get("speaker_dropout", 0) != 0
-      or fields.get("enroll_k", 0) != 0 or fields.get("ssa_softmax", "joint") != "joint"):
-    raise ValueError(f"model.speaker_loss / model.speaker_dropout / model.enroll_k / "
-                     f"model.ssa_softmax need "
+  """A model without a speaker branch ignores the SSA-only fields, but any of
+  `SPEAKER_OPTIONS_OFF` set away from its off value is a one-line ValueError. (SSACRNN checks
+  their values when it is made.)"""
+  if any(fields.get(k, off) != off for k, off in SPEAKER_OPTIONS_OFF.items()):
+    raise ValueError(f"{' / '.join('model.' + k for k in SPEAKER_OPTIONS_OFF)} need "
                      f"model.name='ssa_crnn' (a speaker branch), got model.name={name!r}")
 # --- end of the unseen-speaker block ---
 

@@ -13,7 +13,8 @@ for sysdir in sorted(glob.glob(os.path.join(root, "*/"))):
   name = os.path.basename(sysdir.rstrip("/"))
   rows = []
   for fd in sorted(glob.glob(os.path.join(sysdir, "draw*/fold0"))):
-    res = json.load(open(os.path.join(fd, "result.json")))
+    with open(os.path.join(fd, "result.json")) as f:
+      res = json.load(f)
     b = checkpointing.load_best(fd)
     p = b["variables"]["params"]["classifier"]
     w = np.asarray(p["kernel"])  # (E, K)
@@ -25,8 +26,7 @@ for sysdir in sorted(glob.glob(os.path.join(root, "*/"))):
   cls = rows[0]["classes"]
   l1 = np.array([r["l1"] for r in rows]); l1r = l1 / l1.mean(1, keepdims=True)
   nz = np.array([r["nz"] for r in rows]); bias = np.array([r["bias"] for r in rows])
-  rec = np.array([[r["recalls"][c] if isinstance(r["recalls"], dict) else r["recalls"][i]
-                   for i, c in enumerate(cls)] for r in rows])
+  rec = np.array([r["recalls"] for r in rows])  # result.json: a list in the order of `classes`
   print(name, len(rows), "draws; classes", cls)
   print("  L1 norm / mean over classes:", np.round(l1r.mean(0), 3), "+-", np.round(l1r.std(0), 3))
   print("  non-zero share:", np.round(nz.mean(0), 3))
@@ -35,4 +35,5 @@ for sysdir in sorted(glob.glob(os.path.join(root, "*/"))):
   # within-draw: correlation of a class's relative L1 norm with its recall
   print("  corr(rel L1, recall) over draws x classes:",
         round(float(np.corrcoef(l1r.ravel(), rec.ravel())[0, 1]), 3))
-json.dump(out, open(os.path.join(root, "head_norms.json"), "w"))
+with open(os.path.join(root, "head_norms.json"), "w") as f:
+  json.dump(out, f)
