@@ -111,7 +111,8 @@ def load_best(fold_dir: str, config: ml_collections.ConfigDict | None = None) ->
   (default: `rundir.FoldDir(fold_dir).config()`).
 
   Returns:
-    {"variables": {"params", "batch_stats"} (numpy), "config": ConfigDict (config.json),
+    {"variables": {"params", "batch_stats"} (numpy; the averaged weights of a run with
+     train.ema_decay > 0, the ones it selected and scored with), "config": ConfigDict (config.json),
      "classes": tuple, "speakers": tuple, "stats": features.SpeakerStats, "step": int,
      "meta": the best checkpoint's meta}
 
@@ -144,7 +145,8 @@ def load_best(fold_dir: str, config: ml_collections.ConfigDict | None = None) ->
   stats = features.SpeakerStats.from_arrays(
       {**norm, "speakers": np.asarray(names["normalization_speakers"])})
   state = r["state"]
-  return {"variables": {"params": state["params"], "batch_stats": state["batch_stats"]},
+  scored = state.get("ema") or state  # train.ema_decay > 0: the averaged weights are the model's
+  return {"variables": {"params": scored["params"], "batch_stats": scored["batch_stats"]},
           "config": config, "classes": tuple(names["classes"]),
           "speakers": tuple(names["speakers"]), "stats": stats, "step": int(step),
           "meta": dict(r["meta"])}

@@ -158,6 +158,13 @@ def base_config() -> ml_collections.ConfigDict:
   # How training batches are drawn: balanced (batch_size / K segments of every class, the
   # paper's) | proportional (a seeded shuffle of the training segments: corpus proportions).
   c.train.batch_sampling = "balanced"
+  # Evaluation weights (beyond the paper; docs/DESIGN.md "Weight averaging"): 0 (off, the paper's:
+  # every evaluation, selection and checkpoint scores the live weights) | d in (0, 1): an
+  # exponential moving average of params and batch_stats, ema <- decay_t * ema + (1 - decay_t) *
+  # live after every step, decay_t = min(d, (1 + t) / (10 + t)) at step t (TensorFlow's
+  # ExponentialMovingAverage with num_updates), is what every evaluation, the selection and
+  # every use of a checkpoint (evaluate, predict, export) scores. Training uses the live weights.
+  c.train.ema_decay = 0.0
   c.train.speaker_loss_weight = 1.0  # SSA-CRNN: loss = CE_em + w * CE_sp (the paper: 1)
   # --- Beyond the paper: unseen speakers (docs/DESIGN.md "Beyond the paper"; off by default) ---
   # SSA-CRNN: no gradient from the emotion loss into the speaker branch (the SSA reads the speaker

@@ -135,7 +135,10 @@ def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh,
 
 
 def variables_of(state: Any) -> dict[str, Any]:
-  """The model variables {"params", "batch_stats"} of a train state (eval_step's input)."""
+  """The model variables {"params", "batch_stats"} of a train state (eval_step's input): its
+  averaged weights when it has them (train.ema_decay > 0), else its live ones."""
+  if getattr(state, "ema", None) is not None:
+    return {"params": state.ema["params"], "batch_stats": state.ema["batch_stats"]}
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 

@@ -112,9 +112,13 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   bad_step: jax.Array  # int32 (), first step with a non-finite loss or gradient, -1 if none
+  # train.ema_decay > 0: the averaged weights {"params", "batch_stats"} that evaluation scores
+  # (`inference.variables_of`); None (not in the checkpoint) when off.
+  ema: Any = None
 
   def to_dict(self) -> dict[str, Any]:
-    return {f: getattr(self, f) for f in ("step", "params", "batch_stats", "opt_state", "bad_step")}
+    fields = ("step", "params", "batch_stats", "opt_state", "bad_step")
+    return {f: getattr(self, f) for f in fields + (("ema",) if self.ema is not None else ())}
 
 
 def make_optimizer(train_cfg: ml_collections.ConfigDict,
@@ -145,7 +149,7 @@ def _constrain(params: Any, z_em: jax.Array, constraint: str) -> Any:
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
                        x: jax.Array, mask: jax.Array, constraint: str = "none",
                        init_projection: str | None = None,
-                       adversary_speakers: int = 0) -> TrainState:
+                       adversary_speakers: int = 0, ema: bool = False) -> TrainState:
   """Initialises parameters from the first training batch x (B, T, M, C), mask (B, T).
 
   With a constraint, the initial classifier kernel is projected by Eq. 8 with the embeddings of
@@ -156,7 +160,8 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
   entries of each column (the radius is far inside the initial columns' L1 norms).
   `adversary_speakers` > 0 (`train.adversarial_weight` > 0): params also hold the adversarial
   speaker classifier, params["speaker_adversary"] (`speaker.adversary_init`, its own key
-  fold_in(rng, 1)); the model ignores that entry.
+  fold_in(rng, 1)); the model ignores that entry. `ema` (train.ema_decay > 0): the state's
+  averaged weights start as the initial (projected) params and batch_stats.
   """
   variables = flax.core.unfreeze(model.init({"params": rng}, x, mask, train=False))
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
@@ -170,7 +175,17 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
                               rngs={"dropout": jax.random.fold_in(rng, 2)})
     params = _constrain(params, aux["z_em"], init_projection or constraint)
   return TrainState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params), bad_step=jnp.int32(-1))
+                    opt_state=tx.init(params), bad_step=jnp.int32(-1),
+                    ema=(jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats})
+                         if ema else None))  # copies: the step donates every leaf once
+
+
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+  """The averaging decay at step t (updates applied before this one): min(decay, (1+t)/(10+t)),
+  TensorFlow's ExponentialMovingAverage with num_updates, so the first steps do not keep the
+  initialisation for ~1 / (1 - decay) steps."""
+  t = step.astype(jnp.float32)
+  return jnp.minimum(jnp.float32(decay), (1.0 + t) / (10.0 + t))
 
 
 def initial_projection(train_cfg: ml_collections.ConfigDict) -> str:
@@ -190,8 +205,8 @@ def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.Module,
                tx: optax.GradientTransformation, constraint: str,
                speaker_loss_weight: float = 1.0, speaker_stop_gradient: bool = False,
-               adversarial_weight: float = 0.0, dropout_key: jax.Array | None = None
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+               adversarial_weight: float = 0.0, dropout_key: jax.Array | None = None,
+               ema_decay: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
   """One NAdam update + Eq. 8 projection on a global batch {x (B,T,M,C), mask, label, speaker}.
 
   loss = CE_em (+ speaker_loss_weight * CE_sp for SSA-CRNN) (+ CE_adv with an adversary).
@@ -206,6 +221,10 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.M
                      the step stays a pure function of (state, batch).
     enrollment       (model.enroll_k > 0) a batch with enroll_x (B, k, T, M, C), enroll_mask,
                      enroll_valid (B, k) (`input_pipeline`) passes them to the model's `enroll`.
+  ema_decay > 0 (train.ema_decay; the state made with `create_train_state(ema=True)`): after the
+  update and projection, state.ema <- d * ema + (1 - d) * {params, batch_stats} with
+  d = `ema_decay_at(ema_decay, step)` (optax.incremental_update). The averaged classifier is a
+  convex combination of projected ones, inside the Eq. 8 ball; it is not projected again.
   """
   chex.assert_rank(batch["x"], 4)
   chex.assert_equal_shape_prefix([batch["x"], batch["mask"]], 2)
@@ -258,15 +277,20 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: nn.M
 
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   bad_step = jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step)
+  ema = state.ema
+  if ema_decay > 0:
+    ema = optax.incremental_update({"params": params, "batch_stats": batch_stats}, ema,
+                                   1.0 - ema_decay_at(ema_decay, state.step))
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state, bad_step=bad_step)
+                            opt_state=opt_state, bad_step=bad_step, ema=ema)
   return new_state, {"loss": loss, "grad_norm": grad_norm, **out}
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constraint: str,
                     mesh: jax.sharding.Mesh, max_traces: int | None = None,
                     compiler_options: Mapping[str, str] | None | str = "tuned",
-                    speaker_loss_weight: float = 1.0, **speaker_options) -> Callable:
+                    speaker_loss_weight: float = 1.0, ema_decay: float = 0.0,
+                    **speaker_options) -> Callable:
   """The jitted train step.
 
   jit signature: (state: TrainState  P() replicated, donated;
@@ -278,10 +302,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, constrai
   `xla_options.CPU_OPTION_SETS` ("default": XLA's own; benchmarks), or a dict / None.
   `speaker_options`: `train_step`'s unseen-speaker keywords (speaker_stop_gradient,
   adversarial_weight, dropout_key; `speaker_step_options` builds them from a config).
+  `ema_decay` > 0: the state carries averaged weights (`train_step`).
   """
   def step(state, batch):
     return train_step(state, batch, model=model, tx=tx, constraint=constraint,
-                      speaker_loss_weight=speaker_loss_weight, **speaker_options)
+                      speaker_loss_weight=speaker_loss_weight, ema_decay=ema_decay,
+                      **speaker_options)
   if max_traces is not None:
     step = chex.assert_max_traces(step, n=max_traces)
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
@@ -344,6 +370,15 @@ def check_config(config: ml_collections.ConfigDict, fold: int) -> None:
     raise ValueError(f"model.enroll_k needs model.name='ssa_crnn' (a speaker branch), "
                      f"got {config.model.name!r}")
   enroll_lib.scored_k(config)  # train.exclude_enroll_k: a one-line error before any data is read
+  _ema_decay(tcfg)
+
+
+def _ema_decay(tcfg: ml_collections.ConfigDict) -> float:
+  """train.ema_decay, checked: a number in [0, 1) (0: off)."""
+  d = tcfg.get("ema_decay", 0.0)
+  if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
+    raise ValueError(f"train.ema_decay must be a number in [0, 1) (0: off), got {d!r}")
+  return float(d)
 
 
 # --- Unseen speakers (docs/DESIGN.md "Beyond the paper"): the train step's extra keywords ---
@@ -430,13 +465,14 @@ def build_program(config: ml_collections.ConfigDict, fd: fold_lib.FoldData, fold
       create_train_state, model, tx, constraint=str(tcfg.constraint),
       init_projection=initial_projection(tcfg),
       adversary_speakers=(int(config.model.num_speakers)
-                          if "adversarial_weight" in speaker_opts else 0)),
+                          if "adversarial_weight" in speaker_opts else 0),
+      ema=_ema_decay(tcfg) > 0),
                     out_shardings=parallel.replicated(mesh))
   return Program(
       model=model, init_fn=init_fn,
       train_fn=make_train_step(model, tx, tcfg.constraint, mesh,
                                speaker_loss_weight=float(tcfg.speaker_loss_weight),
-                               **speaker_opts),
+                               ema_decay=_ema_decay(tcfg), **speaker_opts),
       eval_fn=inference.make_eval_step(model, mesh),
       rng=rng,
       example={k: jnp.asarray(example[k]) for k in ("x", "mask")},

@@ -190,6 +190,54 @@ def test_fold_run_writes_files_and_resumes_exactly(tmp_path, monkeypatch, tiny):
   assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(restored[0]["params"]))
 
 
+def test_ema_step_follows_the_numpy_recurrence(step_setup):
+  """train.ema_decay: after each real jitted step the averaged weights equal a float64 numpy
+  recurrence over the live params and batch_stats the steps produced, with TensorFlow's
+  num_updates decay min(d, (1+t)/(10+t)); evaluation (`variables_of`) reads the average."""
+  s, decay = step_setup, 0.8
+  tx = train.make_optimizer(s["cfg"].train)
+  step = train.make_train_step(s["model"], tx, "l1_sphere", s["mesh"], ema_decay=decay)
+  x, mask = s["arrays"]["x"][:8], s["arrays"]["mask"][:8]
+  state = train.create_train_state(s["model"], tx, jax.random.PRNGKey(0), x, mask, "l1_sphere",
+                                   ema=True)
+  live = lambda st: jax.tree.map(lambda a: np.asarray(a, np.float64),
+                                 {"params": st.params, "batch_stats": st.batch_stats})
+  expected = live(state)
+  batches = list(input_pipeline.train_batches(s["arrays"], 4, 8, seed=0, fold=0, epoch=0))[:6]
+  for t, local in enumerate(batches):
+    state, _ = step(state, parallel.global_batch(local, s["mesh"]))
+    d = min(decay, (1 + t) / (10 + t))
+    expected = jax.tree.map(lambda e, p, d=d: d * e + (1 - d) * p, expected, live(state))
+  got = jax.tree.map(lambda a: np.asarray(a, np.float64), state.ema)
+  chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-7)
+  scored = inference.variables_of(state)
+  chex.assert_trees_all_close(jax.tree.map(np.asarray, scored), got, rtol=0, atol=0)
+  kernel = lambda v: np.asarray(v["params"]["classifier"]["kernel"])
+  assert np.abs(kernel(scored) - kernel(live(state))).max() > 1e-4  # not the live weights
+
+
+def test_ema_run_resumes_exactly_and_its_checkpoint_is_the_average(tmp_path):
+  """A fold with train.ema_decay > 0 resumes bit for bit; its checkpoints hold the live and the
+  averaged weights, and `load_best` (evaluate, predict, export) returns the averaged ones."""
+  ds = fake_dataset()
+  cfg = tiny_config(overrides={"train.ema_decay": 0.9, "train.epochs": 2})
+  full = train.train_and_evaluate(cfg, str(tmp_path / "full"), 0, dataset=ds)
+  cfg.train.epochs = 1
+  train.train_and_evaluate(cfg, str(tmp_path / "resumed"), 0, dataset=ds)
+  cfg.train.epochs = 2
+  train.train_and_evaluate(cfg, str(tmp_path / "resumed"), 0, dataset=ds)
+  assert _result(tmp_path / "resumed") == _result(tmp_path / "full")
+  fold_dir = tmp_path / "full" / "fold0"
+  best = checkpointing.load_best(str(fold_dir))
+  manager = checkpointing.checkpoint_manager(str(fold_dir / "checkpoints"), read_only=True)
+  raw = manager.restore(full["best_step"], args=checkpointing.ocp.args.Composite(
+      state=checkpointing.ocp.args.StandardRestore()))["state"]
+  chex.assert_trees_all_equal(jax.tree.map(np.asarray, best["variables"]),
+                              jax.tree.map(np.asarray, dict(raw["ema"])))
+  assert not np.array_equal(np.asarray(raw["ema"]["params"]["classifier"]["kernel"]),
+                            np.asarray(raw["params"]["classifier"]["kernel"]))
+
+
 def test_fold_frees_the_raw_features_it_loaded(tmp_path, monkeypatch):
   """A fold that prepared its own dataset drops the raw segments before training (only the
   normalised copy stays); a caller's dataset is left alone; both give the same result."""
@@ -307,6 +355,8 @@ def test_eval_step_compiles_with_the_train_steps_cpu_options():
     ("train.selection", "test", "train.selection must be one of"),
     ("train.inner_fraction", 0.0, "train.inner_fraction must be in"),
     ("train.split", "heldout", "needs the dataset's subsets"),
+    ("train.ema_decay", 1.0, r"train.ema_decay must be a number in \[0, 1\)"),
+    ("train.ema_decay", True, r"train.ema_decay must be a number in \[0, 1\)"),
 ])
 def test_bad_selection_or_sampling_is_one_line(tmp_path, key, value, match):
   overrides = {key: value}
