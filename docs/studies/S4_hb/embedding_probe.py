@@ -9,12 +9,11 @@ in runs/s4/hb/embedding_probe.json, so a rerun computes only new runs.
 """
 import glob, json, os, sys
 import numpy as np
-import scipy.stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import recall_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from ssa_jax import data, replicates, rundir, speaker_eval
+from ssa_jax import data, replicates, rundir, speaker_eval, summary
 
 root = sys.argv[1]
 cache_path = os.path.join(root, "embedding_probe.json")
@@ -64,10 +63,9 @@ for draw in draws:
           flush=True)
 
 
-def ci(x):
-  x = np.asarray(x, float)
-  h = scipy.stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-  return f"{x.mean():+.2f} [{x.mean() - h:+.2f}, {x.mean() + h:+.2f}]"
+def ci(x):  # Student's t over the draws (summary.mean_ci)
+  m = summary.mean_ci(x)
+  return f"{m.mean:+.2f} [{m.low:+.2f}, {m.high:+.2f}]"
 
 
 print("\nPer system, over the draws with every head (percent): mean UAR / worst-class recall")
@@ -83,3 +81,10 @@ for system in systems:
         f"worst-class {ci(np.subtract(worst['balanced'], worst['own']))}")
   print(f"  plain probe - own head:    UAR {ci(np.subtract(uar['plain'], uar['own']))}, "
         f"worst-class {ci(np.subtract(worst['plain'], worst['own']))}")
+
+print("\nBetween systems, balanced probe on each system's z_em, paired over draws "
+      "(ACRNN-r relative - ACRNN):")
+for name, f in (("UAR", lambda r: 100 * np.mean(r)), ("worst-class", lambda r: 100 * min(r))):
+  a = {k.split("/")[1]: f(v["balanced"]) for k, v in cache.items() if k.startswith("ACRNN-r_relative/")}
+  b = {k.split("/")[1]: f(v["balanced"]) for k, v in cache.items() if k.startswith("ACRNN/")}
+  print(f"  {name}: {ci([a[d] - b[d] for d in sorted(a)])}")
